@@ -1,0 +1,617 @@
+//! `config.yaml`: the serde types, and the one `load` + `validate` path that
+//! start-up, `check` and (later) reload all go through.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pki::{self, CertInfo, CertName};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address backends connect to with plain HTTP (HTTP/1.1 or h2c).
+    pub listen: String,
+    /// Where calls are forwarded.
+    pub upstream: UpstreamConfig,
+    /// Client certificates registered in the Amity console (at most 2).
+    #[serde(default)]
+    pub client_certs: Vec<ClientCertConfig>,
+    /// Which calls may pass; everything else is refused with 403.
+    #[serde(default)]
+    pub routes: RoutesConfig,
+    /// Size limits on what backends send.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Bounds on every wait.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// The upstream Amity API host.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Amity region: `eu`, `sg` or `us`. Exactly one of `region` and `url`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A full `https://` base URL, e.g. a local stand-in Amity.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Extra trust roots (PEM) added to the public web roots; for local testing.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// How long an idle pooled upstream connection is kept, in milliseconds.
+    #[serde(default = "default_pool_idle_ms")]
+    pub pool_idle_timeout_ms: u64,
+    /// How many idle connections the pool keeps per upstream host.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+/// One client certificate, as registered in the Amity console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertConfig {
+    /// The certificate's name in the console (1 to 30 of `A-Za-z0-9._-`).
+    pub name: String,
+    /// PEM certificate (chain allowed, leaf first).
+    pub cert: PathBuf,
+    /// PEM private key matching `cert`.
+    pub key: PathBuf,
+}
+
+/// Which calls the proxy lets through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesConfig {
+    /// `GET /api/v3/authentication/token?userId=...`.
+    #[serde(default = "yes")]
+    pub auth_token_v3: bool,
+    /// `POST /api/v4/authentication/token`.
+    #[serde(default = "yes")]
+    pub auth_token_v4: bool,
+    /// Calls that carry an admin token (`Authorization: Bearer` or `x-admin-token`).
+    #[serde(default = "yes")]
+    pub admin: bool,
+    /// Path prefixes admin-token calls may use; narrow it to allow fewer.
+    #[serde(default = "default_admin_prefixes")]
+    pub admin_prefixes: Vec<String>,
+    /// Further calls to allow, by method and exact path or prefix.
+    #[serde(default)]
+    pub extra: Vec<ExtraRoute>,
+}
+
+/// An extra allowed call: a method (or any) and an exact path or a prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraRoute {
+    /// HTTP method, e.g. `GET`; any method when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Exact path to allow.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix to allow.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// Limits on requests from backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[serde(default = "default_body_limit")]
+    pub max_request_body_bytes: usize,
+    /// Largest request head accepted, in bytes (431 beyond).
+    #[serde(default = "default_header_limit")]
+    pub max_header_bytes: usize,
+}
+
+/// Timeouts, all in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// TCP connect to the upstream.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// TLS handshake with the upstream.
+    #[serde(default = "default_handshake_ms")]
+    pub handshake_ms: u64,
+    /// From sending a request upstream to receiving the response head.
+    #[serde(default = "default_response_ms")]
+    pub response_ms: u64,
+    /// Time a backend has to send a complete request head.
+    #[serde(default = "default_header_read_ms")]
+    pub header_read_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[serde(default = "default_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_admin_prefixes() -> Vec<String> {
+    vec!["/api/".to_string()]
+}
+fn default_pool_idle_ms() -> u64 {
+    90_000
+}
+fn default_pool_max_idle() -> usize {
+    32
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_header_limit() -> usize {
+    16 * 1024
+}
+fn default_connect_ms() -> u64 {
+    3_000
+}
+fn default_handshake_ms() -> u64 {
+    5_000
+}
+fn default_response_ms() -> u64 {
+    15_000
+}
+fn default_header_read_ms() -> u64 {
+    10_000
+}
+fn default_grace_ms() -> u64 {
+    10_000
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            auth_token_v3: true,
+            auth_token_v4: true,
+            admin: true,
+            admin_prefixes: default_admin_prefixes(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: default_body_limit(),
+            max_header_bytes: default_header_limit(),
+        }
+    }
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: default_connect_ms(),
+            handshake_ms: default_handshake_ms(),
+            response_ms: default_response_ms(),
+            header_read_ms: default_header_read_ms(),
+            shutdown_grace_ms: default_grace_ms(),
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    /// TCP connect bound.
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    /// TLS handshake bound.
+    pub fn handshake(&self) -> Duration {
+        Duration::from_millis(self.handshake_ms)
+    }
+    /// Response head bound.
+    pub fn response(&self) -> Duration {
+        Duration::from_millis(self.response_ms)
+    }
+    /// Request head read bound.
+    pub fn header_read(&self) -> Duration {
+        Duration::from_millis(self.header_read_ms)
+    }
+    /// Graceful shutdown bound.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// One thing wrong with a configuration: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field, e.g. `client_certs[1].key`.
+    pub field: String,
+    /// What is wrong, naming the value or file.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The YAML did not parse or did not fit the schema (unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The YAML parsed but the values are wrong; every problem is listed.
+    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// Where calls go: scheme is always https.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// Base URL without a trailing slash, e.g. `https://api.sg.amity.co`.
+    pub base: String,
+    /// Host name (or IP) used for SNI and the Host header.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `host[:port]` as sent in Host / :authority.
+    pub authority: http::uri::Authority,
+    /// Path prefix of the base URL (usually empty).
+    pub path_prefix: String,
+}
+
+/// A client certificate with its files read and checked.
+#[derive(Debug)]
+pub struct LoadedCert {
+    /// Console name.
+    pub name: String,
+    /// Resolved certificate path.
+    pub cert_path: PathBuf,
+    /// Resolved key path.
+    pub key_path: PathBuf,
+    /// The chain, leaf first.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The private key.
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+    /// What the leaf says.
+    pub info: CertInfo,
+}
+
+/// A configuration that passed validation, with every file it names loaded.
+#[derive(Debug)]
+pub struct Validated {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The parsed values.
+    pub config: Config,
+    /// Parsed `listen`.
+    pub listen: SocketAddr,
+    /// The upstream to call.
+    pub upstream: UpstreamTarget,
+    /// Extra trust roots from `upstream.ca`.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Client certificates, in config order.
+    pub certs: Vec<LoadedCert>,
+}
+
+/// Reads, parses and validates a config file; the one path used by `run`, `check` and reload.
+pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = parse(path, &text)?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    validate(path, config, &base_dir)
+}
+
+/// Parses YAML text into a [`Config`]; errors carry line and column.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    serde_saphyr::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Resolves `p` against the config file's folder.
+pub fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// Checks every value and loads every file named; lists all problems at once.
+pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, reason: String| {
+        problems.push(Problem {
+            field: field.to_string(),
+            reason,
+        })
+    };
+
+    let listen = parse_addr(&config.listen)
+        .map_err(|r| problem("listen", r))
+        .ok();
+
+    let upstream = upstream_target(&config.upstream)
+        .map_err(|(f, r)| problem(f, r))
+        .ok();
+    let mut extra_roots = Vec::new();
+    if let Some(ca) = &config.upstream.ca {
+        let ca_path = resolve(base_dir, ca);
+        match pki::read_cert_chain(&ca_path) {
+            Ok(c) => extra_roots = c,
+            Err(e) => problem("upstream.ca", e.to_string()),
+        }
+    }
+
+    if config.client_certs.len() > pki::MAX_CERTS {
+        problem(
+            "client_certs",
+            format!(
+                "{} certificates listed; Amity allows at most {} per application",
+                config.client_certs.len(),
+                pki::MAX_CERTS
+            ),
+        );
+    }
+    let mut certs = Vec::new();
+    for (i, c) in config.client_certs.iter().enumerate() {
+        let field = format!("client_certs[{i}]");
+        if let Err(e) = CertName::parse(&c.name) {
+            problem(&format!("{field}.name"), e.to_string());
+        }
+        if config.client_certs[..i].iter().any(|o| o.name == c.name) {
+            problem(
+                &format!("{field}.name"),
+                format!("{:?} is listed twice; names must be unique", c.name),
+            );
+        }
+        let cert_path = resolve(base_dir, &c.cert);
+        let key_path = resolve(base_dir, &c.key);
+        let chain = pki::read_cert_chain(&cert_path)
+            .map_err(|e| problem(&format!("{field}.cert"), e.to_string()))
+            .ok();
+        let key = pki::read_private_key(&key_path)
+            .map_err(|e| problem(&format!("{field}.key"), e.to_string()))
+            .ok();
+        if let (Some(chain), Some(key)) = (chain, key) {
+            let info = match CertInfo::from_der(&chain[0]) {
+                Ok(i) => i,
+                Err(e) => {
+                    problem(
+                        &format!("{field}.cert"),
+                        format!("{}: {e}", cert_path.display()),
+                    );
+                    continue;
+                }
+            };
+            if let Err(e) = pki::key_matches(&key, &info) {
+                problem(
+                    &format!("{field}.key"),
+                    format!("{}: {e} {}", key_path.display(), cert_path.display()),
+                );
+                continue;
+            }
+            certs.push(LoadedCert {
+                name: c.name.clone(),
+                cert_path,
+                key_path,
+                chain,
+                key,
+                info,
+            });
+        }
+    }
+
+    for (field, v) in [
+        (
+            "limits.max_request_body_bytes",
+            config.limits.max_request_body_bytes as u64,
+        ),
+        (
+            "limits.max_header_bytes",
+            config.limits.max_header_bytes as u64,
+        ),
+        ("timeouts.connect_ms", config.timeouts.connect_ms),
+        ("timeouts.handshake_ms", config.timeouts.handshake_ms),
+        ("timeouts.response_ms", config.timeouts.response_ms),
+        ("timeouts.header_read_ms", config.timeouts.header_read_ms),
+        (
+            "upstream.pool_idle_timeout_ms",
+            config.upstream.pool_idle_timeout_ms,
+        ),
+    ] {
+        if v == 0 {
+            problem(field, "must be greater than 0".to_string());
+        }
+    }
+    if config.limits.max_header_bytes < 8192 {
+        problem(
+            "limits.max_header_bytes",
+            format!(
+                "{} is below the smallest supported value, 8192",
+                config.limits.max_header_bytes
+            ),
+        );
+    }
+    for (i, p) in config.routes.admin_prefixes.iter().enumerate() {
+        if !p.starts_with("/api/") {
+            problem(
+                &format!("routes.admin_prefixes[{i}]"),
+                format!("{p:?} must start with /api/"),
+            );
+        }
+    }
+    for (i, r) in config.routes.extra.iter().enumerate() {
+        let field = format!("routes.extra[{i}]");
+        match (&r.path, &r.prefix) {
+            (Some(p), None) | (None, Some(p)) => {
+                if !p.starts_with('/') {
+                    problem(&field, format!("{p:?} must start with /"));
+                }
+            }
+            _ => problem(&field, "give exactly one of path and prefix".to_string()),
+        }
+        if let Some(m) = &r.method {
+            if http::Method::from_bytes(m.as_bytes()).is_err() {
+                problem(
+                    &format!("{field}.method"),
+                    format!("{m:?} is not an HTTP method"),
+                );
+            }
+        }
+    }
+
+    match (listen, upstream) {
+        (Some(listen), Some(upstream)) if problems.is_empty() => Ok(Validated {
+            path: path.to_path_buf(),
+            config,
+            listen,
+            upstream,
+            extra_roots,
+            certs,
+        }),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        }),
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an address with a port, e.g. 127.0.0.1:8080 or [::1]:8080")
+    })
+}
+
+/// The base URL of an Amity region.
+pub fn region_url(region: &str) -> Option<&'static str> {
+    match region {
+        "eu" => Some("https://api.eu.amity.co"),
+        "sg" => Some("https://api.sg.amity.co"),
+        "us" => Some("https://api.us.amity.co"),
+        _ => None,
+    }
+}
+
+fn upstream_target(u: &UpstreamConfig) -> Result<UpstreamTarget, (&'static str, String)> {
+    let (field, url) = match (&u.region, &u.url) {
+        (Some(r), None) => match region_url(r) {
+            Some(url) => ("upstream.region", url.to_string()),
+            None => {
+                return Err((
+                    "upstream.region",
+                    format!("{r:?} is not an Amity region; use eu, sg or us (or upstream.url)"),
+                ))
+            }
+        },
+        (None, Some(url)) => ("upstream.url", url.clone()),
+        (Some(_), Some(_)) => {
+            return Err(("upstream", "give region or url, not both".to_string()));
+        }
+        (None, None) => return Err(("upstream", "give region (eu, sg, us) or url".to_string())),
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| (field, format!("{url:?} is not a URL: {e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err((field, format!("{url:?} must start with https://")));
+    }
+    if uri.query().is_some() {
+        return Err((field, format!("{url:?} must not have a query")));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| (field, format!("{url:?} has no host")))?;
+    if authority.as_str().contains('@') {
+        return Err((field, format!("{url:?} must not carry credentials")));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = authority.port_u16().unwrap_or(443);
+    let path_prefix = uri.path().trim_end_matches('/').to_string();
+    Ok(UpstreamTarget {
+        base: format!("https://{}{}", authority, path_prefix),
+        host,
+        port,
+        authority,
+        path_prefix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("t.yaml"), s)
+    }
+
+    #[test]
+    fn region_and_url_resolve() {
+        let u = UpstreamConfig {
+            region: Some("eu".into()),
+            ..Default::default()
+        };
+        let t = upstream_target(&u).unwrap();
+        assert_eq!(t.host, "api.eu.amity.co");
+        assert_eq!(t.port, 443);
+        let u = UpstreamConfig {
+            url: Some("https://127.0.0.1:9443/".into()),
+            ..Default::default()
+        };
+        let t = upstream_target(&u).unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path_prefix.as_str()),
+            ("127.0.0.1", 9443, "")
+        );
+        let u = UpstreamConfig {
+            url: Some("http://127.0.0.1:9443".into()),
+            ..Default::default()
+        };
+        assert!(upstream_target(&u).unwrap_err().1.contains("https://"));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_position() {
+        let e =
+            parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\nlisten_typo: 1\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("listen_typo"), "{msg}");
+        assert!(msg.contains("line 3") || msg.contains("3:"), "{msg}");
+    }
+}

@@ -1,0 +1,22 @@
+//! amity-mtls-proxy: an egress gateway that carries Amity Social Cloud
+//! auth-token and admin-token calls over mutual TLS.
+//!
+//! `main.rs` only parses the command line; every job lives in a module here.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod mock;
+pub mod pki;
+pub mod proxy;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+/// Installs the aws-lc-rs crypto provider as rustls' process default.
+///
+/// Called once by `main` and by tests; later calls are harmless no-ops.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

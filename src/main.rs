@@ -1,0 +1,8 @@
+//! Command-line entry point: parse, then hand over to the library.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    amity_mtls_proxy::cli::main(amity_mtls_proxy::cli::Cli::parse())
+}

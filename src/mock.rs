@@ -1,0 +1,408 @@
+//! A stand-in Amity API on loopback, for tests and the demo.
+//!
+//! It demands a client certificate from the given CA at the handshake, serves
+//! the token, session and one admin call with Amity's bodies and error shapes,
+//! and records which client certificate every request came with.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::pki::CertInfo;
+use crate::tls::{self, TlsError};
+
+/// How long an issued auth token is accepted for a session (Amity: 10 minutes).
+const TOKEN_TTL: Duration = Duration::from_secs(600);
+
+/// Settings of the stand-in.
+pub struct MockOptions {
+    /// Server certificate chain.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Server key.
+    pub key: PrivateKeyDer<'static>,
+    /// CAs whose client certificates are accepted.
+    pub client_ca: Vec<CertificateDer<'static>>,
+    /// The application's server key (`x-server-key`).
+    pub server_key: String,
+    /// The admin token accepted on admin calls.
+    pub admin_token: String,
+    /// Delay before answering each request (to test timeouts and draining).
+    pub delay: Duration,
+}
+
+/// One request as the stand-in saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// Headers as received.
+    pub headers: HeaderMap,
+    /// Subject of the client certificate presented.
+    pub client_subject: String,
+    /// Serial (upper-case hex) of the client certificate presented.
+    pub client_serial: String,
+    /// Whether the request arrived over HTTP/2.
+    pub http2: bool,
+}
+
+/// What the stand-in observed; shared with tests.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Every request, in order.
+    pub requests: Mutex<Vec<Seen>>,
+    /// TLS handshakes completed.
+    pub handshakes: AtomicU64,
+    /// TLS handshakes refused (no certificate, unknown CA, ...).
+    pub rejected_handshakes: AtomicU64,
+}
+
+impl Observed {
+    /// A copy of the requests seen so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+struct Mock {
+    opts: MockOptions,
+    observed: Arc<Observed>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// A stand-in running in this process.
+pub struct MockHandle {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// What it saw.
+    pub observed: Arc<Observed>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl MockHandle {
+    /// Stops accepting and waits for the accept loop to end.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Runs until the process ends.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Binds `listen` and serves the stand-in in the background.
+pub async fn start(listen: SocketAddr, opts: MockOptions) -> Result<MockHandle, MockError> {
+    let tls = tls::server_config(
+        opts.chain.clone(),
+        opts.key.clone_key(),
+        Some(&opts.client_ca),
+        &[b"h2", b"http/1.1"],
+    )?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| MockError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| MockError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let observed = Arc::new(Observed::default());
+    let mock = Arc::new(Mock {
+        opts,
+        observed: observed.clone(),
+        tokens: Mutex::new(HashMap::new()),
+    });
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), mock, rx));
+    Ok(MockHandle {
+        addr,
+        observed,
+        stop: Some(tx),
+        task,
+    })
+}
+
+/// Why the stand-in could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    mock: Arc<Mock>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+            _ = &mut stop => return,
+        };
+        let acceptor = acceptor.clone();
+        let mock = mock.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    mock.observed
+                        .rejected_handshakes
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "mock_amity", %peer, error = %e, "handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    mock.observed
+                        .rejected_handshakes
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            mock.observed.handshakes.fetch_add(1, Ordering::Relaxed);
+            let (subject, serial) = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| CertInfo::from_der(c).ok())
+                .map(|i| (i.subject, i.serial))
+                .unwrap_or_default();
+            let svc = service_fn(move |req| {
+                let mock = mock.clone();
+                let (subject, serial) = (subject.clone(), serial.clone());
+                async move { Ok::<_, Infallible>(mock.handle(req, subject, serial).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn amity_error(status: StatusCode, code: u32, message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        json!({"status": "error", "code": code, "message": message}),
+    )
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 24];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Mock {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        subject: String,
+        serial: String,
+    ) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        tracing::info!(target: "mock_amity", method = %parts.method, path = %parts.uri.path(), client_subject = %subject, client_serial = %serial, "request");
+        if let Ok(mut r) = self.observed.requests.lock() {
+            r.push(Seen {
+                method: parts.method.clone(),
+                path,
+                headers: parts.headers.clone(),
+                client_subject: subject.clone(),
+                client_serial: serial.clone(),
+                http2: parts.version == http::Version::HTTP_2,
+            });
+        }
+        if !self.opts.delay.is_zero() {
+            tokio::time::sleep(self.opts.delay).await;
+        }
+        let body = match Limited::new(body, 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return amity_error(StatusCode::BAD_REQUEST, 400000, "Bad request."),
+        };
+        let mut resp = self.route(&parts.method, &parts.uri, &parts.headers, &body);
+        for (k, v) in [
+            ("x-mock-client-subject", subject),
+            ("x-mock-client-serial", serial),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().insert(k, v);
+            }
+        }
+        resp
+    }
+
+    fn route(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        h: &HeaderMap,
+        body: &Bytes,
+    ) -> Response<Full<Bytes>> {
+        let server_key_ok = header_str(h, "x-server-key") == Some(self.opts.server_key.as_str());
+        match (method, uri.path()) {
+            (&Method::GET, "/api/v3/authentication/token") => {
+                if !server_key_ok {
+                    return amity_error(StatusCode::FORBIDDEN, 400300, "Forbidden error.");
+                }
+                let user = uri.query().and_then(|q| {
+                    q.split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, v)| *k == "userId" && !v.is_empty())
+                        .map(|(_, v)| v.to_string())
+                });
+                match user {
+                    Some(u) => json_response(StatusCode::OK, json!(self.issue(u))),
+                    None => json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"status":"error","code":500000,"message":"Parameters error.",
+                               "data":{"detail":[{"message":"\"userId\" is required","path":["userId"]}]}}),
+                    ),
+                }
+            }
+            (&Method::POST, "/api/v4/authentication/token") => {
+                if !server_key_ok {
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"Unauthorized")));
+                    *r.status_mut() = StatusCode::UNAUTHORIZED;
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    return r;
+                }
+                let user = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("userId").and_then(|u| u.as_str()).map(str::to_string))
+                    .filter(|u| !u.is_empty());
+                match user {
+                    Some(u) => {
+                        let mut r =
+                            Response::new(Full::new(Bytes::from(format!("\"{}\"", self.issue(u)))));
+                        r.headers_mut()
+                            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                        r
+                    }
+                    None => json_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({"status":"error","code":400000,"message":"Validation error.",
+                               "data":{"detail":[{"message":"\"userId\" is required","path":["userId"]}]}}),
+                    ),
+                }
+            }
+            (&Method::POST, "/api/v3/sessions") => self.session(h, body),
+            (&Method::GET, "/api/v3/users") => {
+                let bearer = header_str(h, "authorization").and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                });
+                let token = bearer.or_else(|| header_str(h, "x-admin-token"));
+                if token != Some(self.opts.admin_token.as_str()) {
+                    return amity_error(StatusCode::UNAUTHORIZED, 400100, "Unauthorized.");
+                }
+                json_response(
+                    StatusCode::OK,
+                    json!({"users":[{"userId":"mock-user-1","displayName":"Mock User"}],"paging":{}}),
+                )
+            }
+            _ => amity_error(StatusCode::NOT_FOUND, 400400, "Resource Not Found."),
+        }
+    }
+
+    fn issue(&self, user: String) -> String {
+        let token = random_token();
+        if let Ok(mut t) = self.tokens.lock() {
+            t.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+            t.insert(token.clone(), (user, Instant::now()));
+        }
+        token
+    }
+
+    fn session(&self, h: &HeaderMap, body: &Bytes) -> Response<Full<Bytes>> {
+        if header_str(h, "x-api-key").is_none_or(str::is_empty) {
+            return amity_error(StatusCode::UNAUTHORIZED, 400100, "Unauthorized.");
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return amity_error(StatusCode::BAD_REQUEST, 400000, "Bad request.");
+        };
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let (user, device, token) = (field("userId"), field("deviceId"), field("authToken"));
+        if user.is_empty() || device.is_empty() {
+            return amity_error(StatusCode::BAD_REQUEST, 400000, "Bad request.");
+        }
+        let valid = self.tokens.lock().is_ok_and(|t| {
+            t.get(&token)
+                .is_some_and(|(u, at)| *u == user && at.elapsed() < TOKEN_TTL)
+        });
+        if !valid {
+            // Secure mode: a session needs an auth token issued for this user.
+            return amity_error(StatusCode::FORBIDDEN, 400300, "Forbidden error.");
+        }
+        let display = Some(field("displayName"))
+            .filter(|d| !d.is_empty())
+            .unwrap_or(user.clone());
+        json_response(
+            StatusCode::OK,
+            json!({
+                "accessToken": random_token(),
+                "refreshToken": random_token(),
+                "users": [{"userId": user, "displayName": display}],
+                "userStatus": "active",
+            }),
+        )
+    }
+}

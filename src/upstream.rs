@@ -1,0 +1,401 @@
+//! The pooled, mutually authenticated TLS client towards Amity.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::AlertDescription;
+use tokio::net::TcpStream;
+
+use crate::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
+use crate::tls::{self, TlsError};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Counters a test or the admin listener can read; they outlive generations.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// New upstream connections attempted (TCP connect + TLS handshake each).
+    pub handshakes: AtomicU64,
+    /// Of those, how many failed.
+    pub handshake_failures: AtomicU64,
+    /// Requests sent upstream (retries included).
+    pub requests: AtomicU64,
+}
+
+impl UpstreamStats {
+    /// Handshakes so far.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
+    }
+    /// Requests so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Why an upstream call failed; decides 502 versus 504 and the message.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Nothing listens at the upstream address.
+    #[error("upstream {addr} refused the connection")]
+    Refused {
+        /// host:port.
+        addr: String,
+    },
+    /// The TCP connect took longer than `timeouts.connect_ms`.
+    #[error("connecting to upstream {addr} timed out after {ms} ms")]
+    ConnectTimeout {
+        /// host:port.
+        addr: String,
+        /// The bound.
+        ms: u64,
+    },
+    /// Connecting failed for another network reason.
+    #[error("cannot connect to upstream {addr}: {reason}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// The OS reason.
+        reason: String,
+    },
+    /// The TLS handshake took longer than `timeouts.handshake_ms`.
+    #[error("TLS handshake with upstream {addr} timed out after {ms} ms")]
+    HandshakeTimeout {
+        /// host:port.
+        addr: String,
+        /// The bound.
+        ms: u64,
+    },
+    /// The upstream refused our client certificate with a TLS alert.
+    #[error("upstream rejected our client certificate (TLS alert {alert})")]
+    ClientCertRejected {
+        /// The alert, e.g. `unknown_ca`.
+        alert: String,
+    },
+    /// The upstream's certificate did not verify.
+    #[error("upstream certificate is not trusted: {reason}")]
+    ServerCertUntrusted {
+        /// rustls' reason.
+        reason: String,
+    },
+    /// Another TLS failure.
+    #[error("TLS with upstream failed: {reason}")]
+    Tls {
+        /// rustls' reason.
+        reason: String,
+    },
+    /// No response head within the bound.
+    #[error("upstream sent no response within {ms} ms")]
+    ResponseTimeout {
+        /// The bound.
+        ms: u64,
+    },
+    /// The connection broke or the upstream spoke bad HTTP.
+    #[error("upstream connection failed: {reason}")]
+    Protocol {
+        /// hyper's reason.
+        reason: String,
+    },
+}
+
+impl UpstreamError {
+    /// Whether it is a timeout (504) rather than a failure (502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectTimeout { .. }
+                | Self::HandshakeTimeout { .. }
+                | Self::ResponseTimeout { .. }
+        )
+    }
+
+    /// TLS failures happen before the upstream reads any request, so one retry is safe.
+    pub fn is_tls_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::ClientCertRejected { .. } | Self::ServerCertUntrusted { .. } | Self::Tls { .. }
+        )
+    }
+
+    /// A short machine-readable kind for logs and error bodies.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "upstream_refused",
+            Self::ConnectTimeout { .. } => "upstream_connect_timeout",
+            Self::Connect { .. } => "upstream_connect_failed",
+            Self::HandshakeTimeout { .. } => "upstream_handshake_timeout",
+            Self::ClientCertRejected { .. } => "client_cert_rejected",
+            Self::ServerCertUntrusted { .. } => "upstream_cert_untrusted",
+            Self::Tls { .. } => "upstream_tls_failed",
+            Self::ResponseTimeout { .. } => "upstream_response_timeout",
+            Self::Protocol { .. } => "upstream_protocol_error",
+        }
+    }
+}
+
+/// Marker error: the connector's bound on connect + handshake ran out.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake timed out")]
+struct HandshakeTimedOut;
+
+/// Wraps the rustls connector to bound the handshake and count connections.
+#[derive(Clone)]
+struct CountingConnector {
+    inner: HttpsConnector<HttpConnector>,
+    stats: Arc<UpstreamStats>,
+    bound: Duration,
+}
+
+impl tower_service::Service<Uri> for CountingConnector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+        let stats = self.stats.clone();
+        let bound = self.bound;
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            let result = match tokio::time::timeout(bound, connecting).await {
+                Ok(r) => r,
+                Err(_) => Err(Box::new(HandshakeTimedOut) as BoxError),
+            };
+            if result.is_err() {
+                stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+}
+
+/// A request ready to go upstream: everything but the URI's base.
+pub struct Outgoing {
+    /// Method.
+    pub method: Method,
+    /// Path and query, starting with `/`.
+    pub path_and_query: String,
+    /// Headers, already cleaned of hop-by-hop ones.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// One generation's upstream: a TLS config with one client identity, and its own pool.
+pub struct Upstream {
+    client: Client<CountingConnector, Full<Bytes>>,
+    target: UpstreamTarget,
+    stats: Arc<UpstreamStats>,
+    timeouts: TimeoutsConfig,
+}
+
+impl Upstream {
+    /// Builds the client; `cert` is the identity presented (none: no client certificate).
+    pub fn new(
+        target: UpstreamTarget,
+        upstream: &UpstreamConfig,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+        cert: Option<&LoadedCert>,
+        timeouts: &TimeoutsConfig,
+        stats: Arc<UpstreamStats>,
+    ) -> Result<Self, TlsError> {
+        let tls = tls::upstream_client_config(extra_roots, cert)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeouts.connect()));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let connector = CountingConnector {
+            inner: https,
+            stats: stats.clone(),
+            bound: timeouts.connect() + timeouts.handshake(),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_millis(upstream.pool_idle_timeout_ms))
+            .pool_max_idle_per_host(upstream.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self {
+            client,
+            target,
+            stats,
+            timeouts: timeouts.clone(),
+        })
+    }
+
+    /// Where this upstream points.
+    pub fn target(&self) -> &UpstreamTarget {
+        &self.target
+    }
+
+    /// Sends a request; retries once on a new connection if TLS failed (the request was not read).
+    pub async fn send(&self, out: Outgoing) -> Result<Response<Incoming>, UpstreamError> {
+        let uri: Uri = format!("{}{}", self.target.base, out.path_and_query)
+            .parse()
+            .map_err(|e| UpstreamError::Protocol {
+                reason: format!("bad upstream URI: {e}"),
+            })?;
+        match self.attempt(&out, uri.clone()).await {
+            Err(e) if e.is_tls_failure() => {
+                tracing::warn!(error = %e, "upstream TLS failed; retrying once on a new connection");
+                self.attempt(&out, uri).await
+            }
+            r => r,
+        }
+    }
+
+    async fn attempt(&self, out: &Outgoing, uri: Uri) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = Request::new(Full::new(out.body.clone()));
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = out.headers.clone();
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let t = &self.timeouts;
+        let bound = t.connect() + t.handshake() + t.response();
+        match tokio::time::timeout(bound, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => Err(UpstreamError::ResponseTimeout {
+                ms: bound.as_millis() as u64,
+            }),
+        }
+    }
+
+    fn classify(&self, err: &(dyn StdError + 'static)) -> UpstreamError {
+        let addr = format!("{}:{}", self.target.host, self.target.port);
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if e.is::<HandshakeTimedOut>() {
+                return UpstreamError::HandshakeTimeout {
+                    addr,
+                    ms: self.timeouts.handshake_ms,
+                };
+            }
+            if let Some(t) = e.downcast_ref::<rustls::Error>() {
+                return classify_tls(t);
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if let Some(inner) = io.get_ref() {
+                    // io::Error::source skips the wrapped error itself; look at it directly.
+                    cur = Some(inner as &(dyn StdError + 'static));
+                    continue;
+                }
+                return match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => UpstreamError::Refused { addr },
+                    std::io::ErrorKind::TimedOut => UpstreamError::ConnectTimeout {
+                        addr,
+                        ms: self.timeouts.connect_ms,
+                    },
+                    _ => UpstreamError::Connect {
+                        addr,
+                        reason: io.to_string(),
+                    },
+                };
+            }
+            cur = e.source();
+        }
+        UpstreamError::Protocol {
+            reason: error_chain(err),
+        }
+    }
+}
+
+fn classify_tls(e: &rustls::Error) -> UpstreamError {
+    match e {
+        rustls::Error::AlertReceived(a) if is_cert_alert(*a) => UpstreamError::ClientCertRejected {
+            alert: alert_name(*a),
+        },
+        rustls::Error::InvalidCertificate(c) => UpstreamError::ServerCertUntrusted {
+            reason: c.to_string(),
+        },
+        other => UpstreamError::Tls {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Alerts with which a server refuses the client's certificate.
+pub fn is_cert_alert(a: AlertDescription) -> bool {
+    matches!(
+        a,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired
+    )
+}
+
+/// The alert's name as the TLS RFCs spell it, e.g. `unknown_ca`.
+pub fn alert_name(a: AlertDescription) -> String {
+    let debug = format!("{a:?}");
+    let mut out = String::with_capacity(debug.len() + 4);
+    let chars: Vec<char> = debug.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Every message in an error's chain, joined with ": ".
+pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_names_are_rfc_spelled() {
+        assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
+        assert_eq!(
+            alert_name(AlertDescription::BadCertificate),
+            "bad_certificate"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
+    }
+}
