@@ -123,7 +123,8 @@ pub struct TimeoutsConfig {
     /// TLS handshake with the upstream.
     #[serde(default = "default_handshake_ms")]
     pub handshake_ms: u64,
-    /// From sending a request upstream to receiving the response head.
+    /// From forwarding a request to receiving the response head, connecting included
+    /// when no pooled connection is free.
     #[serde(default = "default_response_ms")]
     pub response_ms: u64,
     /// Time a backend has to send a complete request head.

@@ -54,6 +54,8 @@ pub struct Seen {
     pub method: Method,
     /// Path and query.
     pub path: String,
+    /// Host header (HTTP/1.1) or :authority (HTTP/2).
+    pub authority: String,
     /// Headers as received.
     pub headers: HeaderMap,
     /// Subject of the client certificate presented.
@@ -261,9 +263,16 @@ impl Mock {
             .to_string();
         tracing::info!(target: "mock_amity", method = %parts.method, path = %parts.uri.path(), client_subject = %subject, client_serial = %serial, "request");
         if let Ok(mut r) = self.observed.requests.lock() {
+            let authority = parts
+                .uri
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| header_str(&parts.headers, "host").map(str::to_string))
+                .unwrap_or_default();
             r.push(Seen {
                 method: parts.method.clone(),
                 path,
+                authority,
                 headers: parts.headers.clone(),
                 client_subject: subject.clone(),
                 client_serial: serial.clone(),

@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::AlertDescription;
@@ -151,6 +151,91 @@ impl UpstreamError {
 #[error("TLS handshake timed out")]
 struct HandshakeTimedOut;
 
+/// The first TLS error seen on a connection. h2 flattens I/O errors into text,
+/// so a TLS alert that arrives after the handshake (TLS 1.3 client-certificate
+/// rejections do) is recorded here and read back through the connection's extras.
+#[derive(Clone, Default)]
+struct TlsFailure(Arc<Mutex<Option<rustls::Error>>>);
+
+impl TlsFailure {
+    fn record(&self, e: &std::io::Error) {
+        if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            if let Ok(mut slot) = self.0.lock() {
+                slot.get_or_insert_with(|| t.clone());
+            }
+        }
+    }
+
+    fn get(&self) -> Option<rustls::Error> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// An upstream TLS stream that records TLS errors into a [`TlsFailure`].
+struct Watched {
+    inner: MaybeHttpsStream<TokioIo<TcpStream>>,
+    failure: TlsFailure,
+}
+
+impl Watched {
+    fn watch<T>(&self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &r {
+            self.failure.record(e);
+        }
+        r
+    }
+}
+
+impl hyper::rt::Read for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.watch(r)
+    }
+}
+
+impl hyper::rt::Write for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(r)
+    }
+}
+
+impl Connection for Watched {
+    fn connected(&self) -> Connected {
+        self.inner.connected().extra(self.failure.clone())
+    }
+}
+
 /// Wraps the rustls connector to bound the handshake and count connections.
 #[derive(Clone)]
 struct CountingConnector {
@@ -160,7 +245,7 @@ struct CountingConnector {
 }
 
 impl tower_service::Service<Uri> for CountingConnector {
-    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Response = Watched;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -175,7 +260,10 @@ impl tower_service::Service<Uri> for CountingConnector {
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let result = match tokio::time::timeout(bound, connecting).await {
-                Ok(r) => r,
+                Ok(r) => r.map(|inner| Watched {
+                    inner,
+                    failure: TlsFailure::default(),
+                }),
                 Err(_) => Err(Box::new(HandshakeTimedOut) as BoxError),
             };
             if result.is_err() {
@@ -274,20 +362,26 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = out.headers.clone();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let t = &self.timeouts;
-        let bound = t.connect() + t.handshake() + t.response();
-        match tokio::time::timeout(bound, self.client.request(req)).await {
+        // The connector bounds connect and handshake on their own; this bounds the whole wait.
+        match tokio::time::timeout(self.timeouts.response(), self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.classify(&e)),
             Err(_) => Err(UpstreamError::ResponseTimeout {
-                ms: bound.as_millis() as u64,
+                ms: self.timeouts.response_ms,
             }),
         }
     }
 
-    fn classify(&self, err: &(dyn StdError + 'static)) -> UpstreamError {
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
+        if let Some(info) = err.connect_info() {
+            let mut extras = http::Extensions::new();
+            info.get_extras(&mut extras);
+            if let Some(t) = extras.get::<TlsFailure>().and_then(TlsFailure::get) {
+                return classify_tls(&t);
+            }
+        }
         let addr = format!("{}:{}", self.target.host, self.target.port);
-        let mut cur = Some(err);
+        let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
         while let Some(e) = cur {
             if e.is::<HandshakeTimedOut>() {
                 return UpstreamError::HandshakeTimeout {
@@ -350,6 +444,8 @@ pub fn is_cert_alert(a: AlertDescription) -> bool {
             | AlertDescription::UnknownCA
             | AlertDescription::AccessDenied
             | AlertDescription::CertificateRequired
+            // rustls sends this when a chain's signature does not verify against a same-named CA.
+            | AlertDescription::DecryptError
     )
 }
 

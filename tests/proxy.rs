@@ -1,0 +1,448 @@
+//! The data path end to end: proxy and stand-in Amity on loopback, certificates made at test time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use amity_mtls_proxy::demo::call;
+use amity_mtls_proxy::pki::Validity;
+use bytes::Bytes;
+use common::{closed_port, foreign_ca, json, Env, ADMIN_TOKEN, SERVER_KEY};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const V3: &str = "/api/v3/authentication/token?userId=alice";
+
+#[tokio::test]
+async fn token_and_admin_calls_pass_end_to_end() {
+    let env = Env::new();
+    let serial = env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["backend-a"], "");
+    let proxy = env.proxy(&v).await;
+
+    let (status, headers, body) = call(
+        proxy.addr,
+        Method::GET,
+        V3,
+        &[
+            ("x-server-key", SERVER_KEY),
+            ("x-request-id", "req-123"),
+            ("connection", "x-hop"),
+            ("x-hop", "must-not-pass"),
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let token: String = serde_json::from_slice(&body).expect("v3 body is a JSON string");
+    assert!(token.len() >= 16);
+    assert_eq!(headers["x-request-id"], "req-123");
+
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::POST,
+        "/api/v4/authentication/token",
+        &[
+            ("x-server-key", SERVER_KEY),
+            ("content-type", "application/json"),
+        ],
+        r#"{"userId":"alice"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.len() > 16);
+
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        "/api/v3/users",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["users"][0]["userId"], "mock-user-1");
+    let (status, _, _) = call(
+        proxy.addr,
+        Method::GET,
+        "/api/v3/users",
+        &[("x-admin-token", ADMIN_TOKEN)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    let seen = mock.observed.requests();
+    assert_eq!(seen.len(), 4);
+    for s in &seen {
+        assert_eq!(
+            s.client_serial, serial,
+            "the configured certificate was presented"
+        );
+        assert_eq!(s.client_subject, "CN=backend-a");
+        assert_eq!(s.authority, mock.addr.to_string(), "Host is the upstream's");
+        assert!(
+            !s.headers.contains_key("x-hop"),
+            "a header named in Connection was forwarded"
+        );
+        assert!(!s.headers.contains_key("connection"));
+    }
+    assert_eq!(seen[0].headers["x-request-id"], "req-123");
+    assert!(
+        seen[1].headers.contains_key("x-request-id"),
+        "a request id is generated when absent"
+    );
+    proxy.shutdown().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn amity_errors_pass_through_unchanged() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        V3,
+        &[("x-server-key", "wrong")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"status":"error","code":400300,"message":"Forbidden error."})
+    );
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::POST,
+        "/api/v4/authentication/token",
+        &[],
+        r#"{"userId":"a"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(&body[..], b"Unauthorized");
+}
+
+#[tokio::test]
+async fn denied_calls_never_leave_the_machine() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    for (method, path, headers) in [
+        (Method::GET, "/api/v3/channels", vec![]),
+        (Method::POST, "/api/v3/sessions", vec![]),
+        (
+            Method::GET,
+            "/api/v4/authentication/token",
+            vec![("x-server-key", SERVER_KEY)],
+        ),
+        (Method::GET, "/admin", vec![("authorization", "Bearer x")]),
+    ] {
+        let (status, headers_out, body) = call(proxy.addr, method.clone(), path, &headers, "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(headers_out["content-type"], "application/json");
+        let v = json(&body);
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["code"], 900403);
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("amity-mtls-proxy:"));
+    }
+    let (status, _, _) = call(
+        proxy.addr,
+        Method::GET,
+        "/api/v3/authentication/token",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "v3 without userId");
+    assert!(mock.observed.requests().is_empty());
+    assert_eq!(
+        mock.observed
+            .handshakes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(proxy.state.stats.handshakes(), 0);
+}
+
+async fn expect_cert_rejection(
+    v: amity_mtls_proxy::config::Validated,
+    mock: &amity_mtls_proxy::mock::MockHandle,
+    needle: &str,
+) {
+    let env_proxy = amity_mtls_proxy::server::start(&v, Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let (status, _, body) = call(
+        env_proxy.addr,
+        Method::GET,
+        V3,
+        &[("x-server-key", SERVER_KEY)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let v = json(&body);
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("upstream rejected our client certificate"),
+        "{msg}"
+    );
+    assert!(msg.contains(needle), "{msg}");
+    assert_eq!(v["data"]["reason"], "client_cert_rejected");
+    assert!(
+        mock.observed.requests().is_empty(),
+        "the stand-in served a request without a valid cert"
+    );
+    // One handshake failure is retried once on a new connection, no more.
+    assert_eq!(env_proxy.state.stats.handshakes(), 2);
+    assert_eq!(
+        mock.observed
+            .rejected_handshakes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    env_proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_client_cert_is_refused_by_amity_and_reported() {
+    let env = Env::new();
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &[], "");
+    expect_cert_rejection(v, &mock, "no usable client certificate").await;
+}
+
+#[tokio::test]
+async fn foreign_ca_cert_is_refused_by_amity_and_reported() {
+    let env = Env::new();
+    let (_d, other) = foreign_ca();
+    env.client_cert_from(&other, "foreign", Validity::days_from_now(30));
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["foreign"], "");
+    expect_cert_rejection(v, &mock, "\"foreign\" was presented").await;
+}
+
+#[tokio::test]
+async fn pool_reuses_connections() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    for _ in 0..100 {
+        let (status, _, _) = call(
+            proxy.addr,
+            Method::GET,
+            V3,
+            &[("x-server-key", SERVER_KEY)],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let stats = &proxy.state.stats;
+    assert_eq!(stats.requests(), 100);
+    assert!(
+        stats.handshakes() <= 2,
+        "{} handshakes for 100 requests",
+        stats.handshakes()
+    );
+    assert_eq!(
+        mock.observed
+            .handshakes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        stats.handshakes(),
+        "the stand-in counted the same handshakes"
+    );
+    // The stand-in offers h2 by ALPN, so the pool speaks HTTP/2 to it.
+    assert!(mock.observed.requests().iter().all(|s| s.http2));
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_fast() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let proxy = env
+        .proxy(&env.config(closed_port(), &["backend-a"], ""))
+        .await;
+    let t = Instant::now();
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        V3,
+        &[("x-server-key", SERVER_KEY)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    let v = json(&body);
+    assert_eq!(v["data"]["reason"], "upstream_refused");
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("refused the connection"));
+}
+
+#[tokio::test]
+async fn upstream_stall_is_504_within_the_timeout() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::from_secs(5)).await;
+    let v = env.config(mock.addr, &["backend-a"], "timeouts:\n  response_ms: 400\n");
+    let proxy = env.proxy(&v).await;
+    let t = Instant::now();
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        V3,
+        &[("x-server-key", SERVER_KEY)],
+        "",
+    )
+    .await
+    .unwrap();
+    let took = t.elapsed();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
+    assert_eq!(json(&body)["data"]["reason"], "upstream_response_timeout");
+}
+
+#[tokio::test]
+async fn a_silent_upstream_handshake_is_bounded() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    // Accepts TCP and never answers the TLS ClientHello.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let v = env.config(
+        addr,
+        &["backend-a"],
+        "timeouts:\n  handshake_ms: 300\n  connect_ms: 300\n",
+    );
+    let proxy = env.proxy(&v).await;
+    let t = Instant::now();
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        V3,
+        &[("x-server-key", SERVER_KEY)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(json(&body)["data"]["reason"], "upstream_handshake_timeout");
+    hold.abort();
+}
+
+#[tokio::test]
+async fn body_and_header_limits() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env
+        .proxy(&env.config(
+            mock.addr,
+            &["backend-a"],
+            "limits:\n  max_request_body_bytes: 1024\n",
+        ))
+        .await;
+    let big = format!(r#"{{"userId":"{}"}}"#, "x".repeat(2000));
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::POST,
+        "/api/v4/authentication/token",
+        &[("x-server-key", SERVER_KEY)],
+        &big,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(&body)["code"], 900413);
+
+    // Chunked (no Content-Length): the limit still holds while reading.
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let chunks = futures_util::stream::iter((0..4).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'a'; 600])))
+    }));
+    let req = http::Request::post("/api/v4/authentication/token")
+        .header("host", "x")
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let huge = "h".repeat(20_000);
+    let (status, _, _) = call(proxy.addr, Method::GET, V3, &[("x-big", &huge)], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(mock.observed.requests().is_empty());
+}
+
+#[tokio::test]
+async fn h2c_from_backends_is_served() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}{V3}", proxy.addr))
+        .header("x-server-key", SERVER_KEY)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(serde_json::from_slice::<String>(&body).is_ok());
+}
