@@ -16,11 +16,20 @@ use crate::pki::{self, CertInfo, CertName};
 pub struct Config {
     /// Address backends connect to with plain HTTP (HTTP/1.1 or h2c).
     pub listen: String,
+    /// Address of the admin listener (health, readiness, certificates, metrics, reload).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
     /// Where calls are forwarded.
     pub upstream: UpstreamConfig,
     /// Client certificates registered in the Amity console (at most 2).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub client_certs: Vec<ClientCertConfig>,
+    /// The certificate to present while it is valid; default: the valid one that expires last.
+    #[serde(default)]
+    pub active: Option<String>,
+    /// Consecutive rejections of the active certificate after which the other one takes over.
+    #[serde(default = "default_failover_after")]
+    pub failover_after: u32,
     /// Which calls may pass; everything else is refused with 403.
     #[serde(default)]
     pub routes: RoutesConfig,
@@ -135,6 +144,21 @@ pub struct TimeoutsConfig {
     pub shutdown_grace_ms: u64,
 }
 
+/// Lets `key:` with no value mean the default, as users expect of an empty list.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".to_string()
+}
+fn default_failover_after() -> u32 {
+    3
+}
 fn yes() -> bool {
     true
 }
@@ -310,6 +334,8 @@ pub struct Validated {
     pub config: Config,
     /// Parsed `listen`.
     pub listen: SocketAddr,
+    /// Parsed `admin_listen`.
+    pub admin_listen: SocketAddr,
     /// The upstream to call.
     pub upstream: UpstreamTarget,
     /// Extra trust roots from `upstream.ca`.
@@ -362,6 +388,14 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
     let listen = parse_addr(&config.listen)
         .map_err(|r| problem("listen", r))
         .ok();
+    let admin_listen = parse_addr(&config.admin_listen)
+        .map_err(|r| problem("admin_listen", r))
+        .ok();
+    if let (Some(l), Some(a)) = (listen, admin_listen) {
+        if l == a && l.port() != 0 {
+            problem("admin_listen", format!("{a} is also the listen address"));
+        }
+    }
 
     let upstream = upstream_target(&config.upstream)
         .map_err(|(f, r)| problem(f, r))
@@ -493,15 +527,30 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         }
     }
 
-    match (listen, upstream) {
-        (Some(listen), Some(upstream)) if problems.is_empty() => Ok(Validated {
-            path: path.to_path_buf(),
-            config,
-            listen,
-            upstream,
-            extra_roots,
-            certs,
-        }),
+    if let Some(a) = &config.active {
+        if !config.client_certs.iter().any(|c| &c.name == a) {
+            problem(
+                "active",
+                format!("{a:?} is not the name of a certificate under client_certs"),
+            );
+        }
+    }
+    if config.failover_after == 0 {
+        problem("failover_after", "must be greater than 0".to_string());
+    }
+
+    match (listen, admin_listen, upstream) {
+        (Some(listen), Some(admin_listen), Some(upstream)) if problems.is_empty() => {
+            Ok(Validated {
+                path: path.to_path_buf(),
+                config,
+                listen,
+                admin_listen,
+                upstream,
+                extra_roots,
+                certs,
+            })
+        }
         _ => Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             problems,

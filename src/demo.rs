@@ -12,10 +12,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use crate::config;
+use crate::metrics::Metrics;
 use crate::mock::{self, MockOptions};
 use crate::pki::{self, CertName, CertState, CertStore, CsrRequest, DevCa, KeyType, Validity};
 use crate::server;
-use crate::upstream::{Outgoing, Upstream, UpstreamStats};
+use crate::upstream::{Outgoing, Upstream};
 
 /// Server key of the stand-in Amity; a local placeholder, not a secret.
 pub const DEMO_SERVER_KEY: &str = "local-dev-server-key";
@@ -202,7 +203,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
         4,
         &format!("proxy on http://{} -> {}", v.listen, v.upstream.base),
     );
-    let proxy = server::start(&v, None).await.map_err(|e| e.to_string())?;
+    let proxy = server::start(&v).await.map_err(|e| e.to_string())?;
     let addr = proxy.addr;
 
     let result = flow(addr, &v).await;
@@ -211,7 +212,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
         mock.shutdown().await;
         return Err(e);
     }
-    let stats = &proxy.state.stats;
+    let stats = &proxy.state.metrics;
     println!(
         "\nupstream: {} requests over {} TLS handshake(s)",
         stats.requests(),
@@ -229,7 +230,10 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
     println!(
         "  curl -sS -i http://{addr}/api/v3/channels        # not an mTLS call: 403 from the proxy"
     );
-    println!("  amity-mtls-proxy cert list                          # the certificate that was presented");
+    let admin = proxy.admin_addr;
+    println!("  curl -sS http://{admin}/certs                       # which certificate is active, days left");
+    println!("  curl -sS http://{admin}/metrics");
+    println!("  curl -sS -X POST http://{admin}/reload              # after editing config.yaml or the certificates");
     server::terminate_signal().await;
     proxy.shutdown().await;
     mock.shutdown().await;
@@ -299,7 +303,7 @@ async fn flow(addr: SocketAddr, v: &config::Validated) -> Result<(), String> {
         &v.extra_roots,
         v.certs.first(),
         &v.config.timeouts,
-        Arc::new(UpstreamStats::default()),
+        Arc::new(Metrics::new()),
     )
     .map_err(|e| e.to_string())?;
     let mut h = HeaderMap::new();
@@ -313,7 +317,7 @@ async fn flow(addr: SocketAddr, v: &config::Validated) -> Result<(), String> {
     );
     let body = serde_json::json!({"userId": user, "deviceId": "demo-device", "displayName": "Demo User", "authToken": token});
     let resp = sdk
-        .send(Outgoing {
+        .send(&Outgoing {
             method: Method::POST,
             path_and_query: format!("{}/api/v3/sessions", v.upstream.path_prefix),
             headers: h,

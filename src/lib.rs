@@ -4,12 +4,15 @@
 //! `main.rs` only parses the command line; every job lives in a module here.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod mock;
 pub mod pki;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod upstream;

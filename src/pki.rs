@@ -170,6 +170,14 @@ fn hex(bytes: &[u8], sep: &str) -> String {
     s
 }
 
+/// A DER INTEGER's bytes as hex without the sign-padding zero, as `openssl x509 -serial` prints it.
+fn serial_hex(raw: &[u8]) -> String {
+    match raw {
+        [0, rest @ ..] if rest.first().is_some_and(|b| b & 0x80 != 0) => hex(rest, ""),
+        _ => hex(raw, ""),
+    }
+}
+
 /// What a certificate says, as users and the admin endpoints show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertInfo {
@@ -214,7 +222,7 @@ impl CertInfo {
             subject: x.subject().to_string(),
             cn,
             issuer: x.issuer().to_string(),
-            serial: hex(x.raw_serial(), ""),
+            serial: serial_hex(x.raw_serial()),
             not_before: x.validity().not_before.timestamp(),
             not_after: x.validity().not_after.timestamp(),
             sha256: sha256_fingerprint(der),
@@ -564,10 +572,10 @@ impl CertStore {
             reason,
         })?;
         let key = read_private_key(&key_path)?;
-        key_matches(&key, &info).map_err(|e| PkiError::BadFile {
+        key_matches(&key, &info).map_err(|_| PkiError::BadFile {
             path: file.to_path_buf(),
             reason: format!(
-                "the certificate {e} in {}: it was not signed from this name's CSR",
+                "the certificate does not match the private key {}: it was not signed from this name's CSR",
                 key_path.display()
             ),
         })?;
@@ -891,6 +899,13 @@ pub fn default_server_sans() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serials_print_as_openssl_does() {
+        assert_eq!(serial_hex(&[0x00, 0x8A, 0x01]), "8A01");
+        assert_eq!(serial_hex(&[0x00, 0x7A]), "007A");
+        assert_eq!(serial_hex(&[0x12, 0x34]), "1234");
+    }
 
     #[test]
     fn names_follow_console_rules() {

@@ -1,8 +1,9 @@
 //! The hyper service: policy (deny by default), header rewrite, forwarding,
 //! and Amity-shaped errors for everything the proxy itself refuses.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -13,9 +14,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::config::{LimitsConfig, RoutesConfig, Validated};
-use crate::pki;
+use crate::metrics::{CertLabels, Metrics, RequestLabels};
+use crate::pki::{self, CertInfo};
 use crate::tls::TlsError;
-use crate::upstream::{Outgoing, Upstream, UpstreamError, UpstreamStats};
+use crate::upstream::{Outgoing, Upstream, UpstreamError};
 
 /// Response body: the upstream's, streamed, or one of ours.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -265,63 +267,339 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::PROXY_AUTHENTICATE);
 }
 
+/// What happened the last time a certificate was presented.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HandshakeResult {
+    /// Unix time.
+    pub at: i64,
+    /// Whether the upstream accepted the certificate.
+    pub accepted: bool,
+    /// `accepted`, or the failure.
+    pub detail: String,
+}
+
+/// A configured client certificate with its own TLS config and connection pool.
+pub struct Identity {
+    /// Console name.
+    pub name: String,
+    /// What the certificate says.
+    pub info: CertInfo,
+    upstream: Upstream,
+    last: Mutex<Option<HandshakeResult>>,
+}
+
+impl Identity {
+    fn record(&self, result: &Result<Response<Incoming>, UpstreamError>) {
+        let (accepted, detail) = match result {
+            Ok(_) => (true, "accepted".to_string()),
+            Err(e) if e.is_tls_failure() => (false, e.to_string()),
+            // Not about the certificate: keep the last verdict.
+            Err(_) => return,
+        };
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(HandshakeResult {
+                at: pki::now_unix(),
+                accepted,
+                detail,
+            });
+        }
+    }
+
+    /// The last verdict on this certificate, if it was presented yet.
+    pub fn last_result(&self) -> Option<HandshakeResult> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
 /// Everything one generation serves with; swapped whole on reload.
 pub struct Generation {
-    /// The pooled client.
-    pub upstream: Upstream,
+    /// Configured certificates, in config order.
+    pub identities: Vec<Identity>,
+    /// Used only when no certificate is configured (an app without mTLS certificates).
+    anonymous: Option<Upstream>,
+    active: AtomicUsize,
+    rejections: AtomicU32,
+    failover_after: u32,
     /// The allow-list.
     pub policy: Policy,
     /// Size limits.
     pub limits: LimitsConfig,
-    /// Name of the presented certificate, if any.
-    pub cert_name: Option<String>,
+    path_prefix: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Generation {
-    /// Builds a generation from a validated config; `stats` carry over between generations.
-    pub fn build(v: &Validated, stats: Arc<UpstreamStats>) -> Result<Self, TlsError> {
-        let cert = choose_cert(v, pki::now_unix());
-        let upstream = Upstream::new(
-            v.upstream.clone(),
-            &v.config.upstream,
-            &v.extra_roots,
-            cert,
-            &v.config.timeouts,
-            stats,
-        )?;
-        Ok(Self {
-            upstream,
+    /// Builds a generation: a fresh TLS config and pool per certificate, so nothing
+    /// (no TLS session, no pooled connection) carries over from the previous one.
+    pub fn build(v: &Validated, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let upstream = |cert| {
+            Upstream::new(
+                v.upstream.clone(),
+                &v.config.upstream,
+                &v.extra_roots,
+                cert,
+                &v.config.timeouts,
+                metrics.clone(),
+            )
+        };
+        let identities = v
+            .certs
+            .iter()
+            .map(|c| {
+                Ok(Identity {
+                    name: c.name.clone(),
+                    info: c.info.clone(),
+                    upstream: upstream(Some(c))?,
+                    last: Mutex::new(None),
+                })
+            })
+            .collect::<Result<Vec<_>, TlsError>>()?;
+        let anonymous = if identities.is_empty() {
+            Some(upstream(None)?)
+        } else {
+            None
+        };
+        let g = Self {
+            active: AtomicUsize::new(preferred(
+                &identities,
+                v.config.active.as_deref(),
+                pki::now_unix(),
+            )),
+            identities,
+            anonymous,
+            rejections: AtomicU32::new(0),
+            failover_after: v.config.failover_after,
             policy: Policy::new(&v.config.routes),
             limits: v.config.limits.clone(),
-            cert_name: cert.map(|c| c.name.clone()),
-        })
+            path_prefix: v.upstream.path_prefix.clone(),
+            metrics,
+        };
+        g.metrics.cert_expiry.clear();
+        for i in &g.identities {
+            g.metrics
+                .cert_expiry
+                .get_or_create(&i.labels())
+                .set(i.info.not_after);
+        }
+        g.publish_active();
+        Ok(g)
+    }
+
+    /// Path prefix of the upstream base URL.
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    fn publish_active(&self) {
+        self.metrics.cert_active.clear();
+        let active = self.active.load(Ordering::Relaxed);
+        for (n, i) in self.identities.iter().enumerate() {
+            self.metrics
+                .cert_active
+                .get_or_create(&i.labels())
+                .set(i64::from(n == active && i.info.valid_at(pki::now_unix())));
+        }
+    }
+
+    /// The identity presented first now, if any is usable.
+    pub fn active(&self, now: i64) -> Option<&Identity> {
+        self.usable(now).first().map(|(_, i)| *i)
+    }
+
+    /// Usable identities (valid now), the active one first.
+    fn usable(&self, now: i64) -> Vec<(usize, &Identity)> {
+        let active = self.active.load(Ordering::Relaxed);
+        let mut v: Vec<(usize, &Identity)> = self
+            .identities
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.info.valid_at(now))
+            .collect();
+        v.sort_by_key(|(n, _)| *n != active);
+        v
+    }
+
+    /// Whether the proxy can serve: `Ok(cert name)` or `Err(reason)`.
+    pub fn readiness(&self, now: i64) -> Result<String, String> {
+        match self.active(now) {
+            Some(i) => Ok(i.name.clone()),
+            None if self.identities.is_empty() => Err("no client certificate is configured".into()),
+            None => Err(self.unusable_reason(now)),
+        }
+    }
+
+    fn unusable_reason(&self, now: i64) -> String {
+        let why: Vec<String> = self
+            .identities
+            .iter()
+            .map(|i| {
+                if now > i.info.not_after {
+                    format!("{} expired on {}", i.name, pki::rfc3339(i.info.not_after))
+                } else {
+                    format!(
+                        "{} is not valid before {}",
+                        i.name,
+                        pki::rfc3339(i.info.not_before)
+                    )
+                }
+            })
+            .collect();
+        format!("no usable client certificate: {}", why.join("; "))
+    }
+
+    /// Per-certificate state, as `/certs` shows it.
+    pub fn cert_report(&self, now: i64) -> Vec<serde_json::Value> {
+        let active = self.active(now).map(|i| i.name.as_str());
+        self.identities
+            .iter()
+            .map(|i| {
+                let role = if Some(i.name.as_str()) == active {
+                    "active"
+                } else if i.info.valid_at(now) {
+                    "standby"
+                } else if now > i.info.not_after {
+                    "expired"
+                } else {
+                    "not_yet_valid"
+                };
+                serde_json::json!({
+                    "name": i.name,
+                    "subject": i.info.subject,
+                    "serial": i.info.serial,
+                    "sha256": i.info.sha256,
+                    "not_before": pki::rfc3339(i.info.not_before),
+                    "not_after": pki::rfc3339(i.info.not_after),
+                    "seconds_left": i.info.not_after - now,
+                    "role": role,
+                    "last_handshake": i.last_result(),
+                })
+            })
+            .collect()
+    }
+
+    /// Sends upstream with the active certificate. On a TLS failure the request
+    /// (never read by the upstream) is retried once: with the other certificate when
+    /// the upstream refused ours and another is usable, else on a new connection.
+    pub async fn send(&self, out: &Outgoing) -> Result<(Response<Incoming>, Option<&str>), Reject> {
+        let Some(anonymous) = &self.anonymous else {
+            return self.send_with_cert(out).await;
+        };
+        let mut result = anonymous.send(out).await;
+        if result.as_ref().is_err_and(UpstreamError::is_tls_failure) {
+            result = anonymous.send(out).await;
+        }
+        result
+            .map(|r| (r, None))
+            .map_err(|e| upstream_reject(&e, None))
+    }
+
+    async fn send_with_cert(
+        &self,
+        out: &Outgoing,
+    ) -> Result<(Response<Incoming>, Option<&str>), Reject> {
+        let now = pki::now_unix();
+        let usable = self.usable(now);
+        let Some(&(first_n, first)) = usable.first() else {
+            return Err(Reject::new(
+                StatusCode::BAD_GATEWAY,
+                "no_usable_cert",
+                self.unusable_reason(now),
+            ));
+        };
+        let result = first.upstream.send(out).await;
+        first.record(&result);
+        let err = match result {
+            Ok(r) => {
+                if first_n == self.active.load(Ordering::Relaxed) {
+                    self.rejections.store(0, Ordering::Relaxed);
+                }
+                return Ok((r, Some(first.name.as_str())));
+            }
+            Err(e) if e.is_tls_failure() => e,
+            Err(e) => return Err(upstream_reject(&e, Some(&first.name))),
+        };
+        let retry = match (&err, usable.get(1)) {
+            (UpstreamError::ClientCertRejected { .. }, Some(&(second_n, second))) => {
+                self.metrics.failovers.inc();
+                tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
+                self.count_rejection(first_n, second_n);
+                second
+            }
+            _ => {
+                tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
+                first
+            }
+        };
+        let result = retry.upstream.send(out).await;
+        retry.record(&result);
+        result
+            .map(|r| (r, Some(retry.name.as_str())))
+            .map_err(|e| upstream_reject(&e, Some(&retry.name)))
+    }
+
+    /// After `failover_after` consecutive rejections of the active certificate, switch to `to`.
+    fn count_rejection(&self, from: usize, to: usize) {
+        if from != self.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let n = self.rejections.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.failover_after
+            && self
+                .active
+                .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.rejections.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                from = %self.identities[from].name,
+                to = %self.identities[to].name,
+                rejections = n,
+                "switching client certificate until the next reload"
+            );
+            self.publish_active();
+        }
     }
 }
 
-/// The certificate to present: of those valid now, the one that expires last.
-pub fn choose_cert(v: &Validated, now: i64) -> Option<&crate::config::LoadedCert> {
-    v.certs
-        .iter()
-        .filter(|c| c.info.valid_at(now))
-        .max_by_key(|c| c.info.not_after)
+impl Identity {
+    fn labels(&self) -> CertLabels {
+        CertLabels {
+            name: self.name.clone(),
+            serial: self.info.serial.clone(),
+        }
+    }
 }
 
-/// The proxy's shared state: the current generation and counters.
+/// The certificate to present first: `active` if it is valid now, else the valid one that expires last.
+fn preferred(ids: &[Identity], active: Option<&str>, now: i64) -> usize {
+    let valid = |i: &&Identity| i.info.valid_at(now);
+    if let Some(n) = active.and_then(|a| ids.iter().position(|i| i.name == a && valid(&i))) {
+        return n;
+    }
+    ids.iter()
+        .enumerate()
+        .filter(|(_, i)| valid(i))
+        .max_by_key(|(_, i)| i.info.not_after)
+        .map_or(0, |(n, _)| n)
+}
+
+/// The proxy's shared state: the current generation and the metrics.
 pub struct ProxyState {
     /// The generation new requests use.
     pub current: ArcSwap<Generation>,
-    /// Upstream counters.
-    pub stats: Arc<UpstreamStats>,
+    /// Metrics, shared by every generation.
+    pub metrics: Arc<Metrics>,
 }
 
 impl ProxyState {
     /// State serving `v`.
     pub fn new(v: &Validated) -> Result<Arc<Self>, TlsError> {
-        let stats = Arc::new(UpstreamStats::default());
-        let generation = Generation::build(v, stats.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        let generation = Generation::build(v, metrics.clone())?;
+        metrics.reload(true);
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(generation),
-            stats,
+            metrics,
         }))
     }
 }
@@ -337,6 +615,14 @@ fn request_id(h: &HeaderMap) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// What one request did, for the log line and metrics.
+#[derive(Default)]
+struct Outcome<'a> {
+    route: Option<RouteClass>,
+    upstream: Option<Duration>,
+    cert: Option<&'a str>,
+}
+
 /// Handles one request from a backend.
 pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -344,55 +630,61 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<
     let rid = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut upstream_ms = None;
-    let (mut resp, route) = match forward(&generation, req, &rid, &mut upstream_ms).await {
-        Ok((resp, route)) => (resp, Some(route)),
-        Err((reject, route)) => {
+    let mut outcome = Outcome::default();
+    let mut resp = match forward(&generation, req, &rid, &mut outcome).await {
+        Ok(resp) => resp,
+        Err(reject) => {
             if reject.status.is_server_error() {
                 tracing::warn!(request_id = %rid, reason = reject.kind, "{}", reject.message);
             }
-            (reject.into_response(&rid), route)
+            reject.into_response(&rid)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
+    let route = outcome.route.map_or("denied", RouteClass::as_str);
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.to_string(),
+            status: status.to_string(),
+        })
+        .inc();
+    if let Some(d) = outcome.upstream {
+        state.metrics.upstream_latency.observe(d.as_secs_f64());
+    }
     tracing::info!(
         target: "access",
         method = %method,
         path = %path,
-        route = route.map_or("denied", RouteClass::as_str),
-        status = resp.status().as_u16(),
-        upstream_ms = upstream_ms.unwrap_or(0),
+        route,
+        status,
+        upstream_ms = outcome.upstream.map_or(0, |d| d.as_millis() as u64),
         total_ms = started.elapsed().as_millis() as u64,
         request_id = %rid,
-        cert = generation.cert_name.as_deref().unwrap_or("-"),
+        cert = outcome.cert.unwrap_or("-"),
         "request"
     );
     resp
 }
 
-type Rejected = (Reject, Option<RouteClass>);
-
-async fn forward(
-    g: &Generation,
+async fn forward<'g>(
+    g: &'g Generation,
     req: Request<Incoming>,
     rid: &str,
-    upstream_ms: &mut Option<u64>,
-) -> Result<(Response<ProxyBody>, RouteClass), Rejected> {
-    let route = g
-        .policy
-        .classify(req.method(), req.uri(), req.headers())
-        .map_err(|r| (r, None))?;
+    outcome: &mut Outcome<'g>,
+) -> Result<Response<ProxyBody>, Reject> {
+    let route = g.policy.classify(req.method(), req.uri(), req.headers())?;
+    outcome.route = Some(route);
     let limit = g.limits.max_request_body_bytes;
     let too_large = || {
-        (
-            Reject::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body is over the {limit}-byte limit"),
-            ),
-            Some(route),
+        Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is over the {limit}-byte limit"),
         )
     };
     let declared = req
@@ -408,13 +700,10 @@ async fn forward(
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Err(e) => {
-            return Err((
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    "body_read_failed",
-                    format!("could not read the request body: {e}"),
-                ),
-                Some(route),
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
+                "body_read_failed",
+                format!("could not read the request body: {e}"),
             ))
         }
     };
@@ -424,24 +713,21 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(rid) {
         headers.insert(REQUEST_ID, v);
     }
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let out = Outgoing {
         method: parts.method,
-        path_and_query: format!("{}{}", g.upstream.target().path_prefix, path_and_query),
+        path_and_query: format!("{}{}", g.path_prefix(), path_and_query),
         headers,
         body,
     };
     let sent = Instant::now();
-    let result = g.upstream.send(out).await;
-    *upstream_ms = Some(sent.elapsed().as_millis() as u64);
-    let resp = result.map_err(|e| (upstream_reject(&e, g.cert_name.as_deref()), Some(route)))?;
+    let result = g.send(&out).await;
+    outcome.upstream = Some(sent.elapsed());
+    let (resp, cert) = result?;
+    outcome.cert = cert;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok((Response::from_parts(parts, body.boxed()), route))
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
 fn upstream_reject(e: &UpstreamError, cert: Option<&str>) -> Reject {
@@ -452,7 +738,7 @@ fn upstream_reject(e: &UpstreamError, cert: Option<&str>) -> Reject {
     };
     let message = match (e, cert) {
         (UpstreamError::ClientCertRejected { .. }, None) => {
-            format!("{e}; no usable client certificate is configured (see `cert list`)")
+            format!("{e}; no client certificate is configured (see `cert list`)")
         }
         (UpstreamError::ClientCertRejected { .. }, Some(name)) => format!(
             "{e}; certificate {name:?} was presented: check it is registered in the Amity console and not expired"

@@ -11,11 +11,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, Admin};
 use crate::config::{self, ConfigError, Validated};
 use crate::proxy::{self, ProxyState};
+use crate::reload::{self, Reloader};
 use crate::tls::TlsError;
 
 /// Why the proxy could not start.
@@ -132,47 +134,90 @@ pub async fn serve(
 pub struct Running {
     /// The bound backend-facing address.
     pub addr: SocketAddr,
-    /// Shared state (generation, counters).
+    /// The bound admin address.
+    pub admin_addr: SocketAddr,
+    /// Shared state (generation, metrics).
     pub state: Arc<ProxyState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    /// Reloads this proxy.
+    pub reloader: Arc<Reloader>,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<()>,
 }
 
 impl Running {
-    /// Starts shutdown and waits for the drain to finish.
+    /// Stops accepting, drains in-flight requests within the grace period, and returns.
     pub async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-
-    /// Waits until the server stops by itself.
-    pub async fn wait(mut self) {
-        let _ = (&mut self.task).await;
+        let _ = self.stop.send(true);
+        let _ = (&mut self.serving).await;
     }
 }
 
-/// Binds `v.listen` (or `listen` if given, e.g. port 0 in tests) and serves in the background.
-pub async fn start(v: &Validated, listen: Option<SocketAddr>) -> Result<Running, ServeError> {
+/// Binds the listeners named in `v` and serves in the background, with reload
+/// on SIGHUP, file changes and `POST /reload`.
+pub async fn start(v: &Validated) -> Result<Running, ServeError> {
     let state = ProxyState::new(v)?;
-    let listener = bind(listen.unwrap_or(v.listen)).await?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: v.listen,
-        source,
-    })?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let opts = ConnOptions::from_config(v);
-    let task = tokio::spawn(serve(listener, state.clone(), opts, async {
-        let _ = rx.await;
+    let listener = bind(v.listen).await?;
+    let admin_listener = bind(v.admin_listen).await?;
+    let local = |l: &TcpListener, addr| {
+        l.local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let addr = local(&listener, v.listen)?;
+    let admin_addr = local(&admin_listener, v.admin_listen)?;
+    let reloader = Arc::new(Reloader::new(v, state.clone()));
+    let (stop, stop_rx) = watch::channel(false);
+    let (reload_tx, reload_rx) = mpsc::channel(16);
+
+    reload::warn_expiring(&state.current.load());
+    let until_stop = |fut: BoxFuture| {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                _ = rx.changed() => {}
+            }
+        })
+    };
+    until_stop(Box::pin(reload::reload_loop(reloader.clone(), reload_rx)));
+    until_stop(Box::pin(reload::watch_files(
+        reloader.clone(),
+        reload_tx.clone(),
+    )));
+    until_stop(Box::pin(reload::sighup(reload_tx.clone())));
+    let daily_state = state.clone();
+    until_stop(Box::pin(async move {
+        let mut day = tokio::time::interval_at(tokio::time::Instant::now() + DAY, DAY);
+        loop {
+            day.tick().await;
+            reload::warn_expiring(&daily_state.current.load());
+        }
     }));
+    let admin = Admin {
+        state: state.clone(),
+        reload: reload_tx,
+    };
+    tokio::spawn(admin::serve(admin_listener, admin, stop_rx.clone()));
+    let mut rx = stop_rx;
+    let serving = tokio::spawn(serve(
+        listener,
+        state.clone(),
+        ConnOptions::from_config(v),
+        async move {
+            let _ = rx.changed().await;
+        },
+    ));
     Ok(Running {
         addr,
+        admin_addr,
         state,
-        stop: Some(tx),
-        task,
+        reloader,
+        stop,
+        serving,
     })
 }
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn terminate_signal() {
@@ -193,24 +238,21 @@ pub async fn terminate_signal() {
 /// `run`: load, validate, serve until SIGTERM/SIGINT.
 pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     let v = config::load(config_path)?;
-    let state = ProxyState::new(&v)?;
-    let listener = bind(v.listen).await?;
-    let cert = state.current.load().cert_name.clone();
-    if cert.is_none() {
-        tracing::warn!("no usable client certificate: calls will be refused by Amity's mTLS check");
+    let running = start(&v).await?;
+    let generation = running.state.current.load();
+    let cert = generation.readiness(crate::pki::now_unix());
+    if let Err(reason) = &cert {
+        tracing::warn!("{reason}: calls will fail until a usable certificate is configured");
     }
     tracing::info!(
-        listen = %v.listen,
+        listen = %running.addr,
+        admin = %running.admin_addr,
         upstream = %v.upstream.base,
         cert = cert.as_deref().unwrap_or("-"),
         "amity-mtls-proxy serving"
     );
-    serve(
-        listener,
-        state,
-        ConnOptions::from_config(&v),
-        terminate_signal(),
-    )
-    .await;
+    drop(generation);
+    terminate_signal().await;
+    running.shutdown().await;
     Ok(())
 }

@@ -3,7 +3,6 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,31 +19,10 @@ use rustls::AlertDescription;
 use tokio::net::TcpStream;
 
 use crate::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
+use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// Counters a test or the admin listener can read; they outlive generations.
-#[derive(Debug, Default)]
-pub struct UpstreamStats {
-    /// New upstream connections attempted (TCP connect + TLS handshake each).
-    pub handshakes: AtomicU64,
-    /// Of those, how many failed.
-    pub handshake_failures: AtomicU64,
-    /// Requests sent upstream (retries included).
-    pub requests: AtomicU64,
-}
-
-impl UpstreamStats {
-    /// Handshakes so far.
-    pub fn handshakes(&self) -> u64 {
-        self.handshakes.load(Ordering::Relaxed)
-    }
-    /// Requests so far.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-}
 
 /// Why an upstream call failed; decides 502 versus 504 and the message.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +106,11 @@ impl UpstreamError {
             self,
             Self::ClientCertRejected { .. } | Self::ServerCertUntrusted { .. } | Self::Tls { .. }
         )
+    }
+
+    /// Whether the connection (TCP or TLS) failed, rather than the exchange on it.
+    pub fn is_connection_failure(&self) -> bool {
+        !matches!(self, Self::ResponseTimeout { .. } | Self::Protocol { .. })
     }
 
     /// A short machine-readable kind for logs and error bodies.
@@ -240,7 +223,7 @@ impl Connection for Watched {
 #[derive(Clone)]
 struct CountingConnector {
     inner: HttpsConnector<HttpConnector>,
-    stats: Arc<UpstreamStats>,
+    metrics: Arc<Metrics>,
     bound: Duration,
 }
 
@@ -254,22 +237,17 @@ impl tower_service::Service<Uri> for CountingConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let stats = self.stats.clone();
+        self.metrics.handshakes.inc();
         let bound = self.bound;
         let connecting = self.inner.call(uri);
         Box::pin(async move {
-            let result = match tokio::time::timeout(bound, connecting).await {
+            match tokio::time::timeout(bound, connecting).await {
                 Ok(r) => r.map(|inner| Watched {
                     inner,
                     failure: TlsFailure::default(),
                 }),
                 Err(_) => Err(Box::new(HandshakeTimedOut) as BoxError),
-            };
-            if result.is_err() {
-                stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
             }
-            result
         })
     }
 }
@@ -290,7 +268,7 @@ pub struct Outgoing {
 pub struct Upstream {
     client: Client<CountingConnector, Full<Bytes>>,
     target: UpstreamTarget,
-    stats: Arc<UpstreamStats>,
+    metrics: Arc<Metrics>,
     timeouts: TimeoutsConfig,
 }
 
@@ -302,7 +280,7 @@ impl Upstream {
         extra_roots: &[rustls::pki_types::CertificateDer<'static>],
         cert: Option<&LoadedCert>,
         timeouts: &TimeoutsConfig,
-        stats: Arc<UpstreamStats>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, TlsError> {
         let tls = tls::upstream_client_config(extra_roots, cert)?;
         let mut http = HttpConnector::new();
@@ -317,7 +295,7 @@ impl Upstream {
             .wrap_connector(http);
         let connector = CountingConnector {
             inner: https,
-            stats: stats.clone(),
+            metrics: metrics.clone(),
             bound: timeouts.connect() + timeouts.handshake(),
         };
         let client = Client::builder(TokioExecutor::new())
@@ -329,7 +307,7 @@ impl Upstream {
         Ok(Self {
             client,
             target,
-            stats,
+            metrics,
             timeouts: timeouts.clone(),
         })
     }
@@ -339,37 +317,34 @@ impl Upstream {
         &self.target
     }
 
-    /// Sends a request; retries once on a new connection if TLS failed (the request was not read).
-    pub async fn send(&self, out: Outgoing) -> Result<Response<Incoming>, UpstreamError> {
+    /// Sends a request once; the caller decides on retries.
+    pub async fn send(&self, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
         let uri: Uri = format!("{}{}", self.target.base, out.path_and_query)
             .parse()
             .map_err(|e| UpstreamError::Protocol {
                 reason: format!("bad upstream URI: {e}"),
             })?;
-        match self.attempt(&out, uri.clone()).await {
-            Err(e) if e.is_tls_failure() => {
-                tracing::warn!(error = %e, "upstream TLS failed; retrying once on a new connection");
-                self.attempt(&out, uri).await
-            }
-            r => r,
-        }
-    }
-
-    async fn attempt(&self, out: &Outgoing, uri: Uri) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = Request::new(Full::new(out.body.clone()));
         *req.method_mut() = out.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = out.headers.clone();
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.upstream_requests.inc();
         // The connector bounds connect and handshake on their own; this bounds the whole wait.
-        match tokio::time::timeout(self.timeouts.response(), self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.classify(&e)),
-            Err(_) => Err(UpstreamError::ResponseTimeout {
-                ms: self.timeouts.response_ms,
-            }),
+        let result =
+            match tokio::time::timeout(self.timeouts.response(), self.client.request(req)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(self.classify(&e)),
+                Err(_) => Err(UpstreamError::ResponseTimeout {
+                    ms: self.timeouts.response_ms,
+                }),
+            };
+        if let Err(e) = &result {
+            if e.is_connection_failure() {
+                self.metrics.handshake_failed(e.kind());
+            }
         }
+        result
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {

@@ -231,7 +231,8 @@ fn openssl_fails(args: &[&str]) -> bool {
         .success()
 }
 
-/// `openssl req -noout -text` with RFC 2253 names (`CN=x`), whose format is stable.
+/// Checks the CSR's self-signature, then returns `openssl req -text` with RFC 2253
+/// names (`CN=x`), a format that does not vary between openssl versions.
 fn csr_text(csr: &Path) -> String {
     openssl(&["req", "-in", s(csr), "-noout", "-verify"]);
     openssl(&[
@@ -245,11 +246,10 @@ fn csr_text(csr: &Path) -> String {
     ])
 }
 
-const UPSTREAM: &str = "upstream:\n  url: https://127.0.0.1:9443\n  ca: certs/dev-ca.crt\n";
-
-fn config_yaml(upstream: &str, certs: &[String]) -> String {
+/// A valid config naming the dev CA as extra trust root, with the given `client_certs` entries.
+fn config_yaml(certs: &[String]) -> String {
     format!(
-        "listen: 127.0.0.1:8080\n{upstream}client_certs:\n{}",
+        "listen: 127.0.0.1:8080\nupstream:\n  url: https://127.0.0.1:9443\n  ca: certs/dev-ca.crt\nclient_certs:\n{}",
         certs.concat()
     )
 }
@@ -500,10 +500,7 @@ fn cert_new_refuses_a_third_configured_cert() {
     env.dev_ca_init();
     env.issue("first", 90);
     env.issue("second", 90);
-    env.write_config(&config_yaml(
-        UPSTREAM,
-        &[own_entry("first"), own_entry("second")],
-    ));
+    env.write_config(&config_yaml(&[own_entry("first"), own_entry("second")]));
     env.run(&["check"]).success();
 
     let out = env.run(&["cert", "new", "--name", "third"]).failure();
@@ -630,7 +627,7 @@ fn cert_list_shows_each_state() {
     .unwrap();
     env.cert_new("old");
     fs::copy(env.expired_cert("old"), env.cert_file("old", "crt")).unwrap();
-    env.write_config(&config_yaml(UPSTREAM, &[own_entry("good")]));
+    env.write_config(&config_yaml(&[own_entry("good")]));
 
     let table = env.run(&["cert", "list"]).success();
     let mut lines = table.stdout.lines();
@@ -707,7 +704,7 @@ fn env_with_certs() -> Env {
 #[test]
 fn check_accepts_a_good_config() {
     let env = env_with_certs();
-    env.write_config(&config_yaml(UPSTREAM, &[own_entry("svc")]));
+    env.write_config(&config_yaml(&[own_entry("svc")]));
     let out = env.run(&["check"]).success();
     out.stdout_has(&[
         "listen:   127.0.0.1:8080",
@@ -722,7 +719,7 @@ fn check_accepts_a_good_config() {
 #[test]
 fn check_rejects_bad_configs_naming_the_field() {
     let env = env_with_certs();
-    let good = config_yaml(UPSTREAM, &[own_entry("svc")]);
+    let good = config_yaml(&[own_entry("svc")]);
     let missing = env.cert_file("missing", "crt");
     let other_key = env.cert_file("other", "key");
     let old_crt = env.cert_file("old", "crt");
@@ -739,7 +736,7 @@ fn check_rejects_bad_configs_naming_the_field() {
         ),
         (
             "missing cert file",
-            config_yaml(UPSTREAM, &[cert_entry("svc", "missing", "svc")]),
+            config_yaml(&[cert_entry("svc", "missing", "svc")]),
             vec!["client_certs[0].cert", s(&missing)],
         ),
         (
@@ -749,32 +746,26 @@ fn check_rejects_bad_configs_naming_the_field() {
         ),
         (
             "key of another cert",
-            config_yaml(UPSTREAM, &[cert_entry("svc", "svc", "other")]),
+            config_yaml(&[cert_entry("svc", "svc", "other")]),
             vec!["client_certs[0].key", s(&other_key), "does not match"],
         ),
         (
             "three certs",
-            config_yaml(
-                UPSTREAM,
-                &[
-                    own_entry("svc"),
-                    own_entry("other"),
-                    cert_entry("third", "svc", "svc"),
-                ],
-            ),
+            config_yaml(&[
+                own_entry("svc"),
+                own_entry("other"),
+                cert_entry("third", "svc", "svc"),
+            ]),
             vec!["client_certs", "3 certificates listed", "at most 2"],
         ),
         (
             "expired cert",
-            config_yaml(UPSTREAM, &[own_entry("old")]),
+            config_yaml(&[own_entry("old")]),
             vec!["client_certs[0].cert", s(&old_crt), "expired on"],
         ),
         (
             "duplicate name",
-            config_yaml(
-                UPSTREAM,
-                &[own_entry("svc"), cert_entry("svc", "other", "other")],
-            ),
+            config_yaml(&[own_entry("svc"), cert_entry("svc", "other", "other")]),
             vec!["client_certs[1].name", "\"svc\" is listed twice"],
         ),
         (

@@ -221,14 +221,12 @@ http {{
     std::fs::write(
         &cfg,
         format!(
-            "listen: 127.0.0.1:0\nupstream:\n  url: https://{port}\n  ca: ca.crt\nclient_certs:\n  - name: nginx-client\n    cert: certs/nginx-client.crt\n    key: certs/nginx-client.key\n"
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: https://{port}\n  ca: ca.crt\nclient_certs:\n  - name: nginx-client\n    cert: certs/nginx-client.crt\n    key: certs/nginx-client.key\n"
         ),
     )
     .unwrap();
     let v = config::load(&cfg).unwrap();
-    let proxy = amity_mtls_proxy::server::start(&v, Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let proxy = amity_mtls_proxy::server::start(&v).await.unwrap();
     for _ in 0..5 {
         let (status, headers, body) = call(
             proxy.addr,
@@ -248,7 +246,7 @@ http {{
         assert_eq!(headers["x-seen-host"], "127.0.0.1");
     }
     assert_eq!(
-        proxy.state.stats.handshakes(),
+        proxy.state.metrics.handshakes(),
         1,
         "one pooled connection to nginx"
     );

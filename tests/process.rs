@@ -27,9 +27,11 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let mock = env.mock(Duration::from_millis(1500)).await;
     let listen = closed_port();
     let v = env.config(mock.addr, &["backend-a"], "");
-    let cfg = std::fs::read_to_string(&v.path)
-        .unwrap()
-        .replace("127.0.0.1:0", &listen.to_string());
+    let cfg = std::fs::read_to_string(&v.path).unwrap().replacen(
+        "listen: 127.0.0.1:0",
+        &format!("listen: {listen}"),
+        1,
+    );
     std::fs::write(&v.path, cfg).unwrap();
 
     let mut child = Command::new(BIN)
@@ -92,11 +94,12 @@ async fn sigterm_lets_an_in_flight_request_finish() {
 #[test]
 fn demo_runs_the_secure_mode_flow_from_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (listen, upstream) = (closed_port(), closed_port());
+    let (listen, upstream, admin) = (closed_port(), closed_port(), closed_port());
     let config = dir.path().join("config.yaml");
     let yaml = amity_mtls_proxy::demo::DEFAULT_CONFIG
         .replace("127.0.0.1:8080", &listen.to_string())
-        .replace("127.0.0.1:9443", &upstream.to_string());
+        .replace("127.0.0.1:9443", &upstream.to_string())
+        .replace("127.0.0.1:9901", &admin.to_string());
     std::fs::write(&config, yaml).unwrap();
     let run = || {
         let out = Command::new(BIN)

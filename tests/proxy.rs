@@ -182,7 +182,7 @@ async fn denied_calls_never_leave_the_machine() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    assert_eq!(proxy.state.stats.handshakes(), 0);
+    assert_eq!(proxy.state.metrics.handshakes(), 0);
 }
 
 async fn expect_cert_rejection(
@@ -190,9 +190,7 @@ async fn expect_cert_rejection(
     mock: &amity_mtls_proxy::mock::MockHandle,
     needle: &str,
 ) {
-    let env_proxy = amity_mtls_proxy::server::start(&v, Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let env_proxy = amity_mtls_proxy::server::start(&v).await.unwrap();
     let (status, _, body) = call(
         env_proxy.addr,
         Method::GET,
@@ -216,7 +214,7 @@ async fn expect_cert_rejection(
         "the stand-in served a request without a valid cert"
     );
     // One handshake failure is retried once on a new connection, no more.
-    assert_eq!(env_proxy.state.stats.handshakes(), 2);
+    assert_eq!(env_proxy.state.metrics.handshakes(), 2);
     assert_eq!(
         mock.observed
             .rejected_handshakes
@@ -262,7 +260,7 @@ async fn pool_reuses_connections() {
         .unwrap();
         assert_eq!(status, StatusCode::OK);
     }
-    let stats = &proxy.state.stats;
+    let stats = &proxy.state.metrics;
     assert_eq!(stats.requests(), 100);
     assert!(
         stats.handshakes() <= 2,

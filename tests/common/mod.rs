@@ -61,7 +61,7 @@ impl Env {
     /// Writes config.yaml pointing at `upstream` with the named certificates, then loads it.
     pub fn config(&self, upstream: SocketAddr, certs: &[&str], extra_yaml: &str) -> Validated {
         let mut y = format!(
-            "listen: 127.0.0.1:0\nupstream:\n  url: https://{upstream}\n  ca: certs/dev-ca.crt\nclient_certs:\n"
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: https://{upstream}\n  ca: certs/dev-ca.crt\nclient_certs:\n"
         );
         if certs.is_empty() {
             y = y.replace("client_certs:\n", "client_certs: []\n");
@@ -86,9 +86,7 @@ impl Env {
     }
 
     pub async fn proxy(&self, v: &Validated) -> Running {
-        server::start(v, Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap()
+        server::start(v).await.unwrap()
     }
 }
 

@@ -1,0 +1,178 @@
+//! Prometheus metrics (prometheus-client), shared by every generation.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of `amity_proxy_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route class: auth_token, admin, extra, denied.
+    pub route: String,
+    /// HTTP status sent to the backend.
+    pub status: String,
+}
+
+/// A single `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: String,
+}
+
+/// A single `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// ok or failed.
+    pub result: String,
+}
+
+/// Labels of per-certificate gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// Console name.
+    pub name: String,
+    /// Serial, upper-case hex.
+    pub serial: String,
+}
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route class and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from forwarding to the upstream's response head.
+    pub upstream_latency: Histogram,
+    /// Requests sent upstream (retries included).
+    pub upstream_requests: Counter,
+    /// New upstream connections (TCP + TLS handshake each).
+    pub handshakes: Counter,
+    /// Failed upstream handshakes, by reason.
+    pub handshake_failures: Family<ReasonLabels, Counter>,
+    /// Reloads, by result.
+    pub reloads: Family<ResultLabels, Counter>,
+    /// Unix time of the last successful (re)load.
+    pub last_reload_success: Gauge,
+    /// Not-after of each configured certificate, unix time.
+    pub cert_expiry: Family<CertLabels, Gauge>,
+    /// 1 for the certificate presented now, 0 for the others.
+    pub cert_active: Family<CertLabels, Gauge>,
+    /// Requests retried with the other certificate after a rejection.
+    pub failovers: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("amity_proxy");
+        let m = Self {
+            requests: Family::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            upstream_requests: Counter::default(),
+            handshakes: Counter::default(),
+            handshake_failures: Family::default(),
+            reloads: Family::default(),
+            last_reload_success: Gauge::default(),
+            cert_expiry: Family::default(),
+            cert_active: Family::default(),
+            failovers: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by route class and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from forwarding a request to the upstream's response head",
+            m.upstream_latency.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent upstream, retries included",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_handshakes",
+            "New upstream connections, one TLS handshake each; compare with upstream_requests for pool reuse",
+            m.handshakes.clone(),
+        );
+        registry.register(
+            "upstream_handshake_failures",
+            "Upstream connections or TLS sessions that failed, by reason",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads, by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "last_reload_success_timestamp_seconds",
+            "Unix time of the last successful load or reload",
+            m.last_reload_success.clone(),
+        );
+        registry.register(
+            "cert_expiry_timestamp_seconds",
+            "Not-after of each configured client certificate, unix time",
+            m.cert_expiry.clone(),
+        );
+        registry.register(
+            "cert_active",
+            "1 for the client certificate presented now, 0 for the others",
+            m.cert_active.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Requests retried with the other client certificate after a rejection",
+            m.failovers.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Upstream handshakes so far.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.get()
+    }
+
+    /// Upstream requests so far.
+    pub fn requests(&self) -> u64 {
+        self.upstream_requests.get()
+    }
+
+    /// Counts a failed upstream connection.
+    pub fn handshake_failed(&self, reason: &str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" }.to_string();
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        if ok {
+            self.last_reload_success.set(crate::pki::now_unix());
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Reload without restart: SIGHUP, file changes (including Kubernetes `..data`
+//! symlink swaps) and `POST /reload` all lead to one path: load and validate as
+//! at start-up, build a new generation, swap it in. A failed reload changes nothing.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config;
+use crate::pki;
+use crate::proxy::{Generation, ProxyState};
+
+/// Quiet time after the last file event before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP.
+    Signal,
+    /// A watched file changed.
+    Files,
+    /// `POST /reload` on the admin listener.
+    Admin,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Signal => "SIGHUP",
+            Trigger::Files => "file change",
+            Trigger::Admin => "POST /reload",
+        }
+    }
+}
+
+/// A reload request with an optional reply.
+pub struct ReloadRequest {
+    /// Who asked.
+    pub trigger: Trigger,
+    /// Where the outcome goes.
+    pub reply: Option<oneshot::Sender<Result<String, String>>>,
+}
+
+/// Reloads one running proxy.
+pub struct Reloader {
+    path: PathBuf,
+    state: Arc<ProxyState>,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    fingerprint: Mutex<Vec<u8>>,
+}
+
+impl Reloader {
+    /// A reloader for a proxy started from `v`.
+    pub fn new(v: &config::Validated, state: Arc<ProxyState>) -> Self {
+        Self {
+            path: v.path.clone(),
+            state,
+            listen: v.listen,
+            admin_listen: v.admin_listen,
+            fingerprint: Mutex::new(fingerprint(&v.path)),
+        }
+    }
+
+    /// Loads, validates and swaps in a new generation; on any problem the old one keeps serving.
+    pub fn reload(&self, trigger: Trigger) -> Result<String, String> {
+        let print = self.fingerprint_now();
+        if trigger == Trigger::Files && self.fingerprint.lock().is_ok_and(|f| *f == print) {
+            tracing::debug!("files touched but their content is unchanged; nothing to reload");
+            return Ok("unchanged".into());
+        }
+        let metrics = &self.state.metrics;
+        let v = match config::load(&self.path) {
+            Ok(v) => v,
+            Err(e) => {
+                metrics.reload(false);
+                tracing::error!(
+                    trigger = trigger.as_str(),
+                    "reload failed; still serving the previous configuration: {e}"
+                );
+                return Err(e.to_string());
+            }
+        };
+        let generation = match Generation::build(&v, metrics.clone()) {
+            Ok(g) => g,
+            Err(e) => {
+                metrics.reload(false);
+                tracing::error!(
+                    trigger = trigger.as_str(),
+                    "reload failed; still serving the previous configuration: {e}"
+                );
+                return Err(e.to_string());
+            }
+        };
+        for (field, configured, now) in [
+            ("listen", self.listen, v.listen),
+            ("admin_listen", self.admin_listen, v.admin_listen),
+        ] {
+            if now != configured {
+                tracing::warn!("{field} changed to {now} in the config; listen addresses change only on restart, keeping {configured}");
+            }
+        }
+        let active = generation.active(pki::now_unix()).map_or_else(
+            || "none".to_string(),
+            |i| format!("{} (serial {})", i.name, i.info.serial),
+        );
+        warn_expiring(&generation);
+        // In-flight requests keep the old generation; its idle pooled connections close when they finish.
+        self.state.current.store(Arc::new(generation));
+        if let Ok(mut f) = self.fingerprint.lock() {
+            *f = print;
+        }
+        metrics.reload(true);
+        let msg = format!("reloaded {}; presenting {active}", self.path.display());
+        tracing::info!(trigger = trigger.as_str(), "{msg}");
+        Ok(msg)
+    }
+
+    fn fingerprint_now(&self) -> Vec<u8> {
+        fingerprint(&self.path)
+    }
+
+    /// Folders to watch: the config's and every referenced file's (not the link targets,
+    /// so that Kubernetes' `..data` symlink swap in the mounted folder is seen).
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = referenced_files(&self.path)
+            .into_iter()
+            .chain(std::iter::once(self.path.clone()))
+            .filter_map(|p| {
+                p.parent().map(|d| {
+                    if d.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        d.to_path_buf()
+                    }
+                })
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// Every file the config names (certs, keys, CA), read leniently: a config that does not parse names none.
+fn referenced_files(path: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(c) = config::parse(path, &text) else {
+        return Vec::new();
+    };
+    let base = path.parent().unwrap_or(Path::new(""));
+    c.client_certs
+        .iter()
+        .flat_map(|cc| [&cc.cert, &cc.key])
+        .chain(c.upstream.ca.iter())
+        .map(|p| config::resolve(base, p))
+        .collect()
+}
+
+/// SHA-256 over the config and every file it names, read through symlinks.
+fn fingerprint(path: &Path) -> Vec<u8> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in std::iter::once(path.to_path_buf()).chain(referenced_files(path)) {
+        ctx.update(p.as_os_str().as_encoded_bytes());
+        match std::fs::read(&p) {
+            Ok(bytes) => ctx.update(&bytes),
+            Err(e) => ctx.update(e.to_string().as_bytes()),
+        }
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// Logs a warning for each certificate under 30, 14 or 7 days from expiry.
+pub fn warn_expiring(g: &Generation) {
+    let now = pki::now_unix();
+    for i in &g.identities {
+        let days = i.info.days_left(now);
+        if let Some(limit) = [7, 14, 30].into_iter().find(|l| days < *l) {
+            tracing::warn!(
+                cert = %i.name,
+                serial = %i.info.serial,
+                days_left = days,
+                "client certificate has fewer than {limit} days left (expires {}); register the next one and rotate",
+                pki::rfc3339(i.info.not_after)
+            );
+        }
+    }
+}
+
+/// Runs reload requests one at a time, so two triggers never race.
+pub async fn reload_loop(reloader: Arc<Reloader>, mut rx: mpsc::Receiver<ReloadRequest>) {
+    while let Some(req) = rx.recv().await {
+        let r = reloader.clone();
+        let trigger = req.trigger;
+        let outcome = tokio::task::spawn_blocking(move || r.reload(trigger))
+            .await
+            .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        if let Some(reply) = req.reply {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Watches the config's folders; after a quiet [`DEBOUNCE`], asks for a reload.
+/// Returns when `tx` closes. Without a working watcher it logs why and returns.
+pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest>) {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = match notify::recommended_watcher(
+        move |res: notify::Result<notify::Event>| {
+            if res.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = ev_tx.send(());
+            }
+        },
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP or POST /reload");
+            return;
+        }
+    };
+    let mut watched = HashSet::new();
+    let mut sync = |watcher: &mut notify::RecommendedWatcher| {
+        for d in reloader.watch_dirs() {
+            if !watched.contains(&d) {
+                match watcher.watch(&d, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        watched.insert(d);
+                    }
+                    Err(e) => tracing::warn!(dir = %d.display(), error = %e, "cannot watch folder"),
+                }
+            }
+        }
+    };
+    sync(&mut watcher);
+    while ev_rx.recv().await.is_some() {
+        // Debounce: wait until events stop for DEBOUNCE.
+        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {}
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let req = ReloadRequest {
+            trigger: Trigger::Files,
+            reply: Some(reply_tx),
+        };
+        if tx.send(req).await.is_err() {
+            return;
+        }
+        let _ = reply_rx.await;
+        sync(&mut watcher);
+    }
+}
+
+/// Turns SIGHUP into reload requests until `tx` closes.
+pub async fn sighup(tx: mpsc::Sender<ReloadRequest>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP; reload with POST /reload or by editing the files"
+        );
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading");
+        let req = ReloadRequest {
+            trigger: Trigger::Signal,
+            reply: None,
+        };
+        if tx.send(req).await.is_err() {
+            return;
+        }
+    }
+}
