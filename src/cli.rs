@@ -47,7 +47,11 @@ pub enum Command {
     /// Serve (the default).
     Run,
     /// Validate the config and every certificate and key; exit non-zero on any problem.
-    Check,
+    Check {
+        /// Also make one real mTLS handshake per certificate against the upstream.
+        #[arg(long)]
+        live: bool,
+    },
     /// Client certificates: new key + CSR, import the signed certificate, list.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -207,7 +211,7 @@ pub fn main(cli: Cli) -> ExitCode {
             rt.block_on(crate::server::run(&cli.config))
                 .map_err(|e| e.to_string())
         }),
-        Command::Check => return check(&cli.config),
+        Command::Check { live } => return check(&cli.config, live),
         Command::Cert(c) => cert(&cli.config, c),
         Command::DevCa(c) => dev_ca(&cli.config, c),
         Command::MockAmity(a) => runtime().and_then(|rt| rt.block_on(mock_amity(&cli.config, a))),
@@ -499,8 +503,9 @@ async fn mock_amity(config: &Path, a: MockArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `check`: validate everything a `run` would load and print a summary.
-pub fn check(config: &Path) -> ExitCode {
+/// `check`: validate everything a `run` would load and print a summary;
+/// with `live`, also try each certificate against the upstream.
+pub fn check(config: &Path, live: bool) -> ExitCode {
     let v = match config::load(config) {
         Ok(v) => v,
         Err(e) => {
@@ -521,6 +526,7 @@ pub fn check(config: &Path) -> ExitCode {
     let mut problems = Vec::new();
     println!("config:   {}", v.path.display());
     println!("listen:   {} (plain HTTP)", v.listen);
+    println!("admin:    {}", v.admin_listen);
     println!(
         "upstream: {}{}",
         v.upstream.base,
@@ -576,6 +582,23 @@ pub fn check(config: &Path) -> ExitCode {
         problems.push(
             "client_certs: none configured; Amity's mTLS check will refuse every call".to_string(),
         );
+    }
+    if live && !v.certs.is_empty() {
+        println!("live mTLS handshake with {}:", v.upstream.base);
+        match runtime() {
+            Ok(rt) => {
+                for (i, c) in v.certs.iter().enumerate() {
+                    match rt.block_on(crate::upstream::probe(&v, c)) {
+                        Ok(verdict) => println!("  {}: {verdict}", c.name),
+                        Err(e) => {
+                            println!("  {}: {e}", c.name);
+                            problems.push(format!("client_certs[{i}] ({}): {e}", c.name));
+                        }
+                    }
+                }
+            }
+            Err(e) => problems.push(e),
+        }
     }
     if problems.is_empty() {
         println!("OK");

@@ -3,6 +3,7 @@
 //! at start-up, build a new generation, swap it in. A failed reload changes nothing.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -126,6 +127,15 @@ impl Reloader {
         fingerprint(&self.path)
     }
 
+    /// File names whose events count: the config's and every referenced file's.
+    pub fn watch_names(&self) -> HashSet<OsString> {
+        referenced_files(&self.path)
+            .iter()
+            .chain(std::iter::once(&self.path))
+            .filter_map(|p| p.file_name().map(OsString::from))
+            .collect()
+    }
+
     /// Folders to watch: the config's and every referenced file's (not the link targets,
     /// so that Kubernetes' `..data` symlink swap in the mounted folder is seen).
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
@@ -209,17 +219,34 @@ pub async fn reload_loop(reloader: Arc<Reloader>, mut rx: mpsc::Receiver<ReloadR
     }
 }
 
-/// Watches the config's folders; after a quiet [`DEBOUNCE`], asks for a reload.
+/// The longest a burst of file events can delay a reload.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
+
+/// Watches the config's folders; once events stop for [`DEBOUNCE`] (or after
+/// [`DEBOUNCE_MAX`] of steady events), asks for a reload. Only events on the files
+/// the config names, or on Kubernetes' `..data` links, count: a log file written
+/// into the same folder must not keep postponing reloads.
 /// Returns when `tx` closes. Without a working watcher it logs why and returns.
 pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest>) {
+    let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(
-        move |res: notify::Result<notify::Event>| {
-            if res.is_ok_and(|e| !e.kind.is_access()) {
-                let _ = ev_tx.send(());
-            }
-        },
-    ) {
+    let relevant = names.clone();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        let Ok(names) = relevant.lock() else { return };
+        let hit = event
+            .paths
+            .iter()
+            .filter_map(|p| p.file_name())
+            .any(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."));
+        if hit {
+            let _ = ev_tx.send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP or POST /reload");
@@ -228,6 +255,9 @@ pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest
     };
     let mut watched = HashSet::new();
     let mut sync = |watcher: &mut notify::RecommendedWatcher| {
+        if let Ok(mut n) = names.lock() {
+            *n = reloader.watch_names();
+        }
         for d in reloader.watch_dirs() {
             if !watched.contains(&d) {
                 match watcher.watch(&d, RecursiveMode::NonRecursive) {
@@ -241,8 +271,14 @@ pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest
     };
     sync(&mut watcher);
     while ev_rx.recv().await.is_some() {
-        // Debounce: wait until events stop for DEBOUNCE.
-        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {}
+        let burst_end = tokio::time::Instant::now() + DEBOUNCE_MAX;
+        while tokio::time::Instant::now() < burst_end {
+            match tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         let req = ReloadRequest {
             trigger: Trigger::Files,

@@ -393,6 +393,38 @@ impl Upstream {
     }
 }
 
+/// `check --live`: one request over a new mTLS connection presenting `cert`.
+/// Any HTTP answer means the handshake was accepted.
+pub async fn probe(
+    v: &crate::config::Validated,
+    cert: &LoadedCert,
+) -> Result<String, UpstreamError> {
+    let upstream = Upstream::new(
+        v.upstream.clone(),
+        &v.config.upstream,
+        &v.extra_roots,
+        Some(cert),
+        &v.config.timeouts,
+        Arc::new(Metrics::new()),
+    )
+    .map_err(|e| UpstreamError::Tls {
+        reason: e.to_string(),
+    })?;
+    let out = Outgoing {
+        method: Method::GET,
+        path_and_query: format!("{}/", v.upstream.path_prefix),
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+    };
+    let resp = upstream.send(&out).await?;
+    Ok(format!(
+        "accepted (serial {}; the upstream answered HTTP {} over {:?})",
+        cert.info.serial,
+        resp.status().as_u16(),
+        resp.version()
+    ))
+}
+
 fn classify_tls(e: &rustls::Error) -> UpstreamError {
     match e {
         rustls::Error::AlertReceived(a) if is_cert_alert(*a) => UpstreamError::ClientCertRejected {

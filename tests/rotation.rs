@@ -1,0 +1,619 @@
+//! Zero-downtime rotation: reloads under load, broken reloads, failover between
+//! the two certificates, expired certificates, health and metrics.
+
+mod common;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amity_mtls_proxy::demo::call;
+use amity_mtls_proxy::mock::MockHandle;
+use amity_mtls_proxy::pki::{now_unix, Validity};
+use common::{closed_port, foreign_ca, json, Env, SERVER_KEY};
+use http::{Method, StatusCode};
+
+const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
+const V3: &str = "/api/v3/authentication/token?userId=alice";
+
+async fn token(addr: SocketAddr) -> Result<StatusCode, String> {
+    call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "")
+        .await
+        .map(|r| r.0)
+}
+
+fn cert_yaml(name: &str, cert: &str, key: &str) -> String {
+    format!("  - name: {name}\n    cert: {cert}\n    key: {key}\n")
+}
+
+fn config_yaml(listen: SocketAddr, admin: SocketAddr, mock: SocketAddr, certs: &str) -> String {
+    format!(
+        "listen: {listen}\nadmin_listen: {admin}\nupstream:\n  url: https://{mock}\n  ca: certs/dev-ca.crt\nclient_certs:\n{certs}"
+    )
+}
+
+/// Writes through a temporary file and a rename, as editors and config management do.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Publishes a certificate the way the kubelet updates a Secret volume:
+/// a new timestamped folder, then an atomic swap of the `..data` symlink.
+fn publish_secret(dir: &Path, version: &str, crt: &Path, key: &Path) {
+    use std::os::unix::fs::symlink;
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(crt, data.join("tls.crt")).unwrap();
+    std::fs::copy(key, data.join("tls.key")).unwrap();
+    let tmp = dir.join("..data_tmp");
+    symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        if std::fs::symlink_metadata(dir.join(f)).is_err() {
+            symlink(format!("..data/{f}"), dir.join(f)).unwrap();
+        }
+    }
+}
+
+/// Waits until new requests reach the stand-in with `serial`, then checks the next ones all do.
+async fn settles_on(mock: &MockHandle, proxy: SocketAddr, serial: &str, log: Option<&Path>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = mock.observed.requests().len();
+        assert_eq!(token(proxy).await, Ok(StatusCode::OK));
+        let last = mock.observed.requests()[seen..]
+            .last()
+            .map(|s| s.client_serial.clone());
+        if last.as_deref() == Some(serial) {
+            break;
+        }
+        let log = log
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never presented {serial}; log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = mock.observed.requests().len();
+    for _ in 0..5 {
+        assert_eq!(token(proxy).await, Ok(StatusCode::OK));
+    }
+    let after = mock.observed.requests();
+    assert!(
+        after[before..].iter().all(|s| s.client_serial == serial),
+        "an old certificate was presented after the switch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_load_loses_no_request() {
+    let env = Env::new();
+    let serial_a = env.client_cert("cert-a");
+    let serial_b = env.client_cert("cert-b");
+    let mock = env.mock(Duration::ZERO).await;
+    let (listen, admin) = (closed_port(), closed_port());
+    let cfg = env.dir.path().join("config.yaml");
+    let with = |certs: &str| config_yaml(listen, admin, mock.addr, certs);
+    write_atomically(
+        &cfg,
+        &with(&cert_yaml("cert-a", "certs/cert-a.crt", "certs/cert-a.key")),
+    );
+    let log_path = env.dir.path().join("proxy.log");
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while token(listen).await.is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settles_on(&mock, listen, &serial_a, Some(&log_path)).await;
+
+    // Backends keep calling through every switch; any failure is counted.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match token(listen).await {
+                        Ok(StatusCode::OK) => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed request: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+
+    // 1. SIGHUP after pointing the config at cert B.
+    write_atomically(
+        &cfg,
+        &with(&cert_yaml("cert-b", "certs/cert-b.crt", "certs/cert-b.key")),
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    settles_on(&mock, listen, &serial_b, Some(&log_path)).await;
+
+    // 2. Back to A by a file change alone: the config now names a Secret-style folder holding A.
+    let secret = env.dir.path().join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    publish_secret(
+        &secret,
+        "2026_11_01",
+        &env.certs().join("cert-a.crt"),
+        &env.certs().join("cert-a.key"),
+    );
+    write_atomically(
+        &cfg,
+        &with(&cert_yaml("current", "secret/tls.crt", "secret/tls.key")),
+    );
+    settles_on(&mock, listen, &serial_a, Some(&log_path)).await;
+
+    // 3. The Secret is updated: the kubelet swaps `..data` to a folder holding B.
+    publish_secret(
+        &secret,
+        "2026_11_02",
+        &env.certs().join("cert-b.crt"),
+        &env.certs().join("cert-b.key"),
+    );
+    settles_on(&mock, listen, &serial_b, Some(&log_path)).await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during rotation; log:\n{log}"
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "the load loop barely ran: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(
+        log.contains("trigger=\"SIGHUP\""),
+        "no SIGHUP reload in:\n{log}"
+    );
+    assert!(
+        log.contains("trigger=\"file change\""),
+        "no file-change reload in:\n{log}"
+    );
+    assert!(!log.contains("reload failed"), "{log}");
+    assert!(
+        !log.contains(SERVER_KEY),
+        "the server key reached a log line"
+    );
+}
+
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    // prometheus-parse skips lines it cannot read; insist that every sample line was read.
+    let sample_lines = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let parsed: usize = s
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b) => b.len(), // _sum and _count come as samples of their own
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(
+        parsed, sample_lines,
+        "some metric lines did not parse:\n{text}"
+    );
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text must end with # EOF"
+    );
+    s
+}
+
+fn metric(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+async fn get_metrics(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let (status, _, body) = call(admin, Method::GET, "/metrics", &[], "").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    scrape(std::str::from_utf8(&body).unwrap())
+}
+
+#[tokio::test]
+async fn a_broken_reload_changes_nothing_that_serves() {
+    let env = Env::new();
+    let serial_a = env.client_cert("cert-a");
+    env.client_cert("cert-b");
+    env.client_cert("cert-c");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["cert-a"], "");
+    let good = std::fs::read_to_string(&v.path).unwrap();
+    let proxy = env.proxy(&v).await;
+    assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+
+    let certs = env.certs();
+    let broken = [
+        ("bad YAML", good.replace("client_certs:", "client_certs: [")),
+        (
+            "missing key",
+            good.replace("certs/cert-a.key", "certs/missing.key"),
+        ),
+        (
+            "key mismatch",
+            good.replace("certs/cert-a.key", "certs/cert-b.key"),
+        ),
+        (
+            "three certificates",
+            format!(
+                "{good}{}{}",
+                cert_yaml("cert-b", "certs/cert-b.crt", "certs/cert-b.key"),
+                cert_yaml("cert-c", "certs/cert-c.crt", "certs/cert-c.key")
+            ),
+        ),
+    ];
+    for (what, text) in &broken {
+        std::fs::write(&v.path, text).unwrap();
+        let (status, _, body) = call(proxy.admin_addr, Method::POST, "/reload", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}");
+        let v = json(&body);
+        assert_eq!(v["status"], "error", "{what}");
+        assert!(!v["message"].as_str().unwrap().is_empty());
+        let seen = mock.observed.requests().len();
+        assert_eq!(
+            token(proxy.addr).await,
+            Ok(StatusCode::OK),
+            "{what}: serving broke"
+        );
+        assert_eq!(
+            mock.observed.requests()[seen].client_serial,
+            serial_a,
+            "{what}: the certificate changed"
+        );
+    }
+    assert!(certs.join("cert-a.key").exists());
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        metric(&m, "amity_proxy_reloads_total", &[("result", "failed")]),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&m, "amity_proxy_reloads_total", &[("result", "ok")]),
+        Some(1.0),
+        "the start-up load"
+    );
+    let (status, _, body) = call(proxy.admin_addr, Method::GET, "/readyz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["cert"], "cert-a");
+
+    // A good reload after the broken ones takes effect.
+    std::fs::write(&v.path, good.replace("cert-a", "cert-b")).unwrap();
+    let (status, _, body) = call(proxy.admin_addr, Method::POST, "/reload", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        metric(&m, "amity_proxy_reloads_total", &[("result", "ok")]),
+        Some(2.0)
+    );
+    assert!(
+        metric(&m, "amity_proxy_last_reload_success_timestamp_seconds", &[]).unwrap()
+            >= (now_unix() - 60) as f64
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_certificate_fails_over_to_the_other() {
+    let env = Env::new();
+    let (_d, other) = foreign_ca();
+    env.client_cert_from(&other, "cert-a", Validity::days_from_now(60));
+    let serial_b = env.client_cert("cert-b");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(
+        mock.addr,
+        &["cert-a", "cert-b"],
+        "active: cert-a\nfailover_after: 2\n",
+    );
+    let proxy = env.proxy(&v).await;
+    for _ in 0..6 {
+        assert_eq!(
+            token(proxy.addr).await,
+            Ok(StatusCode::OK),
+            "requests succeed through cert-b"
+        );
+    }
+    assert!(mock
+        .observed
+        .requests()
+        .iter()
+        .all(|s| s.client_serial == serial_b));
+    let rejected = mock.observed.rejected_handshakes.load(Ordering::Relaxed);
+    assert_eq!(
+        rejected, 2,
+        "after 2 rejections the proxy switched and stopped presenting cert-a"
+    );
+
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(metric(&m, "amity_proxy_failovers_total", &[]), Some(2.0));
+    assert_eq!(
+        metric(&m, "amity_proxy_cert_active", &[("name", "cert-b")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "amity_proxy_cert_active", &[("name", "cert-a")]),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &m,
+            "amity_proxy_upstream_handshake_failures_total",
+            &[("reason", "client_cert_rejected")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_requests_total",
+            &[("route", "auth_token"), ("status", "200")]
+        ),
+        Some(6.0)
+    );
+
+    let (_, _, body) = call(proxy.admin_addr, Method::GET, "/certs", &[], "")
+        .await
+        .unwrap();
+    let certs = json(&body);
+    let by_name = |n: &str| {
+        certs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("cert-b")["role"], "active");
+    assert_eq!(by_name("cert-a")["role"], "standby");
+    assert_eq!(by_name("cert-a")["last_handshake"]["accepted"], false);
+    assert!(by_name("cert-a")["last_handshake"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("rejected our client certificate"));
+    assert_eq!(by_name("cert-b")["last_handshake"]["accepted"], true);
+    assert_eq!(by_name("cert-b")["serial"], serial_b.as_str());
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_never_presented() {
+    let env = Env::new();
+    let day = 86_400;
+    env.client_cert_from(
+        &env.ca,
+        "old",
+        Validity {
+            not_before: now_unix() - 90 * day,
+            not_after: now_unix() - day,
+        },
+    );
+    let serial_new = env.client_cert("new");
+    let mock = env.mock(Duration::ZERO).await;
+
+    // Named active, but expired: the valid one is presented.
+    let v = env.config(mock.addr, &["old", "new"], "active: old\n");
+    let proxy = env.proxy(&v).await;
+    for _ in 0..3 {
+        assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+    }
+    assert!(mock
+        .observed
+        .requests()
+        .iter()
+        .all(|s| s.client_serial == serial_new));
+    assert_eq!(mock.observed.rejected_handshakes.load(Ordering::Relaxed), 0);
+    let (_, _, body) = call(proxy.admin_addr, Method::GET, "/certs", &[], "")
+        .await
+        .unwrap();
+    assert!(json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "old" && c["role"] == "expired"));
+    proxy.shutdown().await;
+
+    // Only the expired one: not ready, and requests fail here with the reason.
+    let v = env.config(mock.addr, &["old"], "");
+    let proxy = env.proxy(&v).await;
+    let handshakes_before = mock.observed.handshakes.load(Ordering::Relaxed);
+    let (status, _, body) = call(proxy.admin_addr, Method::GET, "/readyz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(json(&body)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("old expired on"));
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        V3,
+        &[("x-server-key", SERVER_KEY)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let b = json(&body);
+    assert_eq!(b["data"]["reason"], "no_usable_cert");
+    assert!(b["message"].as_str().unwrap().contains("old expired on"));
+    assert_eq!(
+        mock.observed.handshakes.load(Ordering::Relaxed),
+        handshakes_before,
+        "the expired certificate was presented"
+    );
+    assert_eq!(mock.observed.rejected_handshakes.load(Ordering::Relaxed), 0);
+    let (status, _, _) = call(proxy.admin_addr, Method::GET, "/healthz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "alive even when not ready");
+}
+
+#[tokio::test]
+async fn metrics_describe_the_pool_and_the_certificates() {
+    let env = Env::new();
+    let serial = env.client_cert("cert-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["cert-a"], "");
+    let not_after = v.certs[0].info.not_after;
+    let proxy = env.proxy(&v).await;
+    for _ in 0..20 {
+        assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+    }
+    let (status, _, _) = call(proxy.addr, Method::GET, "/api/v3/channels", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_requests_total",
+            &[("route", "auth_token"), ("status", "200")]
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_requests_total",
+            &[("route", "denied"), ("status", "403")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "amity_proxy_upstream_requests_total", &[]),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric(&m, "amity_proxy_upstream_handshakes_total", &[]),
+        Some(1.0),
+        "pool reuse"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_cert_expiry_timestamp_seconds",
+            &[("name", "cert-a"), ("serial", &serial)]
+        ),
+        Some(not_after as f64)
+    );
+    let latency = m
+        .samples
+        .iter()
+        .find(|s| s.metric == "amity_proxy_upstream_latency_seconds")
+        .unwrap();
+    match &latency.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert_eq!(
+                buckets.last().unwrap().count,
+                20.0,
+                "every upstream call is in the +Inf bucket"
+            )
+        }
+        other => panic!("latency is not a histogram: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_reports_each_certificate() {
+    let env = Env::new();
+    let (_d, other) = foreign_ca();
+    env.client_cert("good");
+    env.client_cert_from(&other, "foreign", Validity::days_from_now(30));
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["good", "foreign"], "");
+    let path = v.path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["check", "--live", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.lines().any(|l| l.contains("good: accepted")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("foreign:") && l.contains("rejected our client certificate")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("client_certs[1] (foreign)"), "{stderr}");
+
+    let v = env.config(mock.addr, &["good"], "");
+    let path = v.path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["check", "--live", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
