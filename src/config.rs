@@ -14,8 +14,29 @@ use crate::pki::{self, CertInfo, CertName};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address backends connect to with plain HTTP (HTTP/1.1 or h2c).
+    /// Address backends connect to: plain HTTP (HTTP/1.1 or h2c), or TLS with `inbound_tls`.
     pub listen: String,
+    /// Terminate TLS (and with `client_ca`, mutual TLS) from the fleet on `listen`.
+    #[serde(default)]
+    pub inbound_tls: Option<InboundTlsConfig>,
+    /// Allow plain HTTP on a non-loopback `listen` (a warning is logged at start).
+    #[serde(default)]
+    pub allow_plaintext_non_loopback: bool,
+    /// Fleet identities allowed to call, and which route classes each may use (needs `inbound_tls.client_ca`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub callers: Vec<CallerConfig>,
+    /// File holding the Amity server key, added as `x-server-key` to auth-token calls.
+    #[serde(default)]
+    pub server_key_file: Option<PathBuf>,
+    /// Environment variable holding the server key (instead of `server_key_file`).
+    #[serde(default)]
+    pub server_key_env: Option<String>,
+    /// File holding an admin token, added as `Authorization: Bearer` to admin calls.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// What to do with a server key or admin token a caller sends when the proxy injects its own.
+    #[serde(default)]
+    pub caller_secrets: CallerSecrets,
     /// Address of the admin listener (health, readiness, certificates, metrics, reload).
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
@@ -39,6 +60,40 @@ pub struct Config {
     /// Bounds on every wait.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+}
+
+/// TLS on the backend-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundTlsConfig {
+    /// The gateway's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The gateway's private key (PEM).
+    pub key: PathBuf,
+    /// Fleet CA (PEM); when set, callers must present a certificate it issued.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One fleet identity and what it may call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// A SAN DNS name, a SAN URI (e.g. a SPIFFE ID) or the CN of the caller's certificate.
+    pub identity: String,
+    /// Route classes it may use: `auth_token`, `admin`, `extra`.
+    pub routes: Vec<String>,
+}
+
+/// Handling of secrets a caller sends when the proxy injects its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerSecrets {
+    /// Remove the caller's value and use the proxy's.
+    #[default]
+    Strip,
+    /// Refuse the request with 403.
+    Reject,
 }
 
 /// The upstream Amity API host.
@@ -120,6 +175,25 @@ pub struct LimitsConfig {
     /// Largest request head accepted, in bytes (431 beyond).
     #[serde(default = "default_header_limit")]
     pub max_header_bytes: usize,
+    /// Open backend connections at most; further ones wait in the kernel's accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests in flight to the upstream at most; beyond it: 503 with Retry-After.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Per-caller token bucket (caller identity with mTLS, else client IP); none when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A token bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed in a burst.
+    pub burst: u32,
 }
 
 /// Timeouts, all in milliseconds.
@@ -136,9 +210,15 @@ pub struct TimeoutsConfig {
     /// when no pooled connection is free.
     #[serde(default = "default_response_ms")]
     pub response_ms: u64,
-    /// Time a backend has to send a complete request head.
+    /// Time a backend has to send a complete request head (HTTP/1: also the next one on a kept-alive connection).
     #[serde(default = "default_header_read_ms")]
     pub header_read_ms: u64,
+    /// A backend connection with no traffic and no request in flight for this long is closed.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+    /// TLS handshake with a backend (with `inbound_tls`).
+    #[serde(default = "default_inbound_handshake_ms")]
+    pub inbound_handshake_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[serde(default = "default_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -189,6 +269,18 @@ fn default_response_ms() -> u64 {
 fn default_header_read_ms() -> u64 {
     10_000
 }
+fn default_idle_ms() -> u64 {
+    60_000
+}
+fn default_inbound_handshake_ms() -> u64 {
+    5_000
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_max_in_flight() -> usize {
+    1_024
+}
 fn default_grace_ms() -> u64 {
     10_000
 }
@@ -210,6 +302,9 @@ impl Default for LimitsConfig {
         Self {
             max_request_body_bytes: default_body_limit(),
             max_header_bytes: default_header_limit(),
+            max_connections: default_max_connections(),
+            max_in_flight: default_max_in_flight(),
+            rate_limit: None,
         }
     }
 }
@@ -221,6 +316,8 @@ impl Default for TimeoutsConfig {
             handshake_ms: default_handshake_ms(),
             response_ms: default_response_ms(),
             header_read_ms: default_header_read_ms(),
+            idle_ms: default_idle_ms(),
+            inbound_handshake_ms: default_inbound_handshake_ms(),
             shutdown_grace_ms: default_grace_ms(),
         }
     }
@@ -242,6 +339,14 @@ impl TimeoutsConfig {
     /// Request head read bound.
     pub fn header_read(&self) -> Duration {
         Duration::from_millis(self.header_read_ms)
+    }
+    /// Idle backend connection bound.
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+    /// Inbound TLS handshake bound.
+    pub fn inbound_handshake(&self) -> Duration {
+        Duration::from_millis(self.inbound_handshake_ms)
     }
     /// Graceful shutdown bound.
     pub fn shutdown_grace(&self) -> Duration {
@@ -342,6 +447,64 @@ pub struct Validated {
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Client certificates, in config order.
     pub certs: Vec<LoadedCert>,
+    /// The gateway's TLS identity and fleet CA, with `inbound_tls`.
+    pub inbound: Option<LoadedInbound>,
+    /// The server key to inject.
+    pub server_key: Option<Secret>,
+    /// The admin token to inject.
+    pub admin_token: Option<Secret>,
+}
+
+/// `inbound_tls` with its files read.
+#[derive(Debug)]
+pub struct LoadedInbound {
+    /// The gateway's chain.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The gateway's key.
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+    /// Fleet CA certificates, when callers must present one.
+    pub client_ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+/// A secret value: Debug and Display print `[redacted]`, so it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value; refuses one that is empty or not a valid header value.
+    pub fn new(value: String) -> Result<Self, String> {
+        let v = value.trim().to_string();
+        if v.is_empty() {
+            return Err("is empty".into());
+        }
+        if http::HeaderValue::from_str(&v).is_err() {
+            return Err("contains characters that cannot go in an HTTP header".into());
+        }
+        Ok(Self(v))
+    }
+
+    /// Reads a secret file (surrounding whitespace and a final newline are dropped).
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Self::new(text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The value, for the one place that puts it in a header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// Reads, parses and validates a config file; the one path used by `run`, `check` and reload.
@@ -539,6 +702,96 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         problem("failover_after", "must be greater than 0".to_string());
     }
 
+    let inbound = config.inbound_tls.as_ref().and_then(|t| {
+        let chain = pki::read_cert_chain(&resolve(base_dir, &t.cert))
+            .map_err(|e| problem("inbound_tls.cert", e.to_string()))
+            .ok();
+        let key_path = resolve(base_dir, &t.key);
+        let key = pki::read_private_key(&key_path)
+            .map_err(|e| problem("inbound_tls.key", e.to_string()))
+            .ok();
+        let client_ca = match &t.client_ca {
+            None => Some(None),
+            Some(ca) => pki::read_cert_chain(&resolve(base_dir, ca))
+                .map(Some)
+                .map_err(|e| problem("inbound_tls.client_ca", e.to_string()))
+                .ok(),
+        };
+        let (chain, key, client_ca) = (chain?, key?, client_ca?);
+        let matches = CertInfo::from_der(&chain[0]).and_then(|i| pki::key_matches(&key, &i));
+        if let Err(e) = matches {
+            problem("inbound_tls.key", format!("{}: {e}", key_path.display()));
+            return None;
+        }
+        Some(LoadedInbound {
+            chain,
+            key,
+            client_ca,
+        })
+    });
+    if let Some(l) = listen {
+        if !l.ip().is_loopback() && config.inbound_tls.is_none() && !config.allow_plaintext_non_loopback {
+            problem(
+                "listen",
+                format!("{l} is not a loopback address and inbound_tls is not set: anyone who reaches it could use the proxy's keys; set inbound_tls (with client_ca), or allow_plaintext_non_loopback: true"),
+            );
+        }
+    }
+    let has_client_ca = config.inbound_tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if !config.callers.is_empty() && !has_client_ca {
+        problem("callers", "needs inbound_tls.client_ca: callers are told apart by their client certificates".to_string());
+    }
+    for (i, c) in config.callers.iter().enumerate() {
+        if c.identity.trim().is_empty() {
+            problem(&format!("callers[{i}].identity"), "is empty".to_string());
+        }
+        for r in &c.routes {
+            if !matches!(r.as_str(), "auth_token" | "admin" | "extra") {
+                problem(&format!("callers[{i}].routes"), format!("{r:?} is not a route class; use auth_token, admin or extra"));
+            }
+        }
+    }
+    let server_key = match (&config.server_key_file, &config.server_key_env) {
+        (Some(_), Some(_)) => {
+            problem("server_key_file", "give server_key_file or server_key_env, not both".to_string());
+            None
+        }
+        (Some(f), None) => Secret::from_file(&resolve(base_dir, f))
+            .map_err(|e| problem("server_key_file", e))
+            .ok(),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) => Secret::new(v).map_err(|e| problem("server_key_env", format!("${var}: {e}"))).ok(),
+            Err(_) => {
+                problem("server_key_env", format!("environment variable {var} is not set"));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if server_key.as_ref().is_some_and(|k| k.expose().len() > 150) {
+        problem("server_key_file", "the server key is longer than Amity's 150 characters".to_string());
+    }
+    let admin_token = config.admin_token_file.as_ref().and_then(|f| {
+        Secret::from_file(&resolve(base_dir, f))
+            .map_err(|e| problem("admin_token_file", e))
+            .ok()
+    });
+    if let Some(rl) = &config.limits.rate_limit {
+        if rl.per_second == 0 || rl.burst == 0 {
+            problem("limits.rate_limit", "per_second and burst must be greater than 0".to_string());
+        }
+    }
+    for (field, v) in [
+        ("limits.max_connections", config.limits.max_connections as u64),
+        ("limits.max_in_flight", config.limits.max_in_flight as u64),
+        ("timeouts.idle_ms", config.timeouts.idle_ms),
+        ("timeouts.inbound_handshake_ms", config.timeouts.inbound_handshake_ms),
+    ] {
+        if v == 0 {
+            problem(field, "must be greater than 0".to_string());
+        }
+    }
+
     match (listen, admin_listen, upstream) {
         (Some(listen), Some(admin_listen), Some(upstream)) if problems.is_empty() => {
             Ok(Validated {
@@ -549,6 +802,9 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
                 upstream,
                 extra_roots,
                 certs,
+                inbound,
+                server_key,
+                admin_token,
             })
         }
         _ => Err(ConfigError::Invalid {
@@ -629,6 +885,15 @@ mod tests {
 
     fn parse_str(s: &str) -> Result<Config, ConfigError> {
         parse(Path::new("t.yaml"), s)
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("top-secret\n".into()).unwrap();
+        assert_eq!(s.expose(), "top-secret");
+        assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
+        assert!(Secret::new("  ".into()).is_err());
+        assert!(Secret::new("a\u{1}b".into()).is_err());
     }
 
     #[test]

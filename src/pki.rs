@@ -242,6 +242,29 @@ impl CertInfo {
     }
 }
 
+/// Identities in a certificate, as `callers` matches them: SAN URIs, then SAN DNS names, then the CN.
+pub fn identities(der: &[u8]) -> Vec<String> {
+    let Ok((_, x)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::URI(u) => uris.push(u.to_string()),
+                x509_parser::extensions::GeneralName::DNSName(d) => dns.push(d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    let cn = x
+        .subject()
+        .iter_common_name()
+        .filter_map(|c| c.as_str().ok().map(str::to_string));
+    uris.into_iter().chain(dns).chain(cn).collect()
+}
+
 /// Seconds since the epoch, now.
 pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()

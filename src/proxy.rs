@@ -11,12 +11,18 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use hyper::body::Incoming;
+use std::num::NonZeroU32;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::{LimitsConfig, RoutesConfig, Validated};
+use crate::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
 use crate::metrics::{CertLabels, Metrics, RequestLabels};
 use crate::pki::{self, CertInfo};
-use crate::tls::TlsError;
+use crate::tls::{self, TlsError};
 use crate::upstream::{Outgoing, Upstream, UpstreamError};
 
 /// Response body: the upstream's, streamed, or one of ours.
@@ -56,6 +62,8 @@ pub struct Reject {
     pub kind: &'static str,
     /// What happened, for people.
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl Reject {
@@ -64,6 +72,7 @@ impl Reject {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -90,6 +99,9 @@ impl Reject {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }
@@ -105,6 +117,7 @@ enum PathMatch {
 
 /// The allow-list, built once per generation.
 pub struct Policy {
+    admin_injected: bool,
     v3: bool,
     v4: bool,
     admin: bool,
@@ -116,9 +129,11 @@ const V3_TOKEN: &str = "/api/v3/authentication/token";
 const V4_TOKEN: &str = "/api/v4/authentication/token";
 
 impl Policy {
-    /// From the `routes` section (already validated).
-    pub fn new(r: &RoutesConfig) -> Self {
+    /// From the `routes` section (already validated). With `admin_injected`, the proxy
+    /// holds the admin token, so admin calls are recognised by path alone.
+    pub fn new(r: &RoutesConfig, admin_injected: bool) -> Self {
         Self {
+            admin_injected,
             v3: r.auth_token_v3,
             v4: r.auth_token_v4,
             admin: r.admin,
@@ -171,7 +186,7 @@ impl Policy {
             return Ok(RouteClass::AuthToken);
         }
         if self.admin
-            && has_admin_token(headers)
+            && (self.admin_injected || has_admin_token(headers))
             && self
                 .admin_prefixes
                 .iter()
@@ -326,6 +341,50 @@ pub struct Generation {
     pub limits: LimitsConfig,
     path_prefix: String,
     metrics: Arc<Metrics>,
+    /// The backend-facing TLS acceptor, with `inbound_tls`.
+    pub inbound: Option<TlsAcceptor>,
+    /// `callers`: identity and allowed route classes; empty allows every fleet certificate.
+    callers: Vec<(String, Vec<RouteClass>)>,
+    server_key: Option<HeaderValue>,
+    admin_bearer: Option<HeaderValue>,
+    caller_secrets: CallerSecrets,
+    in_flight: Arc<Semaphore>,
+    rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
+}
+
+/// Who is calling, as the listener saw it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: std::net::SocketAddr,
+    /// Identities in the caller's client certificate (SAN URIs, SAN DNS names, CN), with mTLS.
+    pub caller: Option<Vec<String>>,
+}
+
+impl ConnInfo {
+    /// The caller's name for logs and rate limiting: its first identity, else its IP.
+    pub fn name(&self) -> String {
+        match self.caller.as_ref().and_then(|c| c.first()) {
+            Some(id) => id.clone(),
+            None => self.peer.ip().to_string(),
+        }
+    }
+}
+
+fn secret_header(v: &str) -> Option<HeaderValue> {
+    let mut h = HeaderValue::from_str(v).ok()?;
+    // Never added to HTTP/2 header compression tables.
+    h.set_sensitive(true);
+    Some(h)
+}
+
+fn route_class(name: &str) -> Option<RouteClass> {
+    match name {
+        "auth_token" => Some(RouteClass::AuthToken),
+        "admin" => Some(RouteClass::Admin),
+        "extra" => Some(RouteClass::Extra),
+        _ => None,
+    }
 }
 
 impl Generation {
@@ -369,10 +428,28 @@ impl Generation {
             anonymous,
             rejections: AtomicU32::new(0),
             failover_after: v.config.failover_after,
-            policy: Policy::new(&v.config.routes),
+            policy: Policy::new(&v.config.routes, v.admin_token.is_some()),
             limits: v.config.limits.clone(),
             path_prefix: v.upstream.path_prefix.clone(),
             metrics,
+            inbound: v.inbound.as_ref().map(tls::inbound_acceptor).transpose()?,
+            callers: v
+                .config
+                .callers
+                .iter()
+                .map(|c| (c.identity.clone(), c.routes.iter().filter_map(|r| route_class(r)).collect()))
+                .collect(),
+            server_key: v.server_key.as_ref().and_then(|k| secret_header(k.expose())),
+            admin_bearer: v
+                .admin_token
+                .as_ref()
+                .and_then(|t| secret_header(&format!("Bearer {}", t.expose()))),
+            caller_secrets: v.config.caller_secrets,
+            in_flight: Arc::new(Semaphore::new(v.config.limits.max_in_flight)),
+            rate: v.config.limits.rate_limit.as_ref().and_then(|r| {
+                let quota = Quota::per_second(NonZeroU32::new(r.per_second)?).allow_burst(NonZeroU32::new(r.burst)?);
+                Some(RateLimiter::keyed(quota))
+            }),
         };
         g.metrics.cert_expiry.clear();
         for i in &g.identities {
@@ -383,6 +460,70 @@ impl Generation {
         }
         g.publish_active();
         Ok(g)
+    }
+
+    /// Refuses a caller not allowed this route class (403) or over its rate (429).
+    fn admit(&self, conn: &ConnInfo, route: RouteClass) -> Result<(), Reject> {
+        if !self.callers.is_empty() {
+            let ids = conn.caller.as_deref().unwrap_or_default();
+            let entry = self.callers.iter().find(|(id, _)| ids.contains(id));
+            match entry {
+                None => {
+                    return Err(Reject::new(
+                        StatusCode::FORBIDDEN,
+                        "caller_unknown",
+                        format!("caller {} is not listed under callers", conn.name()),
+                    ))
+                }
+                Some((id, routes)) if !routes.contains(&route) => {
+                    return Err(Reject::new(
+                        StatusCode::FORBIDDEN,
+                        "caller_route_denied",
+                        format!("caller {id} may not make {} calls", route.as_str()),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(rate) = &self.rate {
+            if let Err(not_until) = rate.check_key(&conn.name()) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut r = Reject::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("caller {} is over its rate limit", conn.name()),
+                );
+                r.retry_after = Some(wait.as_secs().max(1));
+                return Err(r);
+            }
+            if rate.len() > 10_000 {
+                rate.retain_recent();
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the proxy's own server key or admin token on the request, dealing with a caller's as configured.
+    fn inject(&self, route: RouteClass, h: &mut HeaderMap) -> Result<(), Reject> {
+        let (value, name, caller_sent) = match (route, &self.server_key, &self.admin_bearer) {
+            (RouteClass::AuthToken, Some(k), _) => (k, header::HeaderName::from_static("x-server-key"), h.contains_key("x-server-key")),
+            (RouteClass::Admin, _, Some(t)) => (
+                t,
+                header::AUTHORIZATION,
+                h.contains_key(header::AUTHORIZATION) || h.contains_key("x-admin-token"),
+            ),
+            _ => return Ok(()),
+        };
+        if caller_sent && self.caller_secrets == CallerSecrets::Reject {
+            return Err(Reject::new(
+                StatusCode::FORBIDDEN,
+                "caller_sent_secret",
+                format!("callers must not send {name}: the proxy adds it"),
+            ));
+        }
+        h.remove("x-admin-token");
+        h.insert(name, value.clone());
+        Ok(())
     }
 
     /// Path prefix of the upstream base URL.
@@ -624,14 +765,14 @@ struct Outcome<'a> {
 }
 
 /// Handles one request from a backend.
-pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<ProxyBody> {
     let started = Instant::now();
     let generation = state.current.load_full();
     let rid = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut outcome = Outcome::default();
-    let mut resp = match forward(&generation, req, &rid, &mut outcome).await {
+    let mut resp = match forward(&generation, req, &conn, &rid, &mut outcome).await {
         Ok(resp) => resp,
         Err(reject) => {
             if reject.status.is_server_error() {
@@ -666,6 +807,7 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<
         total_ms = started.elapsed().as_millis() as u64,
         request_id = %rid,
         cert = outcome.cert.unwrap_or("-"),
+        caller = %conn.name(),
         "request"
     );
     resp
@@ -674,11 +816,13 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<
 async fn forward<'g>(
     g: &'g Generation,
     req: Request<Incoming>,
+    conn: &ConnInfo,
     rid: &str,
     outcome: &mut Outcome<'g>,
 ) -> Result<Response<ProxyBody>, Reject> {
     let route = g.policy.classify(req.method(), req.uri(), req.headers())?;
     outcome.route = Some(route);
+    g.admit(conn, route)?;
     let limit = g.limits.max_request_body_bytes;
     let too_large = || {
         Reject::new(
@@ -710,6 +854,7 @@ async fn forward<'g>(
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
+    g.inject(route, &mut headers)?;
     if let Ok(v) = HeaderValue::from_str(rid) {
         headers.insert(REQUEST_ID, v);
     }
@@ -719,6 +864,15 @@ async fn forward<'g>(
         path_and_query: format!("{}{}", g.path_prefix(), path_and_query),
         headers,
         body,
+    };
+    let Ok(_permit) = g.in_flight.try_acquire() else {
+        let mut r = Reject::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("{} requests are already in flight to Amity; try again shortly", g.limits.max_in_flight),
+        );
+        r.retry_after = Some(1);
+        return Err(r);
     };
     let sent = Instant::now();
     let result = g.send(&out).await;
@@ -769,7 +923,7 @@ mod tests {
 
     #[test]
     fn default_policy_allows_only_token_and_admin_calls() {
-        let p = Policy::new(&RoutesConfig::default());
+        let p = Policy::new(&RoutesConfig::default(), false);
         let ok = |r| classify(&p, r);
         assert_eq!(
             ok(req(
@@ -870,7 +1024,7 @@ mod tests {
             }],
             ..RoutesConfig::default()
         };
-        let p = Policy::new(&r);
+        let p = Policy::new(&r, false);
         assert_eq!(
             classify(
                 &p,

@@ -3,20 +3,21 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
 use crate::config::{self, ConfigError, Validated};
-use crate::proxy::{self, ProxyState};
+use crate::pki;
+use crate::proxy::{self, ConnInfo, ProxyState};
 use crate::reload::{self, Reloader};
 use crate::tls::TlsError;
 
@@ -48,16 +49,42 @@ pub struct ConnOptions {
     pub max_header_bytes: usize,
     /// How long in-flight requests may take after shutdown starts.
     pub grace: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Idle connections are closed after this.
+    pub idle: Duration,
+    /// Bound on the inbound TLS handshake.
+    pub handshake: Duration,
 }
 
 impl ConnOptions {
     /// From a validated config.
     pub fn from_config(v: &Validated) -> Self {
+        let t = &v.config.timeouts;
         Self {
-            header_read_timeout: v.config.timeouts.header_read(),
+            header_read_timeout: t.header_read(),
             max_header_bytes: v.config.limits.max_header_bytes,
-            grace: v.config.timeouts.shutdown_grace(),
+            grace: t.shutdown_grace(),
+            max_connections: v.config.limits.max_connections,
+            idle: t.idle(),
+            handshake: t.inbound_handshake(),
         }
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.max_header_bytes.max(8192));
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256)
+            // Bounds the work a client can cause by opening and resetting streams (rapid reset).
+            .max_pending_accept_reset_streams(Some(32))
+            .max_local_error_reset_streams(Some(256));
+        b
     }
 }
 
@@ -68,6 +95,44 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// When a connection last finished a request, and how many it has in flight.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+}
+
+/// Marks a request in flight; on drop, records the activity.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_ms
+            .store(a.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves backends on `listener` until `shutdown` resolves, then drains within the grace period.
 pub async fn serve(
     listener: TcpListener,
@@ -75,58 +140,113 @@ pub async fn serve(
     opts: ConnOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(opts.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(opts.builder());
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    // Every connection task holds a receiver: `closed()` on the sender means all have ended.
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let svc = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(proxy::handle(state, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
             _ = &mut shutdown => break,
-        }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (state, builder, stop, opts) = (state.clone(), builder.clone(), stop_rx.clone(), opts.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let acceptor = state.current.load().inbound.clone();
+            let Some(acceptor) = acceptor else {
+                let conn = Arc::new(ConnInfo { peer, caller: None });
+                return serve_conn(stream, conn, state, &builder, stop, opts.idle).await;
+            };
+            match tokio::time::timeout(opts.handshake, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let caller = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| pki::identities(c));
+                    let conn = Arc::new(ConnInfo { peer, caller });
+                    serve_conn(tls, conn, state, &builder, stop, opts.idle).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "inbound TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "inbound TLS handshake timed out"),
+            }
+        });
     }
     drop(listener);
-    let open = graceful.count();
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
     tracing::info!(
-        open_connections = open,
+        open_connections = stop_tx.receiver_count(),
         grace_ms = opts.grace.as_millis() as u64,
         "shutting down: no longer accepting; draining"
     );
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = stop_tx.closed() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(opts.grace) => tracing::warn!("grace period over; closing the remaining connections"),
+    }
+}
+
+/// Serves one connection until it ends, goes idle, or shutdown asks it to finish.
+async fn serve_conn<IO>(
+    io: IO,
+    conn: Arc<ConnInfo>,
+    state: Arc<ProxyState>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut stop: watch::Receiver<bool>,
+    idle: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let act = activity.clone();
+    let peer = conn.peer;
+    let svc = service_fn(move |req| {
+        let (state, conn, busy) = (state.clone(), conn.clone(), act.begin());
+        async move {
+            let resp = proxy::handle(state, req, conn).await;
+            drop(busy);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let c = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(c);
+    let finishing = loop {
+        tokio::select! {
+            r = c.as_mut() => break r,
+            _ = stop.changed() => {
+                c.as_mut().graceful_shutdown();
+                break c.as_mut().await;
+            }
+            _ = tokio::time::sleep_until(activity.idle_deadline(idle).into()) => {
+                let quiet = activity.in_flight.load(Ordering::Relaxed) == 0
+                    && Instant::now() >= activity.idle_deadline(idle);
+                if quiet {
+                    c.as_mut().graceful_shutdown();
+                    break c.as_mut().await;
+                }
+            }
+        }
+    };
+    if let Err(e) = finishing {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -238,6 +358,19 @@ pub async fn terminate_signal() {
 /// `run`: load, validate, serve until SIGTERM/SIGINT.
 pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     let v = config::load(config_path)?;
+    if !v.listen.ip().is_loopback() && v.inbound.is_none() {
+        tracing::warn!(listen = %v.listen, "plain HTTP on a non-loopback address (allow_plaintext_non_loopback): anyone who reaches it can use the proxy's certificates");
+    }
+    // Each backend connection is a file descriptor; the soft limit is often 1024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < v.config.limits.max_connections as u64 + 256 => tracing::warn!(
+            nofile = n,
+            max_connections = v.config.limits.max_connections,
+            "the open-file limit is below limits.max_connections; connections beyond it will fail to be accepted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let running = start(&v).await?;
     let generation = running.state.current.load();
     let cert = generation.readiness(crate::pki::now_unix());

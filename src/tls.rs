@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::LoadedCert;
+use crate::config::{LoadedCert, LoadedInbound};
 
 /// Errors building a TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -91,4 +91,16 @@ pub fn server_config(
         })?;
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
+}
+
+/// The backend-facing TLS acceptor: TLS 1.2/1.3, ALPN h2 and http/1.1, and with a
+/// fleet CA, a client certificate it issued is required at the handshake.
+pub fn inbound_acceptor(t: &LoadedInbound) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let cfg = server_config(
+        t.chain.clone(),
+        t.key.clone_key(),
+        t.client_ca.as_deref(),
+        &[b"h2", b"http/1.1"],
+    )?;
+    Ok(tokio_rustls::TlsAcceptor::from(cfg))
 }

@@ -229,7 +229,7 @@ async fn no_client_cert_is_refused_by_amity_and_reported() {
     let env = Env::new();
     let mock = env.mock(Duration::ZERO).await;
     let v = env.config(mock.addr, &[], "");
-    expect_cert_rejection(v, &mock, "no usable client certificate").await;
+    expect_cert_rejection(v, &mock, "no client certificate is configured").await;
 }
 
 #[tokio::test]
