@@ -485,7 +485,8 @@ impl Secret {
 
     /// Reads a secret file (surrounding whitespace and a final newline are dropped).
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         Self::new(text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -730,16 +731,26 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         })
     });
     if let Some(l) = listen {
-        if !l.ip().is_loopback() && config.inbound_tls.is_none() && !config.allow_plaintext_non_loopback {
+        if !l.ip().is_loopback()
+            && config.inbound_tls.is_none()
+            && !config.allow_plaintext_non_loopback
+        {
             problem(
                 "listen",
                 format!("{l} is not a loopback address and inbound_tls is not set: anyone who reaches it could use the proxy's keys; set inbound_tls (with client_ca), or allow_plaintext_non_loopback: true"),
             );
         }
     }
-    let has_client_ca = config.inbound_tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let has_client_ca = config
+        .inbound_tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
     if !config.callers.is_empty() && !has_client_ca {
-        problem("callers", "needs inbound_tls.client_ca: callers are told apart by their client certificates".to_string());
+        problem(
+            "callers",
+            "needs inbound_tls.client_ca: callers are told apart by their client certificates"
+                .to_string(),
+        );
     }
     for (i, c) in config.callers.iter().enumerate() {
         if c.identity.trim().is_empty() {
@@ -747,29 +758,43 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         }
         for r in &c.routes {
             if !matches!(r.as_str(), "auth_token" | "admin" | "extra") {
-                problem(&format!("callers[{i}].routes"), format!("{r:?} is not a route class; use auth_token, admin or extra"));
+                problem(
+                    &format!("callers[{i}].routes"),
+                    format!("{r:?} is not a route class; use auth_token, admin or extra"),
+                );
             }
         }
     }
     let server_key = match (&config.server_key_file, &config.server_key_env) {
         (Some(_), Some(_)) => {
-            problem("server_key_file", "give server_key_file or server_key_env, not both".to_string());
+            problem(
+                "server_key_file",
+                "give server_key_file or server_key_env, not both".to_string(),
+            );
             None
         }
         (Some(f), None) => Secret::from_file(&resolve(base_dir, f))
             .map_err(|e| problem("server_key_file", e))
             .ok(),
         (None, Some(var)) => match std::env::var(var) {
-            Ok(v) => Secret::new(v).map_err(|e| problem("server_key_env", format!("${var}: {e}"))).ok(),
+            Ok(v) => Secret::new(v)
+                .map_err(|e| problem("server_key_env", format!("${var}: {e}")))
+                .ok(),
             Err(_) => {
-                problem("server_key_env", format!("environment variable {var} is not set"));
+                problem(
+                    "server_key_env",
+                    format!("environment variable {var} is not set"),
+                );
                 None
             }
         },
         (None, None) => None,
     };
     if server_key.as_ref().is_some_and(|k| k.expose().len() > 150) {
-        problem("server_key_file", "the server key is longer than Amity's 150 characters".to_string());
+        problem(
+            "server_key_file",
+            "the server key is longer than Amity's 150 characters".to_string(),
+        );
     }
     let admin_token = config.admin_token_file.as_ref().and_then(|f| {
         Secret::from_file(&resolve(base_dir, f))
@@ -778,14 +803,23 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
     });
     if let Some(rl) = &config.limits.rate_limit {
         if rl.per_second == 0 || rl.burst == 0 {
-            problem("limits.rate_limit", "per_second and burst must be greater than 0".to_string());
+            problem(
+                "limits.rate_limit",
+                "per_second and burst must be greater than 0".to_string(),
+            );
         }
     }
     for (field, v) in [
-        ("limits.max_connections", config.limits.max_connections as u64),
+        (
+            "limits.max_connections",
+            config.limits.max_connections as u64,
+        ),
         ("limits.max_in_flight", config.limits.max_in_flight as u64),
         ("timeouts.idle_ms", config.timeouts.idle_ms),
-        ("timeouts.inbound_handshake_ms", config.timeouts.inbound_handshake_ms),
+        (
+            "timeouts.inbound_handshake_ms",
+            config.timeouts.inbound_handshake_ms,
+        ),
     ] {
         if v == 0 {
             problem(field, "must be greater than 0".to_string());

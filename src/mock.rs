@@ -182,15 +182,15 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let mock = mock.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                .await
-            {
+            let accepting = acceptor.accept(tcp).into_fallible();
+            let tls = match tokio::time::timeout(Duration::from_secs(10), accepting).await {
                 Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
+                Ok(Err((e, tcp))) => {
                     mock.observed
                         .rejected_handshakes
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(target: "mock_amity", %peer, error = %e, "handshake refused");
+                    lingering_close(tcp).await;
                     return;
                 }
                 Err(_) => {
@@ -219,6 +219,18 @@ async fn accept_loop(
                 .await;
         });
     }
+}
+
+/// Closes as careful servers do: FIN after the alert, then read what the client
+/// already sent, so the kernel does not answer it with a reset that can destroy the alert.
+async fn lingering_close(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
 use hyper::body::Incoming;
 use std::num::NonZeroU32;
 use tokio::sync::Semaphore;
@@ -100,7 +100,8 @@ impl Reject {
             HeaderValue::from_static("application/json"),
         );
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -437,9 +438,17 @@ impl Generation {
                 .config
                 .callers
                 .iter()
-                .map(|c| (c.identity.clone(), c.routes.iter().filter_map(|r| route_class(r)).collect()))
+                .map(|c| {
+                    (
+                        c.identity.clone(),
+                        c.routes.iter().filter_map(|r| route_class(r)).collect(),
+                    )
+                })
                 .collect(),
-            server_key: v.server_key.as_ref().and_then(|k| secret_header(k.expose())),
+            server_key: v
+                .server_key
+                .as_ref()
+                .and_then(|k| secret_header(k.expose())),
             admin_bearer: v
                 .admin_token
                 .as_ref()
@@ -447,7 +456,8 @@ impl Generation {
             caller_secrets: v.config.caller_secrets,
             in_flight: Arc::new(Semaphore::new(v.config.limits.max_in_flight)),
             rate: v.config.limits.rate_limit.as_ref().and_then(|r| {
-                let quota = Quota::per_second(NonZeroU32::new(r.per_second)?).allow_burst(NonZeroU32::new(r.burst)?);
+                let quota = Quota::per_second(NonZeroU32::new(r.per_second)?)
+                    .allow_burst(NonZeroU32::new(r.burst)?);
                 Some(RateLimiter::keyed(quota))
             }),
         };
@@ -506,7 +516,11 @@ impl Generation {
     /// Puts the proxy's own server key or admin token on the request, dealing with a caller's as configured.
     fn inject(&self, route: RouteClass, h: &mut HeaderMap) -> Result<(), Reject> {
         let (value, name, caller_sent) = match (route, &self.server_key, &self.admin_bearer) {
-            (RouteClass::AuthToken, Some(k), _) => (k, header::HeaderName::from_static("x-server-key"), h.contains_key("x-server-key")),
+            (RouteClass::AuthToken, Some(k), _) => (
+                k,
+                header::HeaderName::from_static("x-server-key"),
+                h.contains_key("x-server-key"),
+            ),
             (RouteClass::Admin, _, Some(t)) => (
                 t,
                 header::AUTHORIZATION,
@@ -765,7 +779,11 @@ struct Outcome<'a> {
 }
 
 /// Handles one request from a backend.
-pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<ProxyBody> {
+pub async fn handle(
+    state: Arc<ProxyState>,
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let generation = state.current.load_full();
     let rid = request_id(req.headers());
@@ -869,7 +887,10 @@ async fn forward<'g>(
         let mut r = Reject::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
-            format!("{} requests are already in flight to Amity; try again shortly", g.limits.max_in_flight),
+            format!(
+                "{} requests are already in flight to Amity; try again shortly",
+                g.limits.max_in_flight
+            ),
         );
         r.retry_after = Some(1);
         return Err(r);

@@ -166,7 +166,12 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (state, builder, stop, opts) = (state.clone(), builder.clone(), stop_rx.clone(), opts.clone());
+        let (state, builder, stop, opts) = (
+            state.clone(),
+            builder.clone(),
+            stop_rx.clone(),
+            opts.clone(),
+        );
         tokio::spawn(async move {
             let _slot = slot;
             let acceptor = state.current.load().inbound.clone();

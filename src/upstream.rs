@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -141,11 +141,9 @@ struct HandshakeTimedOut;
 struct TlsFailure(Arc<Mutex<Option<rustls::Error>>>);
 
 impl TlsFailure {
-    fn record(&self, e: &std::io::Error) {
-        if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            if let Ok(mut slot) = self.0.lock() {
-                slot.get_or_insert_with(|| t.clone());
-            }
+    fn record(&self, t: &rustls::Error) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert_with(|| t.clone());
         }
     }
 
@@ -154,18 +152,73 @@ impl TlsFailure {
     }
 }
 
+/// The last TLS error on any connection of one upstream (one client identity), for
+/// the errors hyper reports without the connection's extras (an h2 connection that
+/// fails while it is being set up).
+#[derive(Clone, Default)]
+struct RecentTls(Arc<Mutex<Option<(Instant, rustls::Error)>>>);
+
+impl RecentTls {
+    /// How long a recorded failure explains a later unexplained one.
+    const FRESH: Duration = Duration::from_secs(2);
+
+    fn record(&self, t: &rustls::Error) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((Instant::now(), t.clone()));
+        }
+    }
+
+    fn get(&self) -> Option<rustls::Error> {
+        let slot = self.0.lock().ok()?;
+        slot.as_ref()
+            .filter(|(at, _)| at.elapsed() < Self::FRESH)
+            .map(|(_, t)| t.clone())
+    }
+}
+
+fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+}
+
 /// An upstream TLS stream that records TLS errors into a [`TlsFailure`].
 struct Watched {
     inner: MaybeHttpsStream<TokioIo<TcpStream>>,
     failure: TlsFailure,
+    recent: RecentTls,
 }
 
 impl Watched {
     fn watch<T>(&self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
-        if let Poll::Ready(Err(e)) = &r {
-            self.failure.record(e);
+        if let Some(t) = match &r {
+            Poll::Ready(Err(e)) => tls_error(e),
+            _ => None,
+        } {
+            self.failure.record(t);
+            self.recent.record(t);
         }
         r
+    }
+
+    /// A write fails (broken pipe) when the server has already refused our certificate
+    /// and closed; its alert may still wait unread. One read brings it to light.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if matches!(r, Poll::Ready(Err(_))) && self.failure.get().is_none() {
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+            let mut buf = hyper::rt::ReadBuf::uninit(&mut scratch);
+            if let Poll::Ready(Err(e)) =
+                hyper::rt::Read::poll_read(Pin::new(&mut self.inner), cx, buf.unfilled())
+            {
+                if let Some(t) = tls_error(&e) {
+                    self.failure.record(t);
+                    self.recent.record(t);
+                }
+            }
+        }
+        self.watch(r)
     }
 }
 
@@ -187,12 +240,12 @@ impl hyper::rt::Write for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(r)
+        self.watch_write(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(r)
+        self.watch_write(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -209,7 +262,7 @@ impl hyper::rt::Write for Watched {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(r)
+        self.watch_write(cx, r)
     }
 }
 
@@ -225,6 +278,7 @@ struct CountingConnector {
     inner: HttpsConnector<HttpConnector>,
     metrics: Arc<Metrics>,
     bound: Duration,
+    recent: RecentTls,
 }
 
 impl tower_service::Service<Uri> for CountingConnector {
@@ -239,12 +293,14 @@ impl tower_service::Service<Uri> for CountingConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         self.metrics.handshakes.inc();
         let bound = self.bound;
+        let recent = self.recent.clone();
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             match tokio::time::timeout(bound, connecting).await {
                 Ok(r) => r.map(|inner| Watched {
                     inner,
                     failure: TlsFailure::default(),
+                    recent,
                 }),
                 Err(_) => Err(Box::new(HandshakeTimedOut) as BoxError),
             }
@@ -270,6 +326,7 @@ pub struct Upstream {
     target: UpstreamTarget,
     metrics: Arc<Metrics>,
     timeouts: TimeoutsConfig,
+    recent: RecentTls,
 }
 
 impl Upstream {
@@ -293,10 +350,12 @@ impl Upstream {
             .https_only()
             .enable_all_versions()
             .wrap_connector(http);
+        let recent = RecentTls::default();
         let connector = CountingConnector {
             inner: https,
             metrics: metrics.clone(),
             bound: timeouts.connect() + timeouts.handshake(),
+            recent: recent.clone(),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_millis(upstream.pool_idle_timeout_ms))
@@ -309,6 +368,7 @@ impl Upstream {
             target,
             metrics,
             timeouts: timeouts.clone(),
+            recent,
         })
     }
 
@@ -348,12 +408,18 @@ impl Upstream {
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
-        if let Some(info) = err.connect_info() {
+        let this_connection = err.connect_info().and_then(|info| {
             let mut extras = http::Extensions::new();
             info.get_extras(&mut extras);
-            if let Some(t) = extras.get::<TlsFailure>().and_then(TlsFailure::get) {
-                return classify_tls(&t);
-            }
+            extras.get::<TlsFailure>().and_then(TlsFailure::get)
+        });
+        let explained = match err.connect_info() {
+            Some(_) => this_connection,
+            None if err.is_connect() => None,
+            None => self.recent.get(),
+        };
+        if let Some(t) = explained {
+            return classify_tls(&t);
         }
         let addr = format!("{}:{}", self.target.host, self.target.port);
         let mut cur: Option<&(dyn StdError + 'static)> = Some(err);

@@ -596,7 +596,7 @@ async fn check_live_reports_each_certificate() {
         stdout
             .lines()
             .any(|l| l.contains("foreign:") && l.contains("rejected our client certificate")),
-        "{stdout}"
+        "{stdout}\n{stderr}"
     );
     assert!(stderr.contains("client_certs[1] (foreign)"), "{stderr}");
 
