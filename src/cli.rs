@@ -237,7 +237,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// Names and resolved paths of the configured certificates, from a config that may not fully validate.
 fn configured_certs(config: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, String> {
-    let text = match std::fs::read_to_string(config) {
+    let text = match pki::read_bounded(config).map(|b| String::from_utf8_lossy(&b).into_owned()) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("{}: cannot read: {e}", config.display())),
@@ -446,7 +446,8 @@ fn dev_ca(config: &Path, cmd: DevCaCommand) -> Result<(), String> {
             dir,
         } => {
             let ca = DevCa::load(&certs_dir(config, dir)).map_err(|e| e.to_string())?;
-            let csr_pem = std::fs::read_to_string(&csr)
+            let csr_pem = pki::read_bounded(&csr)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| format!("{}: cannot read: {e}", csr.display()))?;
             let pem = ca
                 .sign_csr(&csr_pem, Validity::days_from_now(days))

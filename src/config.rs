@@ -485,7 +485,8 @@ impl Secret {
 
     /// Reads a secret file (surrounding whitespace and a final newline are dropped).
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
+        let text = pki::read_bounded(path)
+            .and_then(|b| String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text")))
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         Self::new(text).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -510,10 +511,12 @@ impl fmt::Display for Secret {
 
 /// Reads, parses and validates a config file; the one path used by `run`, `check` and reload.
 pub fn load(path: &Path) -> Result<Validated, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = pki::read_bounded(path)
+        .and_then(|b| String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text")))
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let config = parse(path, &text)?;
     let base_dir = path
         .parent()

@@ -281,8 +281,31 @@ pub fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// Largest file the proxy reads (config, certificates, keys, secrets).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a regular file of at most [`MAX_FILE_BYTES`]; a device, FIFO or huge
+/// file named by mistake is an error, never a hang or an unbounded read.
+pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
-    std::fs::read(path).map_err(|source| PkiError::Read {
+    read_bounded(path).map_err(|source| PkiError::Read {
         path: path.to_path_buf(),
         source,
     })

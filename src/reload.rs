@@ -160,7 +160,7 @@ impl Reloader {
 
 /// Every file the config names (certs, keys, CA), read leniently: a config that does not parse names none.
 fn referenced_files(path: &Path) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = pki::read_bounded(path).map(|b| String::from_utf8_lossy(&b).into_owned()) else {
         return Vec::new();
     };
     let Ok(c) = config::parse(path, &text) else {
@@ -180,7 +180,7 @@ fn fingerprint(path: &Path) -> Vec<u8> {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for p in std::iter::once(path.to_path_buf()).chain(referenced_files(path)) {
         ctx.update(p.as_os_str().as_encoded_bytes());
-        match std::fs::read(&p) {
+        match pki::read_bounded(&p) {
             Ok(bytes) => ctx.update(&bytes),
             Err(e) => ctx.update(e.to_string().as_bytes()),
         }
