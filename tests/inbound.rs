@@ -1,0 +1,431 @@
+//! The fleet side: mTLS termination checked with curl and openssl as real peers,
+//! the `callers` policy, and secret injection with the secrets kept out of logs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use amity_mtls_proxy::demo::call;
+use amity_mtls_proxy::pki::{now_unix, DevCa, Validity};
+use common::{closed_port, foreign_ca, json, Env, ADMIN_TOKEN, SERVER_KEY};
+use http::{Method, StatusCode};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
+const V3: &str = "/api/v3/authentication/token?userId=alice";
+
+/// The fleet's own CA (not Amity's) with the gateway's server certificate for 127.0.0.1.
+struct Fleet {
+    dir: tempfile::TempDir,
+    ca: DevCa,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::init(dir.path(), false).unwrap();
+        ca.issue_server_cert(dir.path(), &["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
+        Self { dir, ca }
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    /// A caller certificate with `cn` and optional SAN URI, signed by `ca`.
+    fn caller(
+        &self,
+        ca: &DevCa,
+        name: &str,
+        uri: Option<&str>,
+        validity: Validity,
+    ) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        if let Some(u) = uri {
+            params.subject_alt_names = vec![SanType::URI(u.try_into().unwrap())];
+        }
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let crt = ca.sign_csr(&csr, validity).unwrap();
+        let (c, k) = (
+            self.path(&format!("{name}.crt")),
+            self.path(&format!("{name}.key")),
+        );
+        std::fs::write(&c, crt).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn inbound_yaml(&self) -> String {
+        format!(
+            "inbound_tls:\n  cert: {}\n  key: {}\n  client_ca: {}\n",
+            self.path("dev-server.crt").display(),
+            self.path("dev-server.key").display(),
+            self.path("dev-ca.crt").display()
+        )
+    }
+}
+
+/// curl as a fleet backend; returns (exit ok, HTTP status or 0, body).
+fn curl(url: &str, ca: &Path, cert: Option<(&Path, &Path)>, extra: &[&str]) -> (bool, u16, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "--max-time",
+        "5",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(ca);
+    if let Some((crt, key)) = cert {
+        c.arg("--cert").arg(crt).arg("--key").arg(key);
+    }
+    let out = c
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.success(),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mtls_admits_only_fleet_certificates() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let fleet = Fleet::new();
+    let (good_crt, good_key) = fleet.caller(&fleet.ca, "svc-a", None, Validity::days_from_now(30));
+    let (_d, other) = foreign_ca();
+    let (foreign_crt, foreign_key) =
+        fleet.caller(&other, "intruder", None, Validity::days_from_now(30));
+    let day = 86_400;
+    let (old_crt, old_key) = fleet.caller(
+        &fleet.ca,
+        "svc-old",
+        None,
+        Validity {
+            not_before: now_unix() - 30 * day,
+            not_after: now_unix() - day,
+        },
+    );
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env
+        .proxy(&env.config(mock.addr, &["backend-a"], &fleet.inbound_yaml()))
+        .await;
+    let url = format!("https://127.0.0.1:{}{V3}", proxy.addr.port());
+    let ca = fleet.path("dev-ca.crt");
+    let key_header = format!("x-server-key: {SERVER_KEY}");
+
+    let run = |cert: Option<(PathBuf, PathBuf)>, extra: Vec<String>| {
+        let (url, ca, key_header) = (url.clone(), ca.clone(), key_header.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["-H".to_string(), key_header];
+            args.extend(extra);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl(
+                &url,
+                &ca,
+                cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                &refs,
+            )
+        })
+    };
+    let (ok, status, body) = run(
+        Some((good_crt.clone(), good_key.clone())),
+        vec!["--http1.1".into()],
+    )
+    .await
+    .unwrap();
+    assert!(
+        ok && status == 200,
+        "curl with a fleet certificate: {status} {body}"
+    );
+    assert!(serde_json::from_str::<String>(&body).is_ok(), "{body}");
+    let (ok, status, _) = run(
+        Some((good_crt.clone(), good_key.clone())),
+        vec!["--http2".into()],
+    )
+    .await
+    .unwrap();
+    assert!(ok && status == 200, "HTTP/2 over TLS (ALPN h2)");
+    let served = mock.observed.requests().len();
+    assert_eq!(served, 2);
+
+    for (what, cert) in [
+        ("no certificate", None),
+        (
+            "a certificate from another CA",
+            Some((foreign_crt, foreign_key)),
+        ),
+        ("an expired fleet certificate", Some((old_crt, old_key))),
+    ] {
+        let (ok, status, body) = run(cert, vec![]).await.unwrap();
+        assert!(
+            !ok && status == 0,
+            "{what}: expected a failed handshake, got {status} {body}"
+        );
+    }
+    assert_eq!(
+        mock.observed.requests().len(),
+        served,
+        "a refused caller reached Amity"
+    );
+
+    // openssl s_client as an independent TLS client.
+    let (port, ca, crt, key) = (
+        proxy.addr.port(),
+        ca.clone(),
+        good_crt.clone(),
+        good_key.clone(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-alpn", "http/1.1"])
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg("-cert")
+            .arg(&crt)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        use std::io::Write;
+        let req = format!("GET {V3} HTTP/1.1\r\nHost: gateway\r\nx-server-key: {SERVER_KEY}\r\nConnection: close\r\n\r\n");
+        child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "openssl s_client: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Garbage instead of a ClientHello: the connection is closed, serving goes on.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = s.write_all(&garbage).await;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue, // a TLS alert
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "garbage did not close the connection");
+    let (_, status, _) = run(Some((good_crt, good_key)), vec![]).await.unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_may_use_only_their_route_classes() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let fleet = Fleet::new();
+    let (pay_crt, pay_key) = fleet.caller(
+        &fleet.ca,
+        "payments",
+        Some("spiffe://fleet/payments"),
+        Validity::days_from_now(30),
+    );
+    let (ops_crt, ops_key) = fleet.caller(
+        &fleet.ca,
+        "ops.fleet.local",
+        None,
+        Validity::days_from_now(30),
+    );
+    let (other_crt, other_key) =
+        fleet.caller(&fleet.ca, "other", None, Validity::days_from_now(30));
+    let mock = env.mock(Duration::ZERO).await;
+    let callers = "callers:\n  - identity: spiffe://fleet/payments\n    routes: [auth_token]\n  - identity: ops.fleet.local\n    routes: [auth_token, admin]\n";
+    let proxy = env
+        .proxy(&env.config(
+            mock.addr,
+            &["backend-a"],
+            &format!("{}{callers}", fleet.inbound_yaml()),
+        ))
+        .await;
+    let base = format!("https://127.0.0.1:{}", proxy.addr.port());
+    let ca = fleet.path("dev-ca.crt");
+    let bearer = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let key_header = format!("x-server-key: {SERVER_KEY}");
+    let cases = [
+        (&pay_crt, &pay_key, V3, &key_header, 200, ""),
+        (
+            &pay_crt,
+            &pay_key,
+            "/api/v3/users",
+            &bearer,
+            403,
+            "caller_route_denied",
+        ),
+        (&ops_crt, &ops_key, "/api/v3/users", &bearer, 200, ""),
+        (
+            &other_crt,
+            &other_key,
+            V3,
+            &key_header,
+            403,
+            "caller_unknown",
+        ),
+    ];
+    for (crt, key, path, header, want, reason) in cases {
+        let (url, ca, crt, key, header) = (
+            format!("{base}{path}"),
+            ca.clone(),
+            crt.clone(),
+            key.clone(),
+            header.clone(),
+        );
+        let (_, status, body) = tokio::task::spawn_blocking(move || {
+            curl(&url, &ca, Some((&crt, &key)), &["-H", &header])
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, want, "{path}: {body}");
+        if !reason.is_empty() {
+            assert_eq!(json(body.as_bytes())["data"]["reason"], reason);
+        }
+    }
+    assert_eq!(
+        mock.observed.requests().len(),
+        2,
+        "refused callers never reached Amity"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_injected_and_never_logged() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let secrets = env.dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("server-key"), format!("{SERVER_KEY}\n")).unwrap();
+    std::fs::write(secrets.join("admin-token"), ADMIN_TOKEN).unwrap();
+    let listen = closed_port();
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "server_key_file: secrets/server-key\nadmin_token_file: secrets/admin-token\n",
+    );
+    let cfg = std::fs::read_to_string(&v.path).unwrap().replacen(
+        "listen: 127.0.0.1:0",
+        &format!("listen: {listen}"),
+        1,
+    );
+    std::fs::write(&v.path, cfg).unwrap();
+    let log_path = env.dir.path().join("proxy.log");
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&v.path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (status, _, body) = call(listen, Method::GET, V3, &[], "").await.unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "no key from the caller: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, _) = call(
+        listen,
+        Method::GET,
+        V3,
+        &[("x-server-key", "a-wrong-key")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a wrong key from the caller is replaced"
+    );
+    let (status, _, _) = call(listen, Method::GET, "/api/v3/users", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "admin call without a token from the caller"
+    );
+    let seen = mock.observed.requests();
+    assert_eq!(seen.len(), 3);
+    for s in &seen[..2] {
+        assert_eq!(
+            s.headers.get_all("x-server-key").iter().collect::<Vec<_>>(),
+            [SERVER_KEY],
+            "exactly the configured key"
+        );
+    }
+    assert_eq!(
+        seen[2].headers["authorization"],
+        format!("Bearer {ADMIN_TOKEN}").as_str()
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.lines().count() > 5, "the log was captured: {log}");
+    for (i, line) in log.lines().enumerate() {
+        assert!(
+            !line.contains(SERVER_KEY),
+            "line {i} leaks the server key: {line}"
+        );
+        assert!(
+            !line.contains(ADMIN_TOKEN),
+            "line {i} leaks the admin token: {line}"
+        );
+    }
+
+    // caller_secrets: reject refuses a caller that sends its own key.
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "server_key_file: secrets/server-key\ncaller_secrets: reject\n",
+    );
+    let proxy = env.proxy(&v).await;
+    let (status, _, body) = call(proxy.addr, Method::GET, V3, &[("x-server-key", "mine")], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(json(&body)["data"]["reason"], "caller_sent_secret");
+    assert_eq!(mock.observed.requests().len(), 3);
+}
