@@ -429,3 +429,35 @@ async fn secrets_are_injected_and_never_logged() {
     assert_eq!(json(&body)["data"]["reason"], "caller_sent_secret");
     assert_eq!(mock.observed.requests().len(), 3);
 }
+
+#[test]
+fn plaintext_on_a_non_loopback_address_needs_an_explicit_yes() {
+    // Only validated here, never bound.
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let path = env.dir.path().join("config.yaml");
+    let base = "listen: 0.0.0.0:8080\nupstream:\n  region: sg\nclient_certs:\n  - name: backend-a\n    cert: certs/backend-a.crt\n    key: certs/backend-a.key\n";
+    std::fs::write(&path, base).unwrap();
+    let err = amity_mtls_proxy::config::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("listen: 0.0.0.0:8080 is not a loopback address"),
+        "{err}"
+    );
+    assert!(err.contains("allow_plaintext_non_loopback"), "{err}");
+    std::fs::write(&path, format!("{base}allow_plaintext_non_loopback: true\n")).unwrap();
+    assert!(amity_mtls_proxy::config::load(&path).is_ok());
+    std::fs::write(
+        &path,
+        format!("{base}callers:\n  - identity: a\n    routes: [admin]\n"),
+    )
+    .unwrap();
+    let err = amity_mtls_proxy::config::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("callers: needs inbound_tls.client_ca"),
+        "{err}"
+    );
+}
