@@ -444,3 +444,68 @@ async fn h2c_from_backends_is_served() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(serde_json::from_slice::<String>(&body).is_ok());
 }
+
+#[tokio::test]
+async fn over_the_in_flight_limit_is_503_not_a_queue() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::from_millis(800)).await;
+    let v = env.config(mock.addr, &["backend-a"], "limits:\n  max_in_flight: 1\n");
+    let proxy = env.proxy(&v).await;
+    let addr = proxy.addr;
+    let first = tokio::spawn(async move {
+        call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "").await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let (status, headers, body) = call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "the second request waited instead of being refused"
+    );
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(json(&body)["data"]["reason"], "overloaded");
+    assert_eq!(first.await.unwrap().unwrap().0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "limits:\n  rate_limit:\n    per_second: 1\n    burst: 2\n",
+    );
+    let proxy = env.proxy(&v).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, headers, body) = call(
+            proxy.addr,
+            Method::GET,
+            V3,
+            &[("x-server-key", SERVER_KEY)],
+            "",
+        )
+        .await
+        .unwrap();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(json(&body)["data"]["reason"], "rate_limited");
+            assert!(
+                headers["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    >= 1
+            );
+        }
+        statuses.push(status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    assert_eq!(mock.observed.requests().len(), 2);
+}
