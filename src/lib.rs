@@ -13,6 +13,8 @@ pub mod mock;
 pub mod pki;
 pub mod proxy;
 pub mod reload;
+/// systemd readiness notifications (no-ops outside a `Type=notify` unit).
+pub mod sd;
 pub mod server;
 pub mod tls;
 pub mod upstream;

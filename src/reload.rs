@@ -71,6 +71,7 @@ impl Reloader {
 
     /// Loads, validates and swaps in a new generation; on any problem the old one keeps serving.
     pub fn reload(&self, trigger: Trigger) -> Result<String, String> {
+        let _ready_when_done = crate::sd::reloading();
         let print = self.fingerprint_now();
         if trigger == Trigger::Files && self.fingerprint.lock().is_ok_and(|f| *f == print) {
             tracing::debug!("files touched but their content is unchanged; nothing to reload");

@@ -377,6 +377,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let running = start(&v).await?;
+    crate::sd::ready();
     let generation = running.state.current.load();
     let cert = generation.readiness(crate::pki::now_unix());
     if let Err(reason) = &cert {
@@ -391,6 +392,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     );
     drop(generation);
     terminate_signal().await;
+    crate::sd::stopping();
     running.shutdown().await;
     Ok(())
 }
