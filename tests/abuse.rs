@@ -9,13 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::demo::call;
-use common::{closed_port, Env, SERVER_KEY};
+use common::{closed_port, v3, Env, V3};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
-const V3: &str = "/api/v3/authentication/token?userId=alice";
 const IDLE_CONNECTIONS: usize = 10_000;
 
 struct Proxy(Child);
@@ -40,9 +39,7 @@ impl Proxy {
 
 async fn healthy(addr: SocketAddr, what: &str) {
     let t = Instant::now();
-    let (status, _, _) = call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "")
-        .await
-        .unwrap();
+    let (status, _, _) = v3(addr).await;
     assert_eq!(status, StatusCode::OK, "a normal request failed {what}");
     assert!(
         t.elapsed() < Duration::from_secs(2),

@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::demo::call;
 use amity_mtls_proxy::pki::{now_unix, DevCa, Validity};
-use common::{closed_port, foreign_ca, json, Env, ADMIN_TOKEN, SERVER_KEY};
+use common::{closed_port, foreign_ca, json, Env, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 
 const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
-const V3: &str = "/api/v3/authentication/token?userId=alice";
 
 /// The fleet's own CA (not Amity's) with the gateway's server certificate for 127.0.0.1.
 struct Fleet {

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 use amity_mtls_proxy::demo::call;
 use amity_mtls_proxy::pki::Validity;
 use bytes::Bytes;
-use common::{closed_port, foreign_ca, json, Env, ADMIN_TOKEN, SERVER_KEY};
+use common::{closed_port, foreign_ca, json, v3, Env, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-
-const V3: &str = "/api/v3/authentication/token?userId=alice";
 
 #[tokio::test]
 async fn token_and_admin_calls_pass_end_to_end() {
@@ -191,15 +189,7 @@ async fn expect_cert_rejection(
     needle: &str,
 ) {
     let env_proxy = amity_mtls_proxy::server::start(&v).await.unwrap();
-    let (status, _, body) = call(
-        env_proxy.addr,
-        Method::GET,
-        V3,
-        &[("x-server-key", SERVER_KEY)],
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, _, body) = v3(env_proxy.addr).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     let v = json(&body);
     let msg = v["message"].as_str().unwrap();
@@ -249,15 +239,7 @@ async fn pool_reuses_connections() {
     let mock = env.mock(Duration::ZERO).await;
     let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
     for _ in 0..100 {
-        let (status, _, _) = call(
-            proxy.addr,
-            Method::GET,
-            V3,
-            &[("x-server-key", SERVER_KEY)],
-            "",
-        )
-        .await
-        .unwrap();
+        let (status, _, _) = v3(proxy.addr).await;
         assert_eq!(status, StatusCode::OK);
     }
     let stats = &proxy.state.metrics;
@@ -286,15 +268,7 @@ async fn upstream_down_is_502_fast() {
         .proxy(&env.config(closed_port(), &["backend-a"], ""))
         .await;
     let t = Instant::now();
-    let (status, _, body) = call(
-        proxy.addr,
-        Method::GET,
-        V3,
-        &[("x-server-key", SERVER_KEY)],
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, _, body) = v3(proxy.addr).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(
         t.elapsed() < Duration::from_secs(1),
@@ -317,15 +291,7 @@ async fn upstream_stall_is_504_within_the_timeout() {
     let v = env.config(mock.addr, &["backend-a"], "timeouts:\n  response_ms: 400\n");
     let proxy = env.proxy(&v).await;
     let t = Instant::now();
-    let (status, _, body) = call(
-        proxy.addr,
-        Method::GET,
-        V3,
-        &[("x-server-key", SERVER_KEY)],
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, _, body) = v3(proxy.addr).await;
     let took = t.elapsed();
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert!(
@@ -355,15 +321,7 @@ async fn a_silent_upstream_handshake_is_bounded() {
     );
     let proxy = env.proxy(&v).await;
     let t = Instant::now();
-    let (status, _, body) = call(
-        proxy.addr,
-        Method::GET,
-        V3,
-        &[("x-server-key", SERVER_KEY)],
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, _, body) = v3(proxy.addr).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -458,9 +416,7 @@ async fn over_the_in_flight_limit_is_503_not_a_queue() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
-    let (status, headers, body) = call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "")
-        .await
-        .unwrap();
+    let (status, headers, body) = v3(addr).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         t.elapsed() < Duration::from_millis(300),
@@ -484,15 +440,7 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     let proxy = env.proxy(&v).await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        let (status, headers, body) = call(
-            proxy.addr,
-            Method::GET,
-            V3,
-            &[("x-server-key", SERVER_KEY)],
-            "",
-        )
-        .await
-        .unwrap();
+        let (status, headers, body) = v3(proxy.addr).await;
         if status == StatusCode::TOO_MANY_REQUESTS {
             assert_eq!(json(&body)["data"]["reason"], "rate_limited");
             assert!(

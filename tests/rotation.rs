@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use amity_mtls_proxy::demo::call;
 use amity_mtls_proxy::mock::MockHandle;
 use amity_mtls_proxy::pki::{now_unix, Validity};
-use common::{closed_port, foreign_ca, json, Env, SERVER_KEY};
+use common::{closed_port, foreign_ca, json, v3, Env, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
-const V3: &str = "/api/v3/authentication/token?userId=alice";
 
 async fn token(addr: SocketAddr) -> Result<StatusCode, String> {
     call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "")
@@ -476,15 +475,7 @@ async fn an_expired_certificate_is_never_presented() {
         .as_str()
         .unwrap()
         .contains("old expired on"));
-    let (status, _, body) = call(
-        proxy.addr,
-        Method::GET,
-        V3,
-        &[("x-server-key", SERVER_KEY)],
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, _, body) = v3(proxy.addr).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     let b = json(&body);
     assert_eq!(b["data"]["reason"], "no_usable_cert");

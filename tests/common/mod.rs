@@ -12,6 +12,22 @@ use amity_mtls_proxy::mock::{self, MockHandle};
 use amity_mtls_proxy::pki::{self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity};
 use amity_mtls_proxy::server::{self, Running};
 
+/// The v3 auth-token call every data-path test makes.
+pub const V3: &str = "/api/v3/authentication/token?userId=alice";
+
+/// The v3 token call with the stand-in's server key, as a backend makes it.
+pub async fn v3(addr: SocketAddr) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    demo::call(
+        addr,
+        http::Method::GET,
+        V3,
+        &[("x-server-key", SERVER_KEY)],
+        "",
+    )
+    .await
+    .unwrap()
+}
+
 /// Server key and admin token the stand-in accepts.
 pub const SERVER_KEY: &str = demo::DEMO_SERVER_KEY;
 pub const ADMIN_TOKEN: &str = demo::DEMO_ADMIN_TOKEN;
