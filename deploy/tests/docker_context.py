@@ -6,9 +6,11 @@
    wins, a pattern matching a parent folder covers everything under it) to the
    repository and to paths that must never be sent (keys, certs/, target/, .git).
 2. Copies what the Dockerfile's build stage COPYs from that context into an
-   empty folder and runs `cargo fetch --locked` there: the manifest parses
-   with every target it names present, and Cargo.lock is current, as
-   `cargo build --release --locked` in the image needs.
+   empty folder and runs `cargo check --locked` there: the manifest parses,
+   Cargo.lock is current and the crate compiles from those files alone (an
+   include_str! of a file the image lacks fails here), as
+   `cargo build --release --locked` in the image needs. Dependencies come
+   from the repository's target/, so only the crate itself is checked anew.
 
 usage: docker_context.py REPO_ROOT DOCKERFILE
 """
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-MUST_BE_SENT = ["Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs"]
+MUST_BE_SENT = ["Cargo.toml", "Cargo.lock", "config.yaml", "src/main.rs", "src/lib.rs"]
 NEVER_SENT = [
     ".git/config",
     "target/release/amity-mtls-proxy",
@@ -153,7 +155,7 @@ def main():
                         os.makedirs(os.path.dirname(target), exist_ok=True)
                         shutil.copy2(os.path.join(root, f), target)
         meta = subprocess.run(
-            ["cargo", "fetch", "--locked"],
+            ["cargo", "check", "--locked", "--quiet", "--target-dir", os.path.join(os.path.abspath(root), "target")],
             cwd=stage,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
