@@ -187,25 +187,28 @@ fn certs_dir(config: &Path, dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| config.parent().unwrap_or(Path::new("")).join("certs"))
 }
 
-/// Sets up tracing on stderr.
-pub fn init_logging(format: LogFormat) {
+/// Sets up tracing on stderr. Lines are written by a background thread, so a
+/// request never waits on a write(2) of its access-log line; keep the returned
+/// guard alive until exit, when it flushes what is buffered.
+pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
     };
+    guard
 }
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     crate::install_crypto_provider();
-    init_logging(cli.log_format);
+    let _flush_logs_at_exit = init_logging(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => runtime().and_then(|rt| {
             rt.block_on(crate::server::run(&cli.config))

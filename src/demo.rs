@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::mock::{self, MockOptions};
 use crate::pki::{self, CertName, CertState, CertStore, CsrRequest, DevCa, KeyType, Validity};
 use crate::server;
-use crate::upstream::{Outgoing, Upstream};
+use crate::upstream::{upstream_path, Outgoing, Upstream};
 
 /// Server key of the stand-in Amity; a local placeholder, not a secret.
 pub const DEMO_SERVER_KEY: &str = "local-dev-server-key";
@@ -319,7 +319,11 @@ async fn flow(addr: SocketAddr, v: &config::Validated) -> Result<(), String> {
     let resp = sdk
         .send(&Outgoing {
             method: Method::POST,
-            path_and_query: format!("{}/api/v3/sessions", v.upstream.path_prefix),
+            path_and_query: upstream_path(
+                &v.upstream.path_prefix,
+                &http::uri::PathAndQuery::from_static("/api/v3/sessions"),
+            )
+            .map_err(|e| e.to_string())?,
             headers: h,
             body: Bytes::from(body.to_string()),
         })

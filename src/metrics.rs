@@ -11,9 +11,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Route class: auth_token, admin, extra, denied.
-    pub route: String,
+    pub route: &'static str,
     /// HTTP status sent to the backend.
-    pub status: String,
+    pub status: u16,
 }
 
 /// A single `reason` label.

@@ -1,7 +1,7 @@
 //! The hyper service: policy (deny by default), header rewrite, forwarding,
 //! and Amity-shaped errors for everything the proxy itself refuses.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,7 +24,7 @@ use crate::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
 use crate::metrics::{CertLabels, Metrics, RequestLabels};
 use crate::pki::{self, CertInfo};
 use crate::tls::{self, TlsError};
-use crate::upstream::{Outgoing, Upstream, UpstreamError};
+use crate::upstream::{upstream_path, Outgoing, Upstream, UpstreamError};
 
 /// Response body: the upstream's, streamed, or one of ours.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -270,6 +271,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names beats ten hash lookups.
+    let hop = |n: &HeaderName| HOP_BY_HOP.contains(n) || n == header::PROXY_AUTHENTICATE;
+    if !h.keys().any(hop) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -360,15 +366,22 @@ pub struct ConnInfo {
     pub peer: std::net::SocketAddr,
     /// Identities in the caller's client certificate (SAN URIs, SAN DNS names, CN), with mTLS.
     pub caller: Option<Vec<String>>,
+    name: String,
 }
 
 impl ConnInfo {
-    /// The caller's name for logs and rate limiting: its first identity, else its IP.
-    pub fn name(&self) -> String {
-        match self.caller.as_ref().and_then(|c| c.first()) {
+    /// A connection from `peer`, with the identities of its client certificate if any.
+    pub fn new(peer: std::net::SocketAddr, caller: Option<Vec<String>>) -> Self {
+        let name = match caller.as_ref().and_then(|c| c.first()) {
             Some(id) => id.clone(),
-            None => self.peer.ip().to_string(),
-        }
+            None => peer.ip().to_string(),
+        };
+        Self { peer, caller, name }
+    }
+
+    /// The caller's name for logs and rate limiting: its first identity, else its IP.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -496,7 +509,7 @@ impl Generation {
             }
         }
         if let Some(rate) = &self.rate {
-            if let Err(not_until) = rate.check_key(&conn.name()) {
+            if let Err(not_until) = rate.check_key(&conn.name().to_string()) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let mut r = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -759,15 +772,33 @@ impl ProxyState {
     }
 }
 
-fn request_id(h: &HeaderMap) -> String {
-    if let Some(v) = h.get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
-            return v.to_string();
+/// The caller's `x-request-id` when it is sane, else a new one: a random
+/// per-process prefix and a counter, unique without a random draw per request.
+fn request_id(h: &HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&REQUEST_ID) {
+        if !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic) {
+            return v.clone();
         }
     }
-    let mut b = [0u8; 12];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        u64::from_be_bytes(b)
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 24];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let nibble = if i < 16 {
+            prefix >> (60 - 4 * i)
+        } else {
+            n >> (28 - 4 * (i - 16))
+        };
+        *slot = HEX[(nibble & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// What one request did, for the log line and metrics.
@@ -787,45 +818,41 @@ pub async fn handle(
     let started = Instant::now();
     let generation = state.current.load_full();
     let rid = request_id(req.headers());
+    let rid_text = rid.to_str().unwrap_or("-").to_string();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let mut outcome = Outcome::default();
     let mut resp = match forward(&generation, req, &conn, &rid, &mut outcome).await {
         Ok(resp) => resp,
         Err(reject) => {
             if reject.status.is_server_error() {
-                tracing::warn!(request_id = %rid, reason = reject.kind, "{}", reject.message);
+                tracing::warn!(request_id = %rid_text, reason = reject.kind, "{}", reject.message);
             }
-            reject.into_response(&rid)
+            reject.into_response(&rid_text)
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
+    resp.headers_mut().insert(REQUEST_ID, rid);
     let route = outcome.route.map_or("denied", RouteClass::as_str);
     let status = resp.status().as_u16();
     state
         .metrics
         .requests
-        .get_or_create(&RequestLabels {
-            route: route.to_string(),
-            status: status.to_string(),
-        })
+        .get_or_create(&RequestLabels { route, status })
         .inc();
     if let Some(d) = outcome.upstream {
         state.metrics.upstream_latency.observe(d.as_secs_f64());
     }
     tracing::info!(
         target: "access",
-        method = %method,
-        path = %path,
+        method = method.as_str(),
+        path = uri.path(),
         route,
         status,
         upstream_ms = outcome.upstream.map_or(0, |d| d.as_millis() as u64),
         total_ms = started.elapsed().as_millis() as u64,
-        request_id = %rid,
+        request_id = rid_text,
         cert = outcome.cert.unwrap_or("-"),
-        caller = %conn.name(),
+        caller = conn.name(),
         "request"
     );
     resp
@@ -835,7 +862,7 @@ async fn forward<'g>(
     g: &'g Generation,
     req: Request<Incoming>,
     conn: &ConnInfo,
-    rid: &str,
+    rid: &HeaderValue,
     outcome: &mut Outcome<'g>,
 ) -> Result<Response<ProxyBody>, Reject> {
     let route = g.policy.classify(req.method(), req.uri(), req.headers())?;
@@ -873,13 +900,13 @@ async fn forward<'g>(
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     g.inject(route, &mut headers)?;
-    if let Ok(v) = HeaderValue::from_str(rid) {
-        headers.insert(REQUEST_ID, v);
-    }
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    headers.insert(REQUEST_ID, rid.clone());
+    let root = PathAndQuery::from_static("/");
+    let path = parts.uri.path_and_query().unwrap_or(&root);
     let out = Outgoing {
         method: parts.method,
-        path_and_query: format!("{}{}", g.path_prefix(), path_and_query),
+        path_and_query: upstream_path(g.path_prefix(), path)
+            .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string()))?,
         headers,
         body,
     };

@@ -176,7 +176,7 @@ pub async fn serve(
             let _slot = slot;
             let acceptor = state.current.load().inbound.clone();
             let Some(acceptor) = acceptor else {
-                let conn = Arc::new(ConnInfo { peer, caller: None });
+                let conn = Arc::new(ConnInfo::new(peer, None));
                 return serve_conn(stream, conn, state, &builder, stop, opts.idle).await;
             };
             match tokio::time::timeout(opts.handshake, acceptor.accept(stream)).await {
@@ -187,7 +187,7 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| pki::identities(c));
-                    let conn = Arc::new(ConnInfo { peer, caller });
+                    let conn = Arc::new(ConnInfo::new(peer, caller));
                     serve_conn(tls, conn, state, &builder, stop, opts.idle).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "inbound TLS handshake failed"),

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -312,12 +313,22 @@ impl tower_service::Service<Uri> for CountingConnector {
 pub struct Outgoing {
     /// Method.
     pub method: Method,
-    /// Path and query, starting with `/`.
-    pub path_and_query: String,
+    /// Path and query on the upstream, from [`upstream_path`].
+    pub path_and_query: PathAndQuery,
     /// Headers, already cleaned of hop-by-hop ones.
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+}
+
+/// The upstream path for a request path: unchanged (no copy) unless the base URL has a path.
+pub fn upstream_path(prefix: &str, pq: &PathAndQuery) -> Result<PathAndQuery, UpstreamError> {
+    if prefix.is_empty() {
+        return Ok(pq.clone());
+    }
+    PathAndQuery::try_from(format!("{prefix}{pq}")).map_err(|e| UpstreamError::Protocol {
+        reason: format!("bad upstream path: {e}"),
+    })
 }
 
 /// One generation's upstream: a TLS config with one client identity, and its own pool.
@@ -379,11 +390,13 @@ impl Upstream {
 
     /// Sends a request once; the caller decides on retries.
     pub async fn send(&self, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
-        let uri: Uri = format!("{}{}", self.target.base, out.path_and_query)
-            .parse()
-            .map_err(|e| UpstreamError::Protocol {
-                reason: format!("bad upstream URI: {e}"),
-            })?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(self.target.authority.clone());
+        parts.path_and_query = Some(out.path_and_query.clone());
+        let uri = Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol {
+            reason: format!("bad upstream URI: {e}"),
+        })?;
         let mut req = Request::new(Full::new(out.body.clone()));
         *req.method_mut() = out.method.clone();
         *req.uri_mut() = uri;
@@ -478,7 +491,7 @@ pub async fn probe(
     })?;
     let out = Outgoing {
         method: Method::GET,
-        path_and_query: format!("{}/", v.upstream.path_prefix),
+        path_and_query: upstream_path(&v.upstream.path_prefix, &PathAndQuery::from_static("/"))?,
         headers: HeaderMap::new(),
         body: Bytes::new(),
     };
