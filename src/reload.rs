@@ -78,26 +78,21 @@ impl Reloader {
             return Ok("unchanged".into());
         }
         let metrics = &self.state.metrics;
-        let v = match config::load(&self.path) {
-            Ok(v) => v,
+        let built = config::load(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                let g = Generation::build(&v, metrics.clone()).map_err(|e| e.to_string())?;
+                Ok((v, g))
+            });
+        let (v, generation) = match built {
+            Ok(b) => b,
             Err(e) => {
                 metrics.reload(false);
                 tracing::error!(
                     trigger = trigger.as_str(),
                     "reload failed; still serving the previous configuration: {e}"
                 );
-                return Err(e.to_string());
-            }
-        };
-        let generation = match Generation::build(&v, metrics.clone()) {
-            Ok(g) => g,
-            Err(e) => {
-                metrics.reload(false);
-                tracing::error!(
-                    trigger = trigger.as_str(),
-                    "reload failed; still serving the previous configuration: {e}"
-                );
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         for (field, configured, now) in [

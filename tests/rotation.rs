@@ -608,3 +608,38 @@ async fn check_live_reports_each_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_listen_addresses() {
+    let env = Env::new();
+    env.client_cert("cert-a");
+    let serial_b = env.client_cert("cert-b");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["cert-a"], "");
+    let proxy = env.proxy(&v).await;
+    let elsewhere = closed_port();
+    let text = std::fs::read_to_string(&v.path)
+        .unwrap()
+        .replacen("listen: 127.0.0.1:0", &format!("listen: {elsewhere}"), 1)
+        .replace("cert-a", "cert-b");
+    std::fs::write(&v.path, text).unwrap();
+    let (status, _, body) = call(proxy.admin_addr, Method::POST, "/reload", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        tokio::net::TcpStream::connect(elsewhere).await.is_err(),
+        "a reload opened a new listener"
+    );
+    let seen = mock.observed.requests().len();
+    assert_eq!(
+        token(proxy.addr).await,
+        Ok(StatusCode::OK),
+        "the old address still serves"
+    );
+    assert_eq!(
+        mock.observed.requests()[seen].client_serial,
+        serial_b,
+        "the rest of the reload applied"
+    );
+}
