@@ -63,11 +63,28 @@ impl Admin {
                 StatusCode::OK,
                 serde_json::json!(generation.cert_report(now)),
             ),
-            (&Method::GET, "/metrics") => reply(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.state.metrics.encode(),
-            ),
+            (&Method::GET, "/metrics") => {
+                generation.publish_active();
+                let openmetrics = req
+                    .headers()
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.contains("application/openmetrics-text"));
+                if openmetrics {
+                    reply(
+                        StatusCode::OK,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        self.state.metrics.encode(),
+                    )
+                } else {
+                    reply(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        self.state.metrics.encode_classic(),
+                    )
+                }
+            }
             (&Method::POST, "/reload") => {
                 let (tx, rx) = oneshot::channel();
                 let req = ReloadRequest {

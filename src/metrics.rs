@@ -148,6 +148,12 @@ impl Metrics {
         out
     }
 
+    /// The Prometheus text exposition in the classic format (0.0.4), for clients that
+    /// do not ask for OpenMetrics (`promtool check metrics`, a plain `curl`).
+    pub fn encode_classic(&self) -> String {
+        to_classic_text(&self.encode())
+    }
+
     /// Upstream handshakes so far.
     pub fn handshakes(&self) -> u64 {
         self.handshakes.get()
@@ -174,5 +180,49 @@ impl Metrics {
         if ok {
             self.last_reload_success.set(crate::pki::now_unix());
         }
+    }
+}
+
+/// OpenMetrics text to the classic Prometheus format: a counter family's HELP and
+/// TYPE lines take the `_total` name its samples carry, and the `# EOF` marker goes.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    for line in openmetrics.lines().filter(|l| *l != "# EOF") {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {rest}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let m = Metrics::new();
+        m.failovers.inc();
+        let text = m.encode_classic();
+        assert!(
+            text.contains("# HELP amity_proxy_failovers_total Requests retried"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE amity_proxy_failovers_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("\namity_proxy_failovers_total 1\n"), "{text}");
+        assert!(text.contains("# TYPE amity_proxy_upstream_latency_seconds histogram"));
+        assert!(!text.contains("# EOF"));
     }
 }

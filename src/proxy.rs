@@ -558,7 +558,9 @@ impl Generation {
         &self.path_prefix
     }
 
-    fn publish_active(&self) {
+    /// Sets `cert_active` from the certificates valid now (also called on each scrape,
+    /// so an expiry between reloads shows).
+    pub fn publish_active(&self) {
         self.metrics.cert_active.clear();
         let active = self.active.load(Ordering::Relaxed);
         for (n, i) in self.identities.iter().enumerate() {

@@ -154,7 +154,7 @@ impl Reloader {
     }
 }
 
-/// Every file the config names (certs, keys, CA), read leniently: a config that does not parse names none.
+/// Every file the config names (certificates, keys, CAs, secrets), read leniently: a config that does not parse names none.
 fn referenced_files(path: &Path) -> Vec<PathBuf> {
     let Ok(text) = pki::read_bounded(path).map(|b| String::from_utf8_lossy(&b).into_owned()) else {
         return Vec::new();
@@ -163,10 +163,18 @@ fn referenced_files(path: &Path) -> Vec<PathBuf> {
         return Vec::new();
     };
     let base = path.parent().unwrap_or(Path::new(""));
+    let inbound = c
+        .inbound_tls
+        .iter()
+        .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
+        .flatten();
     c.client_certs
         .iter()
         .flat_map(|cc| [&cc.cert, &cc.key])
+        .chain(inbound)
         .chain(c.upstream.ca.iter())
+        .chain(c.server_key_file.iter())
+        .chain(c.admin_token_file.iter())
         .map(|p| config::resolve(base, p))
         .collect()
 }
@@ -288,15 +296,22 @@ pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest
     }
 }
 
-/// Turns SIGHUP into reload requests until `tx` closes.
-pub async fn sighup(tx: mpsc::Sender<ReloadRequest>) {
+/// Installs the SIGHUP handler now (before the service reports ready, so an
+/// early `systemctl reload` cannot kill the process); `None` if it cannot be installed.
+pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!(
-            "cannot listen for SIGHUP; reload with POST /reload or by editing the files"
-        );
-        return;
-    };
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /reload or by editing the files");
+            None
+        }
+    }
+}
+
+/// Turns SIGHUP into reload requests until `tx` closes.
+pub async fn sighup(hup: Option<tokio::signal::unix::Signal>, tx: mpsc::Sender<ReloadRequest>) {
+    let Some(mut hup) = hup else { return };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading");
         let req = ReloadRequest {

@@ -308,7 +308,10 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         reloader.clone(),
         reload_tx.clone(),
     )));
-    until_stop(Box::pin(reload::sighup(reload_tx.clone())));
+    until_stop(Box::pin(reload::sighup(
+        reload::hangup_signal(),
+        reload_tx.clone(),
+    )));
     let daily_state = state.clone();
     until_stop(Box::pin(async move {
         let mut day = tokio::time::interval_at(tokio::time::Instant::now() + DAY, DAY);
@@ -344,19 +347,23 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
 const DAY: Duration = Duration::from_secs(24 * 3600);
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn terminate_signal() {
+/// Installs the SIGTERM and SIGINT handlers now, and resolves when one arrives.
+/// Call it before reporting ready, so that a stop right after start still drains.
+pub fn terminate_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 
@@ -376,6 +383,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
+    let terminated = terminate_signal();
     let running = start(&v).await?;
     crate::sd::ready();
     let generation = running.state.current.load();
@@ -391,7 +399,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
         "amity-mtls-proxy serving"
     );
     drop(generation);
-    terminate_signal().await;
+    terminated.await;
     crate::sd::stopping();
     running.shutdown().await;
     Ok(())

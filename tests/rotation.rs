@@ -231,10 +231,6 @@ fn scrape(text: &str) -> prometheus_parse::Scrape {
         parsed, sample_lines,
         "some metric lines did not parse:\n{text}"
     );
-    assert!(
-        text.ends_with("# EOF\n"),
-        "OpenMetrics text must end with # EOF"
-    );
     s
 }
 
@@ -250,10 +246,32 @@ fn metric(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> 
         })
 }
 
+/// Scrapes both formats: OpenMetrics when asked for (as Prometheus asks), the
+/// classic text otherwise; both must parse to the same samples.
 async fn get_metrics(admin: SocketAddr) -> prometheus_parse::Scrape {
-    let (status, _, body) = call(admin, Method::GET, "/metrics", &[], "").await.unwrap();
+    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+    let (status, headers, body) = call(admin, Method::GET, "/metrics", &accept, "")
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
-    scrape(std::str::from_utf8(&body).unwrap())
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om = std::str::from_utf8(&body).unwrap();
+    assert!(
+        om.ends_with("# EOF\n"),
+        "OpenMetrics text must end with # EOF"
+    );
+    let (status, headers, body) = call(admin, Method::GET, "/metrics", &[], "").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let classic = scrape(std::str::from_utf8(&body).unwrap());
+    assert_eq!(scrape(om).samples.len(), classic.samples.len());
+    classic
 }
 
 #[tokio::test]
@@ -642,4 +660,29 @@ async fn a_reload_keeps_the_listen_addresses() {
         serial_b,
         "the rest of the reload applied"
     );
+}
+
+#[tokio::test]
+async fn a_changed_server_key_file_is_picked_up() {
+    let env = Env::new();
+    env.client_cert("cert-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let key_file = env.dir.path().join("server-key");
+    std::fs::write(&key_file, "an-old-key").unwrap();
+    let v = env.config(mock.addr, &["cert-a"], "server_key_file: server-key\n");
+    let proxy = env.proxy(&v).await;
+    assert_eq!(
+        token(proxy.addr).await,
+        Ok(StatusCode::FORBIDDEN),
+        "Amity refuses the old key"
+    );
+    write_atomically(&key_file, SERVER_KEY);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while token(proxy.addr).await != Ok(StatusCode::OK) {
+        assert!(
+            Instant::now() < deadline,
+            "the new server key was never used"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
