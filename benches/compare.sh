@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: amity-mtls-proxy vs nginx vs HAProxy as an mTLS egress proxy.
+#
+#   bash benches/compare.sh            # full run (~12-14 min on 2 cores)
+#   bash benches/compare.sh --quick    # shorter rounds, for a smoke test (~4 min)
+#
+# Environment:
+#   AMITY_BIN=/path/to/amity-mtls-proxy   use this binary instead of building target/release
+#   SKIP_BUILD=1                          do not run `cargo build --release`
+# Everything runs on 127.0.0.1; every process started is stopped on exit.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v openssl >/dev/null || need+=(openssl)
+command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing from Debian: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+if [ -z "${AMITY_BIN:-}" ]; then
+  if [ -z "${SKIP_BUILD:-}" ]; then
+    (cd "$root" && cargo build --release --quiet)
+  fi
+  export AMITY_BIN="$root/target/release/amity-mtls-proxy"
+fi
+
+# 10,000 idle connections need file descriptors in the proxies and in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
+  echo "warning: ulimit -n is $(ulimit -n); the 10,000-idle-connection figure needs about 10,100" >&2
+fi
+
+py=""
+cleanup() { [ -n "$py" ] && kill -TERM "$py" 2>/dev/null && wait "$py" 2>/dev/null; true; }
+trap cleanup EXIT INT TERM
+python3 "$here/bench.py" --root "$root" "$@" &
+py=$!
+wait "$py"
+rc=$?
+py=""
+exit $rc
