@@ -265,6 +265,17 @@ def main():
     if not (a.perf or a.callgrind or a.syscalls):
         a.perf = a.callgrind = a.syscalls = True
     a.bin = a.bin or os.path.join(a.root, "target/release/amity-mtls-proxy")
+    need = [pkg for tool, pkg, on in (("valgrind", "valgrind", a.callgrind), ("strace", "strace", a.syscalls),
+                                       ("perf", "linux-perf", a.perf), ("wrk", "wrk", True),
+                                       ("nginx", "nginx-light", True), ("haproxy", "haproxy", True))
+            if on and not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}"))]
+    if need:
+        log(f"installing from Debian: {' '.join(need)}")
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *need], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not os.path.exists(a.bin):
+        sys.exit(f"missing {a.bin}: run `cargo build --release` (or bash benches/compare.sh) first, or set AMITY_BIN")
     a.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     a.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     a.wrk = shutil.which("wrk") or "/usr/bin/wrk"
