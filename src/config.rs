@@ -249,7 +249,9 @@ fn default_pool_idle_ms() -> u64 {
     90_000
 }
 fn default_pool_max_idle() -> usize {
-    32
+    // As many as may be in flight: an HTTP/1.1 upstream needs a connection per
+    // concurrent request, and a smaller pool would close and re-handshake them.
+    default_max_in_flight()
 }
 fn default_body_limit() -> usize {
     64 * 1024
