@@ -3,6 +3,7 @@
 //!
 //! `main.rs` only parses the command line; every job lives in a module here.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod cli;

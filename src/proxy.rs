@@ -356,6 +356,7 @@ pub struct Generation {
     admin_bearer: Option<HeaderValue>,
     caller_secrets: CallerSecrets,
     in_flight: Arc<Semaphore>,
+    body_read_timeout: Duration,
     rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
 
@@ -468,6 +469,7 @@ impl Generation {
                 .and_then(|t| secret_header(&format!("Bearer {}", t.expose()))),
             caller_secrets: v.config.caller_secrets,
             in_flight: Arc::new(Semaphore::new(v.config.limits.max_in_flight)),
+            body_read_timeout: v.config.timeouts.header_read(),
             rate: v.config.limits.rate_limit.as_ref().and_then(|r| {
                 let quota = Quota::per_second(NonZeroU32::new(r.per_second)?)
                     .allow_burst(NonZeroU32::new(r.burst)?);
@@ -887,10 +889,21 @@ async fn forward<'g>(
         return Err(too_large());
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
+    let reading = tokio::time::timeout(g.body_read_timeout, Limited::new(body, limit).collect());
+    let body = match reading.await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(_) => {
+            return Err(Reject::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_read_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    g.body_read_timeout.as_millis()
+                ),
+            ))
+        }
+        Ok(Err(e)) => {
             return Err(Reject::new(
                 StatusCode::BAD_REQUEST,
                 "body_read_failed",

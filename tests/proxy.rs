@@ -457,3 +457,34 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     assert_eq!(statuses, [200, 200, 429]);
     assert_eq!(mock.observed.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_is_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "timeouts:\n  header_read_ms: 300\n",
+    );
+    let proxy = env.proxy(&v).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = "POST /api/v4/authentication/token HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{\"userId\"";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let t = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(mock.observed.requests().is_empty());
+}
