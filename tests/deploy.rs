@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::demo::call;
-use amity_mtls_proxy::mock::MockHandle;
-use common::{closed_port, Env, SERVER_KEY};
+use common::{closed_port, settles_on, token_status, Env, Load, SERVER_KEY};
 use http::{Method, StatusCode};
 use serde_json::Value;
 
@@ -32,16 +31,11 @@ const CREDENTIALS: &str = "/run/credentials/amity-mtls-proxy.service";
 
 /// A token call as backends make it; the proxy injects the server key itself
 /// (`server_key_file`), so a wrong key from the proxy would fail it.
+/// The deployed proxy injects the server key: backends send none.
+const NO_KEY: &[(&str, &str)] = &[];
+
 async fn token(addr: SocketAddr) -> Result<StatusCode, String> {
-    call(
-        addr,
-        Method::GET,
-        "/api/v3/authentication/token?userId=alice",
-        &[],
-        "",
-    )
-    .await
-    .map(|r| r.0)
+    token_status(addr, NO_KEY).await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Result<StatusCode, String> {
@@ -112,86 +106,6 @@ fn write_atomically(path: &Path, text: &str) {
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
-}
-
-/// Backends calling all the time; every answer that is not 200 is counted.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let tasks = (0..4)
-            .map(|_| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        match token(addr).await {
-                            Ok(StatusCode::OK) => ok.fetch_add(1, Ordering::Relaxed),
-                            other => {
-                                eprintln!("failed request: {other:?}");
-                                failed.fetch_add(1, Ordering::Relaxed)
-                            }
-                        };
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    /// Stops the loops; returns (ok, failed).
-    async fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Waits until new requests reach the stand-in with `serial`, then checks the next ones all do.
-async fn settles_on(mock: &MockHandle, proxy: SocketAddr, serial: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = mock.observed.requests().len();
-        assert_eq!(token(proxy).await, Ok(StatusCode::OK));
-        let last = mock.observed.requests()[seen..]
-            .last()
-            .map(|s| s.client_serial.clone());
-        if last.as_deref() == Some(serial) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy never presented {serial}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let before = mock.observed.requests().len();
-    for _ in 0..5 {
-        assert_eq!(token(proxy).await, Ok(StatusCode::OK));
-    }
-    assert!(
-        mock.observed.requests()[before..]
-            .iter()
-            .all(|s| s.client_serial == serial),
-        "an old certificate was presented after the switch"
-    );
 }
 
 async fn wait_status(addr: SocketAddr, path: &str, want: StatusCode, log: &Path) {
@@ -385,12 +299,12 @@ async fn kubernetes_layout_rotates_by_secret_update_with_no_failed_request() {
         .unwrap();
     wait_status(admin, &live_path, StatusCode::OK, &log).await;
     wait_status(admin, &ready_path, StatusCode::OK, &log).await;
-    settles_on(&mock, listen, &serial_a1, &log).await;
+    settles_on(&mock, listen, &serial_a1, NO_KEY, Some(&log)).await;
 
-    let load = Load::start(listen);
+    let load = Load::start(listen, NO_KEY);
     // 1. The certificate is renewed under the same name: only the Secret changes.
     secrets(&[("backend-a.crt", &a2_crt), ("backend-a.key", &a2_key)]);
-    settles_on(&mock, listen, &serial_a2, &log).await;
+    settles_on(&mock, listen, &serial_a2, NO_KEY, Some(&log)).await;
 
     // 2. Rotation to a new console name (deploy/README.md): the Secret gains
     //    the new pair, then the ConfigMap names both and switches.
@@ -401,13 +315,13 @@ async fn kubernetes_layout_rotates_by_secret_update_with_no_failed_request() {
         ("backend-b.key", &b_key),
     ]);
     configmap(&["backend-a", "backend-b"], Some("backend-b"));
-    settles_on(&mock, listen, &serial_b, &log).await;
+    settles_on(&mock, listen, &serial_b, NO_KEY, Some(&log)).await;
 
     // 3. The old one leaves: ConfigMap first, then the Secret.
     configmap(&["backend-b"], None);
     tokio::time::sleep(Duration::from_millis(800)).await;
     secrets(&[("backend-b.crt", &b_crt), ("backend-b.key", &b_key)]);
-    settles_on(&mock, listen, &serial_b, &log).await;
+    settles_on(&mock, listen, &serial_b, NO_KEY, Some(&log)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(get(admin, &ready_path).await, Ok(StatusCode::OK));
 
@@ -628,8 +542,8 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
     // `systemctl start` returns at READY=1: the proxy serves from then on.
     notes.wait_for(0, "READY=1").await;
     assert_eq!(token(listen).await, Ok(StatusCode::OK));
-    settles_on(&mock, listen, &serial_a, &log).await;
-    let load = Load::start(listen);
+    settles_on(&mock, listen, &serial_a, NO_KEY, Some(&log)).await;
+    let load = Load::start(listen, NO_KEY);
 
     // `systemctl reload` after switching the active certificate.
     write_atomically(&config_path, &config("backend-b"));
@@ -642,7 +556,7 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
     assert!(reload.success());
     let reloading = notes.wait_for(mark, "RELOADING=1").await;
     notes.wait_for(reloading + 1, "READY=1").await;
-    settles_on(&mock, listen, &serial_b, &log).await;
+    settles_on(&mock, listen, &serial_b, NO_KEY, Some(&log)).await;
 
     // A reload that fails still ends in READY=1: the previous config serves on.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -654,7 +568,7 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
     assert_eq!(token(listen).await, Ok(StatusCode::OK));
     write_atomically(&config_path, &config("backend-b"));
     kill("-HUP", &child);
-    settles_on(&mock, listen, &serial_b, &log).await;
+    settles_on(&mock, listen, &serial_b, NO_KEY, Some(&log)).await;
 
     let (ok, failed) = load.finish().await;
     // `systemctl stop`: KillSignal=SIGTERM, then up to TimeoutStopSec.

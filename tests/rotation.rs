@@ -7,22 +7,20 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::demo::call;
-use amity_mtls_proxy::mock::MockHandle;
 use amity_mtls_proxy::pki::{now_unix, Validity};
-use common::{closed_port, foreign_ca, json, v3, Env, SERVER_KEY, V3};
+use common::{
+    closed_port, foreign_ca, json, settles_on, token_status, v3, Env, Load, SERVER_KEY, WITH_KEY,
+};
 use http::{Method, StatusCode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
 
 async fn token(addr: SocketAddr) -> Result<StatusCode, String> {
-    call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "")
-        .await
-        .map(|r| r.0)
+    token_status(addr, WITH_KEY).await
 }
 
 fn cert_yaml(name: &str, cert: &str, key: &str) -> String {
@@ -60,38 +58,6 @@ fn publish_secret(dir: &Path, version: &str, crt: &Path, key: &Path) {
     }
 }
 
-/// Waits until new requests reach the stand-in with `serial`, then checks the next ones all do.
-async fn settles_on(mock: &MockHandle, proxy: SocketAddr, serial: &str, log: Option<&Path>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = mock.observed.requests().len();
-        assert_eq!(token(proxy).await, Ok(StatusCode::OK));
-        let last = mock.observed.requests()[seen..]
-            .last()
-            .map(|s| s.client_serial.clone());
-        if last.as_deref() == Some(serial) {
-            break;
-        }
-        let log = log
-            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
-            .unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "the proxy never presented {serial}; log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let before = mock.observed.requests().len();
-    for _ in 0..5 {
-        assert_eq!(token(proxy).await, Ok(StatusCode::OK));
-    }
-    let after = mock.observed.requests();
-    assert!(
-        after[before..].iter().all(|s| s.client_serial == serial),
-        "an old certificate was presented after the switch"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_load_loses_no_request() {
     let env = Env::new();
@@ -119,27 +85,10 @@ async fn rotation_under_load_loses_no_request() {
         assert!(Instant::now() < deadline, "the proxy did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    settles_on(&mock, listen, &serial_a, Some(&log_path)).await;
+    settles_on(&mock, listen, &serial_a, WITH_KEY, Some(&log_path)).await;
 
     // Backends keep calling through every switch; any failure is counted.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let loops: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    match token(listen).await {
-                        Ok(StatusCode::OK) => ok.fetch_add(1, Ordering::Relaxed),
-                        other => {
-                            eprintln!("failed request: {other:?}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(listen, WITH_KEY);
 
     // 1. SIGHUP after pointing the config at cert B.
     write_atomically(
@@ -151,7 +100,7 @@ async fn rotation_under_load_loses_no_request() {
         .status()
         .unwrap();
     assert!(hup.success());
-    settles_on(&mock, listen, &serial_b, Some(&log_path)).await;
+    settles_on(&mock, listen, &serial_b, WITH_KEY, Some(&log_path)).await;
 
     // 2. Back to A by a file change alone: the config now names a Secret-style folder holding A.
     let secret = env.dir.path().join("secret");
@@ -166,7 +115,7 @@ async fn rotation_under_load_loses_no_request() {
         &cfg,
         &with(&cert_yaml("current", "secret/tls.crt", "secret/tls.key")),
     );
-    settles_on(&mock, listen, &serial_a, Some(&log_path)).await;
+    settles_on(&mock, listen, &serial_a, WITH_KEY, Some(&log_path)).await;
 
     // 3. The Secret is updated: the kubelet swaps `..data` to a folder holding B.
     publish_secret(
@@ -175,28 +124,17 @@ async fn rotation_under_load_loses_no_request() {
         &env.certs().join("cert-b.crt"),
         &env.certs().join("cert-b.key"),
     );
-    settles_on(&mock, listen, &serial_b, Some(&log_path)).await;
+    settles_on(&mock, listen, &serial_b, WITH_KEY, Some(&log_path)).await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for l in loops {
-        l.await.unwrap();
-    }
+    let (ok, failed) = load.finish().await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
     let log = std::fs::read_to_string(&log_path).unwrap();
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during rotation; log:\n{log}"
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) > 50,
-        "the load loop barely ran: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    assert_eq!(failed, 0, "requests failed during rotation; log:\n{log}");
+    assert!(ok > 50, "the load loop barely ran: {}", ok);
     assert!(
         log.contains("trigger=\"SIGHUP\""),
         "no SIGHUP reload in:\n{log}"
