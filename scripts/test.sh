@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The project's test command: installs what the tests need, then runs them all.
+# The project's test command: installs what the tests need, then runs them all
+# and closes with one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cargo test --locked "$@"
+mkdir -p target
+cargo test --locked --all-targets "$@" 2>&1 | tee target/test-output.log
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' \
+  target/test-output.log | tee target/test-summary.txt
