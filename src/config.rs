@@ -797,8 +797,12 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         (None, None) => None,
     };
     if server_key.as_ref().is_some_and(|k| k.expose().len() > 150) {
+        let field = match &config.server_key_env {
+            Some(_) => "server_key_env",
+            None => "server_key_file",
+        };
         problem(
-            "server_key_file",
+            field,
             "the server key is longer than Amity's 150 characters".to_string(),
         );
     }

@@ -511,7 +511,7 @@ impl Generation {
             }
         }
         if let Some(rate) = &self.rate {
-            if let Err(not_until) = rate.check_key(&conn.name().to_string()) {
+            if let Err(not_until) = rate.check_key(&conn.name) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let mut r = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -575,20 +575,23 @@ impl Generation {
 
     /// The identity presented first now, if any is usable.
     pub fn active(&self, now: i64) -> Option<&Identity> {
-        self.usable(now).first().map(|(_, i)| *i)
+        self.usable(now).next().map(|(_, i)| i)
     }
 
-    /// Usable identities (valid now), the active one first.
-    fn usable(&self, now: i64) -> Vec<(usize, &Identity)> {
+    /// Usable identities (valid now), the active one first; no allocation per request.
+    fn usable(&self, now: i64) -> impl Iterator<Item = (usize, &Identity)> {
         let active = self.active.load(Ordering::Relaxed);
-        let mut v: Vec<(usize, &Identity)> = self
-            .identities
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.info.valid_at(now))
-            .collect();
-        v.sort_by_key(|(n, _)| *n != active);
-        v
+        let valid = move |n: usize| {
+            self.identities
+                .get(n)
+                .filter(|i| i.info.valid_at(now))
+                .map(|i| (n, i))
+        };
+        valid(active).into_iter().chain(
+            (0..self.identities.len())
+                .filter(move |n| *n != active)
+                .filter_map(valid),
+        )
     }
 
     /// Whether the proxy can serve: `Ok(cert name)` or `Err(reason)`.
@@ -670,8 +673,8 @@ impl Generation {
         out: &Outgoing,
     ) -> Result<(Response<Incoming>, Option<&str>), Reject> {
         let now = pki::now_unix();
-        let usable = self.usable(now);
-        let Some(&(first_n, first)) = usable.first() else {
+        let mut usable = self.usable(now);
+        let Some((first_n, first)) = usable.next() else {
             return Err(Reject::new(
                 StatusCode::BAD_GATEWAY,
                 "no_usable_cert",
@@ -690,8 +693,8 @@ impl Generation {
             Err(e) if e.is_tls_failure() => e,
             Err(e) => return Err(upstream_reject(&e, Some(&first.name))),
         };
-        let retry = match (&err, usable.get(1)) {
-            (UpstreamError::ClientCertRejected { .. }, Some(&(second_n, second))) => {
+        let retry = match (&err, usable.next()) {
+            (UpstreamError::ClientCertRejected { .. }, Some((second_n, second))) => {
                 self.metrics.failovers.inc();
                 tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
                 self.count_rejection(first_n, second_n);
@@ -822,7 +825,8 @@ pub async fn handle(
     let started = Instant::now();
     let generation = state.current.load_full();
     let rid = request_id(req.headers());
-    let rid_text = rid.to_str().unwrap_or("-").to_string();
+    // request_id only returns visible ASCII, so this never falls back.
+    let rid_text = rid.to_str().unwrap_or("-");
     let method = req.method().clone();
     let uri = req.uri().clone();
     let mut outcome = Outcome::default();
@@ -830,12 +834,17 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(reject) => {
             if reject.status.is_server_error() {
-                tracing::warn!(request_id = %rid_text, reason = reject.kind, "{}", reject.message);
+                tracing::warn!(
+                    request_id = rid_text,
+                    reason = reject.kind,
+                    "{}",
+                    reject.message
+                );
             }
-            reject.into_response(&rid_text)
+            reject.into_response(rid_text)
         }
     };
-    resp.headers_mut().insert(REQUEST_ID, rid);
+    resp.headers_mut().insert(REQUEST_ID, rid.clone());
     let route = outcome.route.map_or("denied", RouteClass::as_str);
     let status = resp.status().as_u16();
     state

@@ -224,19 +224,18 @@ async fn a_broken_reload_changes_nothing_that_serves() {
     let proxy = env.proxy(&v).await;
     assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
 
-    let certs = env.certs();
     let broken = [
-        ("bad YAML", good.replace("client_certs:", "client_certs: [")),
+        ("line", good.replace("client_certs:", "client_certs: [")),
         (
-            "missing key",
+            "certs/missing.key: cannot read",
             good.replace("certs/cert-a.key", "certs/missing.key"),
         ),
         (
-            "key mismatch",
+            "client_certs[0].key",
             good.replace("certs/cert-a.key", "certs/cert-b.key"),
         ),
         (
-            "three certificates",
+            "at most 2",
             format!(
                 "{good}{}{}",
                 cert_yaml("cert-b", "certs/cert-b.crt", "certs/cert-b.key"),
@@ -252,7 +251,11 @@ async fn a_broken_reload_changes_nothing_that_serves() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}");
         let v = json(&body);
         assert_eq!(v["status"], "error", "{what}");
-        assert!(!v["message"].as_str().unwrap().is_empty());
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.contains(what),
+            "the reply does not say {what:?}: {message}"
+        );
         let seen = mock.observed.requests().len();
         assert_eq!(
             token(proxy.addr).await,
@@ -265,7 +268,6 @@ async fn a_broken_reload_changes_nothing_that_serves() {
             "{what}: the certificate changed"
         );
     }
-    assert!(certs.join("cert-a.key").exists());
     let m = get_metrics(proxy.admin_addr).await;
     assert_eq!(
         metric(&m, "amity_proxy_reloads_total", &[("result", "failed")]),
