@@ -134,8 +134,9 @@ def tree(pid):
     return out
 
 
-def cpu_ticks(pids):
-    t = 0
+def cpu_split(pids):
+    """User and system CPU ticks summed over the processes."""
+    u = k = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -143,8 +144,12 @@ def cpu_ticks(pids):
         except OSError:
             continue
         fields = s[s.rindex(")") + 2:].split()
-        t += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return t
+        u, k = u + int(fields[11]), k + int(fields[12])  # utime, stime (fields 14, 15)
+    return u, k
+
+
+def cpu_ticks(pids):
+    return sum(cpu_split(pids))
 
 
 def status_kib(pid, key):
@@ -596,7 +601,8 @@ def own_ticks():
 def measured_round(px, conns, secs):
     """One wrk round against a proxy, with its CPU, peak RSS and upstream connection figures."""
     pids = px.pids() if px else []
-    t0 = cpu_ticks(pids)
+    us0, sy0 = cpu_split(pids)
+    t0 = us0 + sy0
     b0, o0, u0, w0 = busy_ticks(), own_ticks(), cpu_ticks(tree(UPSTREAM.pid)), time.time()
     a0 = upstream_accepts()
     m0 = px.metrics() if px else {}
@@ -606,7 +612,8 @@ def measured_round(px, conns, secs):
     w = wrk(px.port if px else P["up_plain"], conns, secs)
     peak = s.finish() if s else 0
     pids_after = px.pids() if px else []
-    t1 = cpu_ticks(pids_after)
+    us1, sy1 = cpu_split(pids_after)
+    t1 = us1 + sy1
     b1, o1, u1, w1 = busy_ticks(), own_ticks(), cpu_ticks(tree(UPSTREAM.pid)), time.time()
     a1 = upstream_accepts()
     m1 = px.metrics() if px else {}
@@ -619,6 +626,7 @@ def measured_round(px, conns, secs):
         ok = max(w["requests"] - w["errors"], 1)
         r["cpu_s"] = (t1 - t0) / HZ
         r["cpu_us_per_req"] = (t1 - t0) / HZ * 1e6 / max(w["requests"], 1)
+        r["sys_us_per_req"] = (sy1 - sy0) / HZ * 1e6 / max(w["requests"], 1)
         r["peak_rss_kib"] = peak
         r["upstream_conns"] = established(pids_after, remote_port=P["up_tls"])
         # new connections the upstream accepted during the round (one is the stub_status poll)
@@ -663,13 +671,11 @@ def summarize(rounds):
 # ---------------------------------------------------------------- throughput
 
 def throughput(results):
-    modes = [("1 worker", 1), ("all cores", os.cpu_count())]
+    modes = [m for m in [("1 worker", 1), ("all cores", os.cpu_count())] if m[0] in ARGS.modes]
     for mode, workers in modes:
         log(f"== throughput, {mode} ==")
-        pxs = [Proxy("ours", "ours", P["ours"], workers),
-               Proxy("nginx", "nginx", P["nginx"], workers),
-               Proxy("haproxy", "haproxy", P["haproxy"], workers)]
-        if not ARGS.no_info:
+        pxs = [Proxy(kind, kind, P[kind], workers) for kind in ARGS.proxies]
+        if not ARGS.no_info and "ours" in ARGS.proxies:
             pxs.append(Proxy("ours", "ours (log info)", P["ours_info"], workers, info_log=True))
         try:
             for px in pxs:
@@ -690,7 +696,7 @@ def throughput(results):
                         label = px.label if px else "direct (no proxy)"
                         r = measured_round(px, conns, ARGS.secs)
                         raw.setdefault(f"{label}|{conns}", []).append(r)
-                        extra = f" cpu/req {r['cpu_us_per_req']:.1f}us" if px else ""
+                        extra = f" cpu/req {r['cpu_us_per_req']:.1f}us (sys {r['sys_us_per_req']:.1f})" if px else ""
                         log(f"round {rnd + 1} c={conns:<3} {label:<18} {r['rps']:>9.0f} req/s  p99 {r['p99_us'] / 1000:.2f} ms"
                             f"  errors {r['errors']}{extra}  other load {r['foreign_cpu_cores']:.2f} cores")
             for key, rounds in raw.items():
@@ -1202,6 +1208,10 @@ def main():
     ap.add_argument("--conn-secs", type=int, default=10)
     ap.add_argument("--conn-procs", type=int, default=6)
     ap.add_argument("--start-reps", type=int, default=5)
+    ap.add_argument("--proxies", nargs="+", choices=["ours", "nginx", "haproxy"], default=["ours", "nginx", "haproxy"],
+                    help="throughput rounds for these only (a quick check of one build)")
+    ap.add_argument("--modes", nargs="+", choices=["1 worker", "all cores"], default=["1 worker", "all cores"],
+                    help="throughput with one worker, with all cores, or both")
     ap.add_argument("--no-info", action="store_true", help="skip the RUST_LOG=info rows")
     ap.add_argument("--no-direct", action="store_true", help="skip the direct-to-upstream baseline")
     ap.add_argument("--only", nargs="+", choices=["startup", "throughput", "inbound", "idle", "reloads"],

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod metrics;
 pub mod mock;

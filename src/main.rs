@@ -3,6 +3,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     amity_mtls_proxy::cli::main(amity_mtls_proxy::cli::Cli::parse())
 }

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub cert_active: Family<CertLabels, Gauge>,
     /// Requests retried with the other certificate after a rejection.
     pub failovers: Counter,
+    /// Open backend connections.
+    pub connections: Gauge,
+    /// Idle HTTP/1 backend connections that hold no buffers (see `conn`).
+    pub connections_parked: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +89,8 @@ impl Metrics {
             cert_expiry: Family::default(),
             cert_active: Family::default(),
             failovers: Counter::default(),
+            connections: Gauge::default(),
+            connections_parked: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -136,6 +142,16 @@ impl Metrics {
             "failovers",
             "Requests retried with the other client certificate after a rejection",
             m.failovers.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open backend connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_parked",
+            "Idle HTTP/1 backend connections parked without buffers, until their next request",
+            m.connections_parked.clone(),
         );
         Self { registry, ..m }
     }

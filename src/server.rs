@@ -3,19 +3,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
 use crate::config::{self, ConfigError, Validated};
+use crate::conn::{self, Activity, Bounds, Builders, Proto, Socket};
 use crate::pki;
 use crate::proxy::{self, ConnInfo, ProxyState};
 use crate::reload::{self, Reloader};
@@ -71,20 +71,19 @@ impl ConnOptions {
         }
     }
 
-    fn builder(&self) -> auto::Builder<TokioExecutor> {
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1()
-            .timer(TokioTimer::new())
+    fn builders(&self) -> Builders {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
             .max_buf_size(self.max_header_bytes.max(8192));
-        b.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(256)
             // Bounds the work a client can cause by opening and resetting streams (rapid reset).
             .max_pending_accept_reset_streams(Some(32))
             .max_local_error_reset_streams(Some(256));
-        b
+        Builders { h1, h2 }
     }
 }
 
@@ -95,41 +94,25 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// When a connection last finished a request, and how many it has in flight.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
+/// A connection's slot under `max_connections`, counted in the open-connections gauge.
+struct Open {
+    _slot: OwnedSemaphorePermit,
+    gauge: Gauge,
 }
 
-impl Activity {
-    fn new() -> Self {
+impl Open {
+    fn new(slot: OwnedSemaphorePermit, gauge: &Gauge) -> Self {
+        gauge.inc();
         Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
+            _slot: slot,
+            gauge: gauge.clone(),
         }
     }
-
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
-    }
-
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Busy(self.clone())
-    }
 }
 
-/// Marks a request in flight; on drop, records the activity.
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
+impl Drop for Open {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.last_ms
-            .store(a.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
     }
 }
 
@@ -140,7 +123,7 @@ pub async fn serve(
     opts: ConnOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(opts.builder());
+    let builders = Arc::new(opts.builders());
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     // Every connection task holds a receiver: `closed()` on the sender means all have ended.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -166,33 +149,48 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (state, builder, stop, opts) = (
+        let (state, builders, stop, opts) = (
             state.clone(),
-            builder.clone(),
+            builders.clone(),
             stop_rx.clone(),
             opts.clone(),
         );
         tokio::spawn(async move {
-            let _slot = slot;
+            let _open = Open::new(slot, &state.metrics.connections);
+            let bounds = Bounds {
+                idle: opts.idle,
+                stop,
+                parked: state.metrics.connections_parked.clone(),
+            };
             let acceptor = state.current.load().inbound.clone();
             let Some(acceptor) = acceptor else {
+                // Nothing but the socket is held until the first bytes arrive.
+                let first = tokio::time::timeout(opts.idle, conn::sniff(&stream)).await;
+                let Ok(Ok(Some(proto))) = first else { return };
                 let conn = Arc::new(ConnInfo::new(peer, None));
-                return serve_conn(stream, conn, state, &builder, stop, opts.idle).await;
+                return serve_conn(stream, proto, conn, state, &builders, bounds).await;
             };
-            match tokio::time::timeout(opts.handshake, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let caller = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| pki::identities(c));
-                    let conn = Arc::new(ConnInfo::new(peer, caller));
-                    serve_conn(tls, conn, state, &builder, stop, opts.idle).await;
+            let handshake = tokio::time::timeout(opts.handshake, Box::pin(acceptor.accept(stream)));
+            // Boxed: rustls' state is large and would otherwise size every connection task.
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(e)) => {
+                    return tracing::debug!(%peer, error = %e, "inbound TLS handshake failed")
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "inbound TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "inbound TLS handshake timed out"),
-            }
+                Err(_) => return tracing::debug!(%peer, "inbound TLS handshake timed out"),
+            };
+            let session = tls.get_ref().1;
+            let caller = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| pki::identities(c));
+            // HTTP/2 over TLS is chosen by ALPN (RFC 9113 section 3.2).
+            let proto = match session.alpn_protocol() {
+                Some(b"h2") => Proto::Http2,
+                _ => Proto::Http1,
+            };
+            let conn = Arc::new(ConnInfo::new(peer, caller));
+            serve_conn(tls, proto, conn, state, &builders, bounds).await;
         });
     }
     drop(listener);
@@ -209,17 +207,15 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection until it ends, goes idle, or shutdown asks it to finish.
-async fn serve_conn<IO>(
-    io: IO,
+/// Serves one accepted connection: the protocol by ALPN or by its first bytes, then hyper.
+async fn serve_conn<S: Socket>(
+    io: S,
+    proto: Proto,
     conn: Arc<ConnInfo>,
     state: Arc<ProxyState>,
-    builder: &auto::Builder<TokioExecutor>,
-    mut stop: watch::Receiver<bool>,
-    idle: Duration,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    builders: &Builders,
+    bounds: Bounds,
+) {
     let activity = Arc::new(Activity::new());
     let act = activity.clone();
     let peer = conn.peer;
@@ -231,26 +227,7 @@ async fn serve_conn<IO>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let c = builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(c);
-    let finishing = loop {
-        tokio::select! {
-            r = c.as_mut() => break r,
-            _ = stop.changed() => {
-                c.as_mut().graceful_shutdown();
-                break c.as_mut().await;
-            }
-            _ = tokio::time::sleep_until(activity.idle_deadline(idle).into()) => {
-                let quiet = activity.in_flight.load(Ordering::Relaxed) == 0
-                    && Instant::now() >= activity.idle_deadline(idle);
-                if quiet {
-                    c.as_mut().graceful_shutdown();
-                    break c.as_mut().await;
-                }
-            }
-        }
-    };
-    if let Err(e) = finishing {
+    if let Err(e) = conn::serve(io, proto, svc, activity, builders, bounds).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -488,3 +488,82 @@ async fn a_body_that_never_finishes_is_408() {
     );
     assert!(mock.observed.requests().is_empty());
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns its status.
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = head[9..12].parse().unwrap();
+                buf.drain(..end + 4 + len);
+                return status;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "the proxy closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_parked_and_serves_the_next_request() {
+    use amity_mtls_proxy::conn::PARK_AFTER;
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let metrics = proxy.state.metrics.clone();
+    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    assert_eq!(metrics.connections.get(), 1);
+
+    // Quiet for longer than PARK_AFTER: parked, not closed.
+    let t = Instant::now();
+    while metrics.connections_parked.get() != 1 {
+        assert!(t.elapsed() < PARK_AFTER * 6, "never parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metrics.connections.get(), 1);
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    assert_eq!(metrics.connections_parked.get(), 0);
+
+    // A request whose head arrives in two parts across the park delay is not cut.
+    let (first, rest) = req.split_at(20);
+    s.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    assert_eq!(metrics.connections_parked.get(), 0);
+    s.write_all(rest.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+
+    // Pipelined requests after a park are all answered, in order.
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    s.write_all(format!("{req}{req}").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    assert_eq!(mock.observed.requests().len(), 5);
+    drop(s);
+    let t = Instant::now();
+    while metrics.connections.get() != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "closed connection still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,352 @@
+//! One backend connection: protocol choice, idle watchdog, and parking of idle HTTP/1 connections.
+//!
+//! hyper keeps a read buffer (8 to 16 KiB) and a write buffer (8 KiB) for as long as an HTTP/1
+//! connection lives, and a fleet keeps many keep-alive connections open and mostly quiet. After
+//! [`PARK_AFTER`] without a request, [`ParkIo`] answers hyper's next read with end-of-stream
+//! instead of "not ready": hyper ends that connection cleanly without shutting the socket down,
+//! its buffers are freed, and the bare socket waits for the next byte. The next request starts a
+//! fresh hyper connection on the same socket, so the backend sees one keep-alive connection.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Quiet time after which an HTTP/1 connection gives back hyper's buffers.
+pub const PARK_AFTER: Duration = Duration::from_millis(500);
+
+/// A backend stream whose readiness can be awaited without reading from it.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Resolves when the peer has sent something (or closed).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl Socket for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::readable(self)
+    }
+}
+
+impl Socket for Box<tokio_rustls::server::TlsStream<TcpStream>> {
+    // Parking happens only after a read found rustls' plaintext buffer empty, so new input
+    // can only arrive through the socket.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.get_ref().0.readable()
+    }
+}
+
+/// When a connection last finished a request, how many it has in flight, and its parking state.
+pub struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    /// The watchdog asks the connection to park at its next idle read.
+    park: AtomicBool,
+    /// Bytes were read since the last write: a request may be partly in hyper's buffer.
+    unanswered: AtomicBool,
+}
+
+impl Activity {
+    /// A connection that starts now.
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            park: AtomicBool::new(false),
+            unanswered: AtomicBool::new(false),
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Marks a request in flight until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Marks a request in flight; on drop, records the activity.
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_ms
+            .store(a.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reports end-of-stream to hyper, instead of "not ready", once parking is asked for and
+/// nothing read is still unanswered; then leaves the socket open when hyper shuts down.
+struct ParkIo<S> {
+    io: S,
+    activity: Arc<Activity>,
+    parked: bool,
+}
+
+impl<S: Socket> AsyncRead for ParkIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.activity.unanswered.store(true, Ordering::Relaxed);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending
+                if self.activity.park.load(Ordering::Relaxed)
+                    && !self.activity.unanswered.load(Ordering::Relaxed) =>
+            {
+                self.parked = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: Socket> AsyncWrite for ParkIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.answered(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.answered(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.parked {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<S> ParkIo<S> {
+    fn answered(&self, r: &Poll<io::Result<usize>>) {
+        if matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.unanswered.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How the backend speaks on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 (ALPN `h2`, or the prior-knowledge preface on plain TCP).
+    Http2,
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits for the first bytes of a plain connection and tells HTTP/2's preface from HTTP/1;
+/// `None` if the peer closed without sending anything.
+pub async fn sniff(s: &TcpStream) -> io::Result<Option<Proto>> {
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = s.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Ok(Some(Proto::Http1));
+        }
+        if n == PREFACE.len() {
+            return Ok(Some(Proto::Http2));
+        }
+        // A split preface: peek returns the same bytes until more arrive.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The HTTP/1 and HTTP/2 connection builders, configured once.
+pub struct Builders {
+    /// HTTP/1.
+    pub h1: hyper::server::conn::http1::Builder,
+    /// HTTP/2.
+    pub h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// How a connection's life is bounded, and where it is counted.
+pub struct Bounds {
+    /// Closed after this long without a request.
+    pub idle: Duration,
+    /// Resolves (changes) when the proxy shuts down.
+    pub stop: watch::Receiver<bool>,
+    /// Connections parked now.
+    pub parked: Gauge,
+}
+
+/// A hyper connection that can be asked to finish after its current requests.
+trait Graceful: Future<Output = hyper::Result<()>> + Unpin {
+    fn graceful(&mut self);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::Connection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Self: Unpin,
+{
+    fn graceful(&mut self) {
+        Pin::new(self).graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+    Self: Unpin,
+{
+    fn graceful(&mut self) {
+        Pin::new(self).graceful_shutdown();
+    }
+}
+
+/// Runs a hyper connection until it ends, goes idle for `idle`, or shutdown asks it to finish.
+/// With `park`, also asks it to park once quiet for [`PARK_AFTER`] (see [`ParkIo`]).
+async fn drive<C: Graceful>(
+    c: &mut C,
+    activity: &Activity,
+    bounds: &mut Bounds,
+    park: bool,
+) -> hyper::Result<()> {
+    loop {
+        let parking = park && !activity.park.load(Ordering::Relaxed);
+        let deadline = activity.last() + if parking { PARK_AFTER } else { bounds.idle };
+        tokio::select! {
+            biased;
+            r = &mut *c => return r,
+            _ = bounds.stop.changed() => {
+                c.graceful();
+                return c.await;
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if activity.quiet() && Instant::now() >= activity.last() + bounds.idle {
+                    c.graceful();
+                    return c.await;
+                }
+                if parking && activity.quiet() && Instant::now() >= activity.last() + PARK_AFTER {
+                    activity.park.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one backend connection speaking `proto` with `svc` until it ends.
+pub async fn serve<S, Svc, B>(
+    mut io: S,
+    proto: Proto,
+    svc: Svc,
+    activity: Arc<Activity>,
+    builders: &Builders,
+    mut bounds: Bounds,
+) -> hyper::Result<()>
+where
+    S: Socket,
+    Svc: HttpService<Incoming, ResBody = B> + Clone + Unpin + Send + 'static,
+    Svc::Future: Send + 'static,
+    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if proto == Proto::Http2 {
+        // Boxed so that an idle connection task stays small.
+        let mut c = Box::new(builders.h2.serve_connection(TokioIo::new(io), svc));
+        return drive(&mut *c, &activity, &mut bounds, false).await;
+    }
+    loop {
+        activity.park.store(false, Ordering::Relaxed);
+        let pio = ParkIo {
+            io,
+            activity: activity.clone(),
+            parked: false,
+        };
+        let mut c = Box::new(builders.h1.serve_connection(TokioIo::new(pio), svc.clone()));
+        drive(&mut *c, &activity, &mut bounds, true).await?;
+        let hyper::server::conn::http1::Parts {
+            io: pio, read_buf, ..
+        } = c.into_parts();
+        let pio = pio.into_inner();
+        if !pio.parked || !read_buf.is_empty() {
+            return Ok(());
+        }
+        io = pio.io;
+        // The (empty) read buffer keeps its 8 KiB until dropped.
+        drop(read_buf);
+        let deadline = activity.last() + bounds.idle;
+        bounds.parked.inc();
+        let woken = tokio::select! {
+            biased;
+            r = io.readable() => r.is_ok(),
+            _ = bounds.stop.changed() => false,
+            _ = tokio::time::sleep_until(deadline.into()) => false,
+        };
+        bounds.parked.dec();
+        if !woken {
+            return Ok(());
+        }
+    }
+}
