@@ -426,10 +426,11 @@ backend amity
 """
 
 
-def ours_conf(listen, admin, inbound_tls=False):
+def ours_conf(listen, admin, inbound_tls=False, workers=0):
     c = os.path.join(WORK, "certs")
     s = f"""listen: 127.0.0.1:{listen}
 admin_listen: 127.0.0.1:{admin}
+workers: {workers}
 upstream:
   url: https://127.0.0.1:{P['up_tls']}
   ca: {c}/ca.crt
@@ -467,10 +468,9 @@ class Proxy:
     def start(self):
         if self.kind == "ours":
             admin = P["ours_info_admin"] if self.info_log else P["ours_admin"]
-            cfg = write(f"ours-{self.port}.yaml", ours_conf(self.port, admin))
+            cfg = write(f"ours-{self.port}.yaml", ours_conf(self.port, admin, workers=self.workers))
             self.admin = admin
-            env = {"RUST_LOG": "info" if self.info_log else "warn",
-                   "TOKIO_WORKER_THREADS": "1" if self.workers == 1 else None}
+            env = {"RUST_LOG": "info" if self.info_log else "warn"}
             env.update(ours_env())
             self.p = spawn([ARGS.bin, "run", "-c", cfg], f"ours-{self.port}", env=env)
         elif self.kind == "nginx":

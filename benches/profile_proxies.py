@@ -108,9 +108,9 @@ def callgrind_one(kind, out_dir, requests_target, conns):
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}", "--dump-instr=no",
           "--collect-atstart=yes", "--separate-threads=no", "--trace-children=no"]
     if kind == "ours":
-        cfg = write("ours-cg.yaml", bench.ours_conf(P["ours"], P["ours_admin"]))
+        cfg = write("ours-cg.yaml", bench.ours_conf(P["ours"], P["ours_admin"], workers=1))
         p = spawn(vg + [bench.ARGS.bin, "run", "-c", cfg], "cg-ours",
-                  env={"RUST_LOG": "warn", "TOKIO_WORKER_THREADS": "1", **bench.ours_env()})
+                  env={"RUST_LOG": "warn", **bench.ours_env()})
         port = P["ours"]
     elif kind == "nginx":
         conf = bench.nginx_proxy_conf(1).replace("worker_processes 1;", "worker_processes 1;\nmaster_process off;")
@@ -178,10 +178,10 @@ def callgrind_one(kind, out_dir, requests_target, conns):
 
 
 def perf_ours(out_dir, secs, conns):
-    cfg = write("ours-perf.yaml", bench.ours_conf(P["ours"], P["ours_admin"]))
+    cfg = write("ours-perf.yaml", bench.ours_conf(P["ours"], P["ours_admin"], workers=1))
     px = Proxy("ours", "ours", P["ours"], 1)
     px.p = spawn([bench.ARGS.bin, "run", "-c", cfg], "perf-ours",
-                 env={"RUST_LOG": "warn", "TOKIO_WORKER_THREADS": "1", **bench.ours_env()})
+                 env={"RUST_LOG": "warn", **bench.ours_env()})
     px.admin = P["ours_admin"]
     data = os.path.join(bench.WORK, "perf.data")
     try:

@@ -210,10 +210,15 @@ pub fn main(cli: Cli) -> ExitCode {
     crate::install_crypto_provider();
     let _flush_logs_at_exit = init_logging(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => runtime().and_then(|rt| {
-            rt.block_on(crate::server::run(&cli.config))
-                .map_err(|e| e.to_string())
-        }),
+        // The data path runs on its own worker threads; this thread keeps admin and reloads.
+        Command::Run => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))
+            .and_then(|rt| {
+                rt.block_on(crate::server::run(&cli.config))
+                    .map_err(|e| e.to_string())
+            }),
         Command::Check { live } => return check(&cli.config, live),
         Command::Cert(c) => cert(&cli.config, c),
         Command::DevCa(c) => dev_ca(&cli.config, c),

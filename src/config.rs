@@ -60,6 +60,10 @@ pub struct Config {
     /// Bounds on every wait.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Threads serving backends, each with its own event loop and upstream pool; 0: one per CPU core.
+    /// Read at start only.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// TLS on the backend-facing listener.
@@ -237,6 +241,9 @@ where
 fn default_admin_listen() -> String {
     "127.0.0.1:9901".to_string()
 }
+/// More worker threads than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
 fn default_failover_after() -> u32 {
     3
 }
@@ -707,6 +714,12 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
     }
     if config.failover_after == 0 {
         problem("failover_after", "must be greater than 0".to_string());
+    }
+    if config.workers > MAX_WORKERS {
+        problem(
+            "workers",
+            format!("{} is more than {MAX_WORKERS}", config.workers),
+        );
     }
 
     let inbound = config.inbound_tls.as_ref().and_then(|t| {

@@ -214,9 +214,10 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
     }
     let stats = &proxy.state.metrics;
     println!(
-        "\nupstream: {} requests over {} TLS handshake(s)",
+        "\nupstream: {} requests over {} TLS handshake(s) (pooled: at most one connection per worker thread, {} workers)",
         stats.requests(),
-        stats.handshakes()
+        stats.handshakes(),
+        crate::workers::resolve(v.config.workers)
     );
     if once {
         proxy.shutdown().await;
@@ -304,6 +305,7 @@ async fn flow(addr: SocketAddr, v: &config::Validated) -> Result<(), String> {
         v.certs.first(),
         &v.config.timeouts,
         Arc::new(Metrics::new()),
+        1,
     )
     .map_err(|e| e.to_string())?;
     let mut h = HeaderMap::new();

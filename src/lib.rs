@@ -20,6 +20,7 @@ pub mod sd;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 /// Installs the aws-lc-rs crypto provider as rustls' process default.
 ///

@@ -406,6 +406,7 @@ impl Generation {
     /// Builds a generation: a fresh TLS config and pool per certificate, so nothing
     /// (no TLS session, no pooled connection) carries over from the previous one.
     pub fn build(v: &Validated, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let workers = crate::workers::resolve(v.config.workers);
         let upstream = |cert| {
             Upstream::new(
                 v.upstream.clone(),
@@ -414,6 +415,7 @@ impl Generation {
                 cert,
                 &v.config.timeouts,
                 metrics.clone(),
+                workers,
             )
         };
         let identities = v

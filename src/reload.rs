@@ -54,6 +54,7 @@ pub struct Reloader {
     state: Arc<ProxyState>,
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    workers: usize,
     fingerprint: Mutex<Vec<u8>>,
 }
 
@@ -65,6 +66,7 @@ impl Reloader {
             state,
             listen: v.listen,
             admin_listen: v.admin_listen,
+            workers: v.config.workers,
             fingerprint: Mutex::new(fingerprint(&v.path)),
         }
     }
@@ -95,6 +97,13 @@ impl Reloader {
                 return Err(e);
             }
         };
+        if v.config.workers != self.workers {
+            tracing::warn!(
+                "workers changed to {} in the config; it changes only on restart, keeping {}",
+                v.config.workers,
+                self.workers
+            );
+        }
         for (field, configured, now) in [
             ("listen", self.listen, v.listen),
             ("admin_listen", self.admin_listen, v.admin_listen),

