@@ -66,6 +66,9 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Idle HTTP/1 backend connections that hold no buffers (see `conn`).
     pub connections_parked: Gauge,
+    /// `requests` with status 200 for each forwarded route class, looked up once: the
+    /// common case then costs no label hashing.
+    ok: [(&'static str, Counter); 3],
 }
 
 impl Default for Metrics {
@@ -91,6 +94,7 @@ impl Metrics {
             failovers: Counter::default(),
             connections: Gauge::default(),
             connections_parked: Gauge::default(),
+            ok: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,7 +157,14 @@ impl Metrics {
             "Idle HTTP/1 backend connections parked without buffers, until their next request",
             m.connections_parked.clone(),
         );
-        Self { registry, ..m }
+        let ok = ["auth_token", "admin", "extra"].map(|route| {
+            let c = m
+                .requests
+                .get_or_create(&RequestLabels { route, status: 200 })
+                .clone();
+            (route, c)
+        });
+        Self { registry, ok, ..m }
     }
 
     /// The Prometheus text exposition.
@@ -168,6 +179,19 @@ impl Metrics {
     /// do not ask for OpenMetrics (`promtool check metrics`, a plain `curl`).
     pub fn encode_classic(&self) -> String {
         to_classic_text(&self.encode())
+    }
+
+    /// Counts a request answered with `status` on `route`.
+    pub fn count_request(&self, route: &'static str, status: u16) {
+        if status == 200 {
+            if let Some((_, c)) = self.ok.iter().find(|(r, _)| *r == route) {
+                c.inc();
+                return;
+            }
+        }
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
     }
 
     /// Upstream handshakes so far.

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
-use crate::metrics::{CertLabels, Metrics, RequestLabels};
+use crate::metrics::{CertLabels, Metrics};
 use crate::pki::{self, CertInfo};
 use crate::tls::{self, TlsError};
 use crate::upstream::{upstream_path, Outgoing, Upstream, UpstreamError};
@@ -217,23 +217,34 @@ impl Policy {
 }
 
 fn is_canonical(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|e| lower.contains(e))
-    {
-        return false;
+    // One pass, no allocation: this runs for every request.
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\\' => return false,
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()]);
+                // Encoded '.', '/', '\' or NUL could make the upstream see another path.
+                if matches!(hex, Some([b'2', b'e' | b'f'] | [b'5', b'c'] | [b'0', b'0'])) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
     }
     // Skip the leading '/'; a trailing '/' yields one empty last segment, which is fine.
-    let segs: Vec<&str> = path[1..].split('/').collect();
-    let last = segs.len().saturating_sub(1);
-    !segs
-        .iter()
-        .enumerate()
-        .any(|(i, s)| *s == "." || *s == ".." || (s.is_empty() && i != last))
+    let mut segs = path[1..].split('/').peekable();
+    while let Some(s) = segs.next() {
+        if s == "." || s == ".." || (s.is_empty() && segs.peek().is_some()) {
+            return false;
+        }
+    }
+    true
 }
 
 fn has_query_param(query: Option<&str>, name: &str) -> bool {
@@ -849,11 +860,7 @@ pub async fn handle(
     resp.headers_mut().insert(REQUEST_ID, rid.clone());
     let route = outcome.route.map_or("denied", RouteClass::as_str);
     let status = resp.status().as_u16();
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels { route, status })
-        .inc();
+    state.metrics.count_request(route, status);
     if let Some(d) = outcome.upstream {
         state.metrics.upstream_latency.observe(d.as_secs_f64());
     }
@@ -926,7 +933,11 @@ async fn forward<'g>(
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     g.inject(route, &mut headers)?;
-    headers.insert(REQUEST_ID, rid.clone());
+    let mut id = rid.clone();
+    // HPACK "never indexed": a value that differs per request would only churn the
+    // upstream connection's header table.
+    id.set_sensitive(true);
+    headers.insert(REQUEST_ID, id);
     let root = PathAndQuery::from_static("/");
     let path = parts.uri.path_and_query().unwrap_or(&root);
     let out = Outgoing {
