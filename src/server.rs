@@ -51,8 +51,6 @@ pub struct ConnOptions {
     pub max_header_bytes: usize,
     /// How long in-flight requests may take after shutdown starts.
     pub grace: Duration,
-    /// Open connections at most.
-    pub max_connections: usize,
     /// Idle connections are closed after this.
     pub idle: Duration,
     /// Bound on the inbound TLS handshake.
@@ -67,7 +65,6 @@ impl ConnOptions {
             header_read_timeout: t.header_read(),
             max_header_bytes: v.config.limits.max_header_bytes,
             grace: t.shutdown_grace(),
-            max_connections: v.config.limits.max_connections,
             idle: t.idle(),
             handshake: t.inbound_handshake(),
         }
@@ -331,16 +328,21 @@ fn spawn_workers(
     let listener = listener.into_std().map_err(io)?;
     let workers = crate::workers::resolve(v.config.workers);
     let slots = Arc::new(Semaphore::new(v.config.limits.max_connections));
+    let opts = ConnOptions::from_config(v);
     let (done, all_done) = mpsc::channel(1);
     for i in 0..workers {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ServeError::Runtime)?;
-        let listener = listener.try_clone().map_err(io)?;
+        let listener = {
+            // Registers the socket with this worker's runtime, so that a failure stops the start.
+            let _in_rt = rt.enter();
+            TcpListener::from_std(listener.try_clone().map_err(io)?).map_err(io)?
+        };
         let (state, opts, slots, mut stop, done) = (
             state.clone(),
-            ConnOptions::from_config(v),
+            opts.clone(),
             slots.clone(),
             stop.clone(),
             done.clone(),
@@ -350,12 +352,6 @@ fn spawn_workers(
             .spawn(move || {
                 crate::workers::set_index(i);
                 rt.block_on(async move {
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            return tracing::error!(worker = i, error = %e, "worker cannot listen")
-                        }
-                    };
                     let shutdown = async move {
                         let _ = stop.changed().await;
                     };

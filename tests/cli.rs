@@ -773,6 +773,11 @@ fn check_rejects_bad_configs_naming_the_field() {
             good.replace("https://", "http://"),
             vec!["upstream.url", "must start with https://"],
         ),
+        (
+            "absurd worker count",
+            format!("{good}workers: 100000\n"),
+            vec!["workers", "100000 is more than 1024"],
+        ),
     ];
     for (label, yaml, needles) in &cases {
         env.write_config(yaml);
