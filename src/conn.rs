@@ -102,6 +102,40 @@ impl Drop for Busy {
     }
 }
 
+/// A response body that keeps its request counted as in flight until hyper drops it (written
+/// to the end, or abandoned): a connection streaming a slow body is neither idle nor parkable.
+pub struct Tracked<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B> Tracked<B> {
+    /// `body`, counted by `busy` until dropped.
+    pub fn new(body: B, busy: Busy) -> Self {
+        Self { body, _busy: busy }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Reports end-of-stream to hyper, instead of "not ready", once parking is asked for and
 /// nothing read is still unanswered; then leaves the socket open when hyper shuts down.
 struct ParkIo<S> {

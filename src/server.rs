@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::{self, Admin};
 use crate::config::{self, ConfigError, Validated};
-use crate::conn::{self, Activity, Bounds, Builders, Proto, Socket};
+use crate::conn::{self, Activity, Bounds, Builders, Proto, Socket, Tracked};
 use crate::pki;
 use crate::proxy::{self, ConnInfo, ProxyState};
 use crate::reload::{self, Reloader};
@@ -223,8 +223,7 @@ async fn serve_conn<S: Socket>(
         let (state, conn, busy) = (state.clone(), conn.clone(), act.begin());
         async move {
             let resp = proxy::handle(state, req, conn).await;
-            drop(busy);
-            Ok::<_, Infallible>(resp)
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
         }
     });
     if let Err(e) = conn::serve(io, proto, svc, activity, builders, bounds).await {
