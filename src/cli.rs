@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::{self, ConfigError};
 use crate::pki::{self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity};
@@ -187,20 +188,26 @@ fn certs_dir(config: &Path, dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| config.parent().unwrap_or(Path::new("")).join("certs"))
 }
 
-/// Sets up tracing on stderr. Lines are written by a background thread, so a
-/// request never waits on a write(2) of its access-log line; keep the returned
-/// guard alive until exit, when it flushes what is buffered.
-pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Sets up tracing on stderr. Without a terminal, lines are written in batches by a
+/// background thread (`logwriter`), so a request never waits on a write(2) or wakes a thread
+/// for its access-log line; keep the returned guard alive until exit, when it flushes what is
+/// buffered. On a terminal, lines are written at once, in order with the rest of the output.
+pub fn init_logging(format: LogFormat) -> Option<crate::logwriter::FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let terminal = std::io::stderr().is_terminal();
+    let (writer, guard) = if terminal {
+        (BoxMakeWriter::new(std::io::stderr), None)
+    } else {
+        let (w, g) = crate::logwriter::batched(std::io::stderr());
+        (BoxMakeWriter::new(w), Some(g))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Text => builder.with_ansi(terminal).try_init(),
     };
     guard
 }
@@ -208,7 +215,7 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
 /// Runs the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     crate::install_crypto_provider();
-    let _flush_logs_at_exit = init_logging(cli.log_format);
+    let logs = init_logging(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Run) {
         // The data path runs on its own worker threads; this thread keeps admin and reloads.
         Command::Run => tokio::runtime::Builder::new_current_thread()
@@ -219,7 +226,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 rt.block_on(crate::server::run(&cli.config))
                     .map_err(|e| e.to_string())
             }),
-        Command::Check { live } => return check(&cli.config, live),
+        Command::Check { live } => {
+            let code = check(&cli.config, live);
+            drop(logs);
+            return code;
+        }
         Command::Cert(c) => cert(&cli.config, c),
         Command::DevCa(c) => dev_ca(&cli.config, c),
         Command::MockAmity(a) => runtime().and_then(|rt| rt.block_on(mock_amity(&cli.config, a))),
@@ -227,6 +238,8 @@ pub fn main(cli: Cli) -> ExitCode {
             runtime().and_then(|rt| rt.block_on(crate::demo::run(&cli.config, a.once)))
         }
     };
+    // Buffered log lines first, so that the error is the last line.
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

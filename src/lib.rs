@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod logwriter;
 pub mod metrics;
 pub mod mock;
 pub mod pki;

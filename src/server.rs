@@ -196,14 +196,16 @@ pub async fn serve(
     drop(listener);
     drop(stop_rx);
     let _ = stop_tx.send(true);
+    let worker = crate::workers::index();
     tracing::info!(
+        worker,
         open_connections = stop_tx.receiver_count(),
         grace_ms = opts.grace.as_millis() as u64,
         "shutting down: no longer accepting; draining"
     );
     tokio::select! {
-        _ = stop_tx.closed() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(opts.grace) => tracing::warn!("grace period over; closing the remaining connections"),
+        _ = stop_tx.closed() => tracing::info!(worker, "all connections drained"),
+        _ = tokio::time::sleep(opts.grace) => tracing::warn!(worker, "grace period over; closing the remaining connections"),
     }
 }
 
