@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the tests use as independent peers and checkers:
+# Installs what the build needs beyond Rust (make and a C compiler, for jemalloc)
+# and the Debian tools the tests use as independent peers and checkers:
 # openssl (CSR and certificate checks), nginx (a real mTLS upstream), curl.
 set -euo pipefail
 missing=()
+command -v make >/dev/null || missing+=(make)
+command -v cc >/dev/null || missing+=(gcc)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v curl >/dev/null || missing+=(curl)
