@@ -103,10 +103,7 @@ async fn token_and_admin_calls_pass_end_to_end() {
 
 #[tokio::test]
 async fn amity_errors_pass_through_unchanged() {
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, _mock, proxy) = common::proxied("").await;
     let (status, _, body) = call(
         proxy.addr,
         Method::GET,
@@ -136,10 +133,7 @@ async fn amity_errors_pass_through_unchanged() {
 
 #[tokio::test]
 async fn denied_calls_never_leave_the_machine() {
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, mock, proxy) = common::proxied("").await;
     for (method, path, headers) in [
         (Method::GET, "/api/v3/channels", vec![]),
         (Method::POST, "/api/v3/sessions", vec![]),
@@ -234,10 +228,7 @@ async fn foreign_ca_cert_is_refused_by_amity_and_reported() {
 
 #[tokio::test]
 async fn pool_reuses_connections() {
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, mock, proxy) = common::proxied("").await;
     for _ in 0..100 {
         let (status, _, _) = v3(proxy.addr).await;
         assert_eq!(status, StatusCode::OK);
@@ -385,10 +376,7 @@ async fn body_and_header_limits() {
 
 #[tokio::test]
 async fn h2c_from_backends_is_served() {
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, _mock, proxy) = common::proxied("").await;
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -431,15 +419,8 @@ async fn over_the_in_flight_limit_is_503_not_a_queue() {
 
 #[tokio::test]
 async fn the_rate_limit_answers_429_with_retry_after() {
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
-    let v = env.config(
-        mock.addr,
-        &["backend-a"],
-        "limits:\n  rate_limit:\n    per_second: 1\n    burst: 2\n",
-    );
-    let proxy = env.proxy(&v).await;
+    let (_env, mock, proxy) =
+        common::proxied("limits:\n  rate_limit:\n    per_second: 1\n    burst: 2\n").await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let (status, headers, body) = v3(proxy.addr).await;
@@ -522,10 +503,7 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 
 async fn an_idle_keep_alive_connection_is_parked_and_serves_the_next_request() {
     use amity_mtls_proxy::conn::PARK_AFTER;
     use tokio::io::AsyncWriteExt;
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, mock, proxy) = common::proxied("").await;
     let metrics = proxy.state.metrics.clone();
     let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();

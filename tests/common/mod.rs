@@ -210,6 +210,18 @@ impl Env {
     }
 }
 
+/// The usual setup: client certificate "backend-a", the stand-in answering at once, and a
+/// proxy configured with it plus `extra_yaml`. Keep the `Env` alive: it owns the files.
+pub async fn proxied(extra_yaml: &str) -> (Env, MockHandle, Running) {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env
+        .proxy(&env.config(mock.addr, &["backend-a"], extra_yaml))
+        .await;
+    (env, mock, proxy)
+}
+
 /// A second, unrelated CA (as if from another organisation).
 pub fn foreign_ca() -> (tempfile::TempDir, DevCa) {
     let dir = tempfile::tempdir().unwrap();
