@@ -43,6 +43,8 @@ pub fn mock_options(
         server_key,
         admin_token,
         delay,
+        http1_only: false,
+        max_requests_per_connection: 0,
     })
 }
 

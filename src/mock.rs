@@ -45,6 +45,11 @@ pub struct MockOptions {
     pub admin_token: String,
     /// Delay before answering each request (to test timeouts and draining).
     pub delay: Duration,
+    /// Offer only HTTP/1.1 by ALPN, as an upstream without HTTP/2 does.
+    pub http1_only: bool,
+    /// Close each connection gracefully after this many requests (HTTP/2: GOAWAY), as
+    /// nginx's `keepalive_requests` does; 0: never.
+    pub max_requests_per_connection: u64,
 }
 
 /// One request as the stand-in saw it.
@@ -121,7 +126,11 @@ pub async fn start(listen: SocketAddr, opts: MockOptions) -> Result<MockHandle, 
         opts.chain.clone(),
         opts.key.clone_key(),
         Some(&opts.client_ca),
-        &[b"h2", b"http/1.1"],
+        if opts.http1_only {
+            &[b"http/1.1"]
+        } else {
+            &[b"h2", b"http/1.1"]
+        },
     )?;
     let listener = TcpListener::bind(listen)
         .await
@@ -209,14 +218,26 @@ async fn accept_loop(
                 .and_then(|c| CertInfo::from_der(c).ok())
                 .map(|i| (i.subject, i.serial))
                 .unwrap_or_default();
+            let limit = mock.opts.max_requests_per_connection;
+            let counted = Arc::new(AtomicU64::new(0));
+            let enough = Arc::new(tokio::sync::Notify::new());
+            let reached = enough.clone();
             let svc = service_fn(move |req| {
                 let mock = mock.clone();
                 let (subject, serial) = (subject.clone(), serial.clone());
+                if counted.fetch_add(1, Ordering::Relaxed) + 1 == limit {
+                    reached.notify_one();
+                }
                 async move { Ok::<_, Infallible>(mock.handle(req, subject, serial).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = enough.notified() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
         });
     }
 }

@@ -15,7 +15,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use std::num::NonZeroU32;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -24,10 +24,10 @@ use crate::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
 use crate::metrics::{CertLabels, Metrics};
 use crate::pki::{self, CertInfo};
 use crate::tls::{self, TlsError};
-use crate::upstream::{upstream_path, Outgoing, Upstream, UpstreamError};
+use crate::upstream::{upstream_path, BoxError, Outgoing, Upstream, UpstreamBody, UpstreamError};
 
 /// Response body: the upstream's, streamed, or one of ours.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Header carrying the request id both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -322,7 +322,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn record(&self, result: &Result<Response<Incoming>, UpstreamError>) {
+    fn record(&self, result: &Result<Response<UpstreamBody>, UpstreamError>) {
         let (accepted, detail) = match result {
             Ok(_) => (true, "accepted".to_string()),
             Err(e) if e.is_tls_failure() => (false, e.to_string()),
@@ -668,7 +668,10 @@ impl Generation {
     /// Sends upstream with the active certificate. On a TLS failure the request
     /// (never read by the upstream) is retried once: with the other certificate when
     /// the upstream refused ours and another is usable, else on a new connection.
-    pub async fn send(&self, out: &Outgoing) -> Result<(Response<Incoming>, Option<&str>), Reject> {
+    pub async fn send(
+        &self,
+        out: &Outgoing,
+    ) -> Result<(Response<UpstreamBody>, Option<&str>), Reject> {
         let Some(anonymous) = &self.anonymous else {
             return self.send_with_cert(out).await;
         };
@@ -684,7 +687,7 @@ impl Generation {
     async fn send_with_cert(
         &self,
         out: &Outgoing,
-    ) -> Result<(Response<Incoming>, Option<&str>), Reject> {
+    ) -> Result<(Response<UpstreamBody>, Option<&str>), Reject> {
         let now = pki::now_unix();
         let mut usable = self.usable(now);
         let Some((first_n, first)) = usable.next() else {
@@ -891,43 +894,21 @@ async fn forward<'g>(
     outcome.route = Some(route);
     g.admit(conn, route)?;
     let limit = g.limits.max_request_body_bytes;
-    let too_large = || {
-        Reject::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is over the {limit}-byte limit"),
-        )
-    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(too_large(limit));
     }
     let (parts, body) = req.into_parts();
-    let reading = tokio::time::timeout(g.body_read_timeout, Limited::new(body, limit).collect());
-    let body = match reading.await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(_) => {
-            return Err(Reject::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_read_timeout",
-                format!(
-                    "the request body did not arrive within {} ms",
-                    g.body_read_timeout.as_millis()
-                ),
-            ))
-        }
-        Ok(Err(e)) => {
-            return Err(Reject::new(
-                StatusCode::BAD_REQUEST,
-                "body_read_failed",
-                format!("could not read the request body: {e}"),
-            ))
-        }
+    // Most calls (the token GET) have no body: no timer, no collecting. Boxed, so that the
+    // rarely used reading state does not enlarge every request's future.
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        Box::pin(read_body(g, body)).await?
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -967,6 +948,37 @@ async fn forward<'g>(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The whole request body, within `limits.max_request_body_bytes` and the body read timeout.
+async fn read_body(g: &Generation, body: Incoming) -> Result<Bytes, Reject> {
+    let limit = g.limits.max_request_body_bytes;
+    let reading = tokio::time::timeout(g.body_read_timeout, Limited::new(body, limit).collect());
+    match reading.await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Err(_) => Err(Reject::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_read_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                g.body_read_timeout.as_millis()
+            ),
+        )),
+        Ok(Err(e)) => Err(Reject::new(
+            StatusCode::BAD_REQUEST,
+            "body_read_failed",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> Reject {
+    Reject::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body is over the {limit}-byte limit"),
+    )
 }
 
 fn upstream_reject(e: &UpstreamError, cert: Option<&str>) -> Reject {

@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,7 +24,12 @@ use crate::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+mod multiplex;
+
+pub use multiplex::RecvBody;
+
+/// The error type of response bodies and connectors.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Why an upstream call failed; decides 502 versus 504 and the message.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +156,11 @@ impl TlsFailure {
 
     fn get(&self) -> Option<rustls::Error> {
         self.0.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Whether both belong to the same connection.
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -331,11 +342,54 @@ pub fn upstream_path(prefix: &str, pq: &PathAndQuery) -> Result<PathAndQuery, Up
     })
 }
 
-/// One generation's upstream: a TLS config with one client identity, and a pool per worker.
+/// A response body from the upstream: over HTTP/2 (the usual case) or HTTP/1.1.
+pub enum UpstreamBody {
+    /// From the worker's multiplexed HTTP/2 connection.
+    Http2(RecvBody),
+    /// From hyper-util's pool of HTTP/1.1 connections.
+    Http1(Incoming),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http2(b) => b.is_end_stream(),
+            Self::Http1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Http2(b) => b.size_hint(),
+            Self::Http1(b) => b.size_hint(),
+        }
+    }
+}
+
+/// One generation's upstream: a TLS config with one client identity, and per worker an
+/// HTTP/2 connection (or, if the upstream offers only HTTP/1.1, a connection pool).
 pub struct Upstream {
-    /// One per worker thread (see `workers`), so that a pooled connection is driven by the
+    /// One per worker thread (see `workers`), so that a connection is driven by the
     /// thread whose requests use it.
+    slots: Box<[multiplex::Slot]>,
+    /// Set once the upstream has chosen HTTP/1.1 by ALPN; then `clients` carry the requests.
+    http1: AtomicBool,
     clients: Box<[Client<CountingConnector, Full<Bytes>>]>,
+    connector: CountingConnector,
+    idle: Duration,
     target: UpstreamTarget,
     metrics: Arc<Metrics>,
     timeouts: TimeoutsConfig,
@@ -371,17 +425,23 @@ impl Upstream {
             bound: timeouts.connect() + timeouts.handshake(),
             recent: recent.clone(),
         };
+        let idle = Duration::from_millis(upstream.pool_idle_timeout_ms.max(1));
         let mut builder = Client::builder(TokioExecutor::new());
         builder
-            .pool_idle_timeout(Duration::from_millis(upstream.pool_idle_timeout_ms))
+            .pool_idle_timeout(idle)
             .pool_max_idle_per_host(upstream.pool_max_idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
-        let clients = (0..workers.max(1))
+        let workers = workers.max(1);
+        let clients = (0..workers)
             .map(|_| builder.build(connector.clone()))
             .collect();
         Ok(Self {
+            slots: (0..workers).map(|_| multiplex::Slot::default()).collect(),
+            http1: AtomicBool::new(false),
             clients,
+            connector,
+            idle,
             target,
             metrics,
             timeouts: timeouts.clone(),
@@ -395,26 +455,28 @@ impl Upstream {
     }
 
     /// Sends a request once; the caller decides on retries.
-    pub async fn send(&self, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTPS);
-        parts.authority = Some(self.target.authority.clone());
-        parts.path_and_query = Some(out.path_and_query.clone());
-        let uri = Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol {
-            reason: format!("bad upstream URI: {e}"),
-        })?;
-        let mut req = Request::new(Full::new(out.body.clone()));
-        *req.method_mut() = out.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = out.headers.clone();
+    pub async fn send(&self, out: &Outgoing) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.metrics.upstream_requests.inc();
+        let worker = crate::workers::index();
+        let exchange = async {
+            if !self.http1.load(Ordering::Relaxed) {
+                let slot = &self.slots[worker % self.slots.len()];
+                if let Some(resp) = self.send_http2(slot, out).await? {
+                    return Ok(resp);
+                }
+            }
+            let client = &self.clients[worker % self.clients.len()];
+            match client
+                .request(self.request(out, Full::new(out.body.clone()))?)
+                .await
+            {
+                Ok(resp) => Ok(resp.map(UpstreamBody::Http1)),
+                Err(e) => Err(self.classify(&e)),
+            }
+        };
         // The connector bounds connect and handshake on their own; this bounds the whole wait.
-        let client = &self.clients[crate::workers::index() % self.clients.len()];
-        let result = match tokio::time::timeout(self.timeouts.response(), client.request(req)).await
-        {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.classify(&e)),
+        let result = match tokio::time::timeout(self.timeouts.response(), exchange).await {
+            Ok(r) => r,
             Err(_) => Err(UpstreamError::ResponseTimeout {
                 ms: self.timeouts.response_ms,
             }),
@@ -425,6 +487,91 @@ impl Upstream {
             }
         }
         result
+    }
+
+    fn uri(&self, path_and_query: &PathAndQuery) -> Result<Uri, UpstreamError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(self.target.authority.clone());
+        parts.path_and_query = Some(path_and_query.clone());
+        Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol {
+            reason: format!("bad upstream URI: {e}"),
+        })
+    }
+
+    fn request<B>(&self, out: &Outgoing, body: B) -> Result<Request<B>, UpstreamError> {
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = self.uri(&out.path_and_query)?;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = out.headers.clone();
+        Ok(req)
+    }
+
+    /// Over the worker's HTTP/2 connection, made first if needed; `None` when the upstream
+    /// chose HTTP/1.1.
+    async fn send_http2(
+        &self,
+        slot: &multiplex::Slot,
+        out: &Outgoing,
+    ) -> Result<Option<Response<UpstreamBody>>, UpstreamError> {
+        let mut again = true;
+        loop {
+            let conn = match slot.current() {
+                Some(conn) => conn,
+                None => match Box::pin(self.connect_http2(slot)).await? {
+                    Some(conn) => conn,
+                    None => return Ok(None),
+                },
+            };
+            let mut req = self.request(out, ())?;
+            if !out.body.is_empty() && !req.headers().contains_key(http::header::CONTENT_LENGTH) {
+                req.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, out.body.len().into());
+            }
+            let e = match multiplex::exchange(&conn, req, &out.body).await {
+                Ok(resp) => return Ok(Some(resp.map(UpstreamBody::Http2))),
+                Err(multiplex::Failed::Unsent(e)) if again => {
+                    // Closed or going away: the request was never seen, try a new connection.
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection unusable; opening another");
+                    slot.forget(&conn);
+                    again = false;
+                    continue;
+                }
+                Err(multiplex::Failed::Unsent(e) | multiplex::Failed::Sent(e)) => e,
+            };
+            if e.is_io() || e.is_go_away() {
+                slot.forget(&conn);
+            }
+            return Err(self.explain(&e, conn.failure.get()));
+        }
+    }
+
+    /// Makes this worker's HTTP/2 connection; `None` when the upstream chose HTTP/1.1.
+    async fn connect_http2(
+        &self,
+        slot: &multiplex::Slot,
+    ) -> Result<Option<multiplex::Conn>, UpstreamError> {
+        let _only_one = slot.connecting().await;
+        if let Some(conn) = slot.current() {
+            return Ok(Some(conn));
+        }
+        let io = tower_service::Service::call(
+            &mut self.connector.clone(),
+            self.uri(&PathAndQuery::from_static("/"))?,
+        )
+        .await
+        .map_err(|e| self.explain(e.as_ref(), None))?;
+        if !io.connected().is_negotiated_h2() {
+            tracing::info!(upstream = %self.target.authority, "the upstream chose HTTP/1.1 by ALPN; pooling HTTP/1.1 connections");
+            self.http1.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let failure = io.failure.clone();
+        slot.start(io, self.idle)
+            .await
+            .map(Some)
+            .map_err(|e| self.explain(&e, failure.get()))
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
@@ -438,7 +585,12 @@ impl Upstream {
             None if err.is_connect() => None,
             None => self.recent.get(),
         };
-        if let Some(t) = explained {
+        self.explain(err, explained)
+    }
+
+    /// The failure for `err`, or for `tls` (what the connection's TLS layer saw) if known.
+    fn explain(&self, err: &(dyn StdError + 'static), tls: Option<rustls::Error>) -> UpstreamError {
+        if let Some(t) = tls {
             return classify_tls(&t);
         }
         let addr = format!("{}:{}", self.target.host, self.target.port);
@@ -453,7 +605,12 @@ impl Upstream {
             if let Some(t) = e.downcast_ref::<rustls::Error>() {
                 return classify_tls(t);
             }
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // h2 keeps an I/O error's kind and text but does not expose it as the source.
+            let io = e
+                .downcast_ref::<h2::Error>()
+                .and_then(h2::Error::get_io)
+                .or_else(|| e.downcast_ref::<std::io::Error>());
+            if let Some(io) = io {
                 if let Some(inner) = io.get_ref() {
                     // io::Error::source skips the wrapped error itself; look at it directly.
                     cur = Some(inner as &(dyn StdError + 'static));

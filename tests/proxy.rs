@@ -254,6 +254,107 @@ async fn pool_reuses_connections() {
 }
 
 #[tokio::test]
+async fn an_upstream_without_http2_is_served_over_pooled_http1() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock_with(|o| o.http1_only = true).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    for _ in 0..20 {
+        let (status, _, _) = v3(proxy.addr).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::POST,
+        "/api/v4/authentication/token",
+        &[
+            ("x-server-key", SERVER_KEY),
+            ("content-type", "application/json"),
+        ],
+        r#"{"userId":"alice"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let seen = mock.observed.requests();
+    assert_eq!(seen.len(), 21);
+    assert!(seen.iter().all(|s| !s.http2), "all over HTTP/1.1");
+    // The first connection learns the ALPN choice; then one pooled connection per worker.
+    let workers = amity_mtls_proxy::workers::resolve(0) as u64;
+    let handshakes = proxy.state.metrics.handshakes();
+    assert!(
+        handshakes <= workers + 1,
+        "{handshakes} handshakes for 21 sequential requests and {workers} workers"
+    );
+    proxy.shutdown().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_the_upstream_closes_lose_no_request() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    // Like nginx's keepalive_requests: GOAWAY after every 5 requests on a connection.
+    let mock = env.mock_with(|o| o.max_requests_per_connection = 5).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let addr = proxy.addr;
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        callers.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..25 {
+                statuses.push(v3(addr).await.0);
+            }
+            statuses
+        });
+    }
+    let mut answered = 0;
+    while let Some(statuses) = callers.join_next().await {
+        for status in statuses.unwrap() {
+            assert_eq!(status, StatusCode::OK);
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 200);
+    let handshakes = mock
+        .observed
+        .handshakes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        handshakes > 10,
+        "the stand-in closed its connections ({handshakes} handshakes for 200 requests)"
+    );
+    proxy.shutdown().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_upstream_connection_is_let_go_after_the_idle_timeout() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let mut v = env.config(mock.addr, &["backend-a"], "");
+    v.config.upstream.pool_idle_timeout_ms = 100;
+    // One worker: one upstream connection whatever thread accepts the calls.
+    v.config.workers = 1;
+    let proxy = env.proxy(&v).await;
+    let handshakes = || {
+        mock.observed
+            .handshakes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
+    assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
+    assert_eq!(handshakes(), 1, "the second request reused the connection");
+    // Let go between one and two idle timeouts after the last request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
+    assert_eq!(handshakes(), 2, "the idle connection was replaced");
+    proxy.shutdown().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test]
 async fn upstream_down_is_502_fast() {
     let env = Env::new();
     env.client_cert("backend-a");

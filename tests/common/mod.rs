@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::config::{self, Validated};
 use amity_mtls_proxy::demo;
-use amity_mtls_proxy::mock::{self, MockHandle};
+use amity_mtls_proxy::mock::{self, MockHandle, MockOptions};
 use amity_mtls_proxy::pki::{self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity};
 use amity_mtls_proxy::server::{self, Running};
 
@@ -198,8 +198,19 @@ impl Env {
     }
 
     pub async fn mock(&self, delay: Duration) -> MockHandle {
-        let opts = demo::mock_options(&self.certs(), SERVER_KEY.into(), ADMIN_TOKEN.into(), delay)
-            .unwrap();
+        self.mock_with(|o| o.delay = delay).await
+    }
+
+    /// The stand-in with options changed by `tune`.
+    pub async fn mock_with(&self, tune: impl FnOnce(&mut MockOptions)) -> MockHandle {
+        let mut opts = demo::mock_options(
+            &self.certs(),
+            SERVER_KEY.into(),
+            ADMIN_TOKEN.into(),
+            Duration::ZERO,
+        )
+        .unwrap();
+        tune(&mut opts);
         mock::start("127.0.0.1:0".parse().unwrap(), opts)
             .await
             .unwrap()
