@@ -267,7 +267,11 @@ pub fn identities(der: &[u8]) -> Vec<String> {
 
 /// Seconds since the epoch, now.
 pub fn now_unix() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
+    // Called per request (certificate expiry): seconds only, no calendar arithmetic.
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(before) => -(before.duration().as_secs() as i64),
+    }
 }
 
 /// RFC 3339 text for a unix time.

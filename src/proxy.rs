@@ -1,7 +1,7 @@
 //! The hyper service: policy (deny by default), header rewrite, forwarding,
 //! and Amity-shaped errors for everything the proxy itself refuses.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -248,11 +248,12 @@ fn is_canonical(path: &str) -> bool {
 }
 
 fn has_query_param(query: Option<&str>, name: &str) -> bool {
+    let name = name.as_bytes();
+    // `name=` followed by at least one byte; a byte scan, as it runs per token call.
     query.is_some_and(|q| {
-        q.split('&').any(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            k == name && !v.is_empty()
-        })
+        q.as_bytes()
+            .split(|&b| b == b'&')
+            .any(|kv| kv.len() > name.len() + 1 && kv.starts_with(name) && kv[name.len()] == b'=')
     })
 }
 
@@ -319,19 +320,26 @@ pub struct Identity {
     pub info: CertInfo,
     upstream: Upstream,
     last: Mutex<Option<HandshakeResult>>,
+    /// When `last` last recorded an acceptance (unix seconds; `i64::MIN` after a failure).
+    accepted_at: AtomicI64,
 }
 
 impl Identity {
     fn record(&self, result: &Result<Response<UpstreamBody>, UpstreamError>) {
+        let now = pki::now_unix();
         let (accepted, detail) = match result {
+            // Every worker records every success: once a second is enough, and shares no lock.
+            Ok(_) if self.accepted_at.load(Ordering::Relaxed) == now => return,
             Ok(_) => (true, "accepted".to_string()),
             Err(e) if e.is_tls_failure() => (false, e.to_string()),
             // Not about the certificate: keep the last verdict.
             Err(_) => return,
         };
         if let Ok(mut last) = self.last.lock() {
+            self.accepted_at
+                .store(if accepted { now } else { i64::MIN }, Ordering::Relaxed);
             *last = Some(HandshakeResult {
-                at: pki::now_unix(),
+                at: now,
                 accepted,
                 detail,
             });
@@ -438,6 +446,7 @@ impl Generation {
                     info: c.info.clone(),
                     upstream: upstream(Some(c))?,
                     last: Mutex::new(None),
+                    accepted_at: AtomicI64::new(i64::MIN),
                 })
             })
             .collect::<Result<Vec<_>, TlsError>>()?;
@@ -701,7 +710,10 @@ impl Generation {
         first.record(&result);
         let err = match result {
             Ok(r) => {
-                if first_n == self.active.load(Ordering::Relaxed) {
+                // Read first: a store on every request would bounce the line between workers.
+                if first_n == self.active.load(Ordering::Relaxed)
+                    && self.rejections.load(Ordering::Relaxed) != 0
+                {
                     self.rejections.store(0, Ordering::Relaxed);
                 }
                 return Ok((r, Some(first.name.as_str())));
@@ -803,23 +815,24 @@ fn request_id(h: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static PREFIX: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let prefix = PREFIX.get_or_init(|| {
         let mut b = [0u8; 8];
         let _ = aws_lc_rs::rand::fill(&mut b);
-        u64::from_be_bytes(b)
+        let mut hex = [0u8; 16];
+        for (i, byte) in b.iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(byte >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        }
+        hex
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 24];
-    for (i, slot) in out.iter_mut().enumerate() {
-        let nibble = if i < 16 {
-            prefix >> (60 - 4 * i)
-        } else {
-            n >> (28 - 4 * (i - 16))
-        };
-        *slot = HEX[(nibble & 0xf) as usize];
+    out[..16].copy_from_slice(prefix);
+    for (i, slot) in out[16..].iter_mut().enumerate() {
+        *slot = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
@@ -1016,6 +1029,19 @@ mod tests {
 
     fn classify(p: &Policy, r: (Method, Uri, HeaderMap)) -> Result<RouteClass, u16> {
         p.classify(&r.0, &r.1, &r.2).map_err(|e| e.status.as_u16())
+    }
+
+    #[test]
+    fn the_user_id_parameter_must_be_present_and_non_empty() {
+        let has = |q: &str| has_query_param(Some(q), "userId");
+        assert!(has("userId=u1"));
+        assert!(has("a=1&userId=u&b"));
+        assert!(!has("userId="));
+        assert!(!has("userId"));
+        assert!(!has("userIdx=1"));
+        assert!(!has("xuserId=1"));
+        assert!(!has("userId=&a=1"));
+        assert!(!has_query_param(None, "userId"));
     }
 
     #[test]
