@@ -113,10 +113,12 @@ pub struct UpstreamConfig {
     /// Extra trust roots (PEM) added to the public web roots; for local testing.
     #[serde(default)]
     pub ca: Option<PathBuf>,
-    /// How long an idle pooled upstream connection is kept, in milliseconds.
+    /// How long an upstream connection is kept without a request, in milliseconds
+    /// (checked every this long, so it closes within twice the time).
     #[serde(default = "default_pool_idle_ms")]
     pub pool_idle_timeout_ms: u64,
-    /// How many idle connections the pool keeps per upstream host.
+    /// How many idle connections the pool keeps per upstream host; HTTP/1.1 upstreams only
+    /// (with HTTP/2 each worker keeps one connection).
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
 }

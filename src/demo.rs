@@ -45,6 +45,7 @@ pub fn mock_options(
         delay,
         http1_only: false,
         max_requests_per_connection: 0,
+        body_pause: Duration::ZERO,
     })
 }
 

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::{stream, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -50,6 +52,8 @@ pub struct MockOptions {
     /// Close each connection gracefully after this many requests (HTTP/2: GOAWAY), as
     /// nginx's `keepalive_requests` does; 0: never.
     pub max_requests_per_connection: u64,
+    /// Pause between the two halves of each response body (to test slow bodies); zero: none.
+    pub body_pause: Duration,
 }
 
 /// One request as the stand-in saw it.
@@ -228,7 +232,10 @@ async fn accept_loop(
                 if counted.fetch_add(1, Ordering::Relaxed) + 1 == limit {
                     reached.notify_one();
                 }
-                async move { Ok::<_, Infallible>(mock.handle(req, subject, serial).await) }
+                async move {
+                    let pause = mock.opts.body_pause;
+                    Ok::<_, Infallible>(paced(mock.handle(req, subject, serial).await, pause).await)
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
@@ -252,6 +259,31 @@ async fn lingering_close(mut tcp: tokio::net::TcpStream) {
         while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// The response with its body sent in two halves `pause` apart (at once when zero).
+async fn paced(
+    resp: Response<Full<Bytes>>,
+    pause: Duration,
+) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
+    if pause.is_zero() {
+        return resp.map(BodyExt::boxed_unsync);
+    }
+    let (parts, body) = resp.into_parts();
+    let whole = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    let second = whole.slice(whole.len() / 2..);
+    let first = whole.slice(..whole.len() / 2);
+    let later = async move {
+        tokio::time::sleep(pause).await;
+        second
+    };
+    let frames = stream::once(std::future::ready(first))
+        .chain(stream::once(later))
+        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    Response::from_parts(parts, StreamBody::new(frames).boxed_unsync())
 }
 
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {

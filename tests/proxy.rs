@@ -495,6 +495,38 @@ async fn h2c_from_backends_is_served() {
 }
 
 #[tokio::test]
+async fn a_slow_response_body_arrives_whole_and_the_connection_lives_on() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    // Longer than the quiet time after which an idle connection parks.
+    let pause = amity_mtls_proxy::conn::PARK_AFTER * 2;
+    let mock = env.mock_with(|o| o.body_pause = pause).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // The second request goes on the same connection: it must have survived the first.
+    for _ in 0..2 {
+        let req = http::Request::get(V3)
+            .header("host", "gateway")
+            .header("x-server-key", SERVER_KEY)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let started = Instant::now();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(started.elapsed() >= pause, "the body was paced");
+        let token: String = serde_json::from_slice(&body).expect("the whole JSON body");
+        assert!(token.len() >= 16);
+    }
+    proxy.shutdown().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test]
 async fn over_the_in_flight_limit_is_503_not_a_queue() {
     let env = Env::new();
     env.client_cert("backend-a");
