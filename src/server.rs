@@ -222,9 +222,11 @@ async fn serve_conn<S: Socket>(
     let act = activity.clone();
     let peer = conn.peer;
     let svc = service_fn(move |req| {
-        let (state, conn, busy) = (state.clone(), conn.clone(), act.begin());
+        // The generation rather than the state: one shared reference count touched per request.
+        let (generation, conn) = (state.current.load_full(), conn.clone());
+        let busy = act.begin();
         async move {
-            let resp = proxy::handle(state, req, conn).await;
+            let resp = proxy::handle(generation, req, conn).await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
         }
     });
