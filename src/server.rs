@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::{self, Admin};
@@ -19,7 +19,6 @@ use crate::pki;
 use crate::proxy::{self, ConnInfo, ProxyState};
 use crate::reload::{self, Reloader};
 use crate::tls::TlsError;
-use crate::workers::{Balance, Handoff};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,41 +116,30 @@ impl Drop for Open {
 }
 
 /// Serves backends on `listener` until `shutdown` resolves, then drains within the grace period.
-/// `slots` bounds open connections across every worker; `balance` and `inbox` move new
-/// connections between workers (see [`Balance`]).
+/// `slots` bounds open connections across every worker.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ProxyState>,
     opts: ConnOptions,
     slots: Arc<Semaphore>,
-    (balance, mut inbox): (Arc<Balance>, mpsc::UnboundedReceiver<Handoff>),
     shutdown: impl Future<Output = ()>,
 ) {
     let builders = Arc::new(opts.builders());
-    let worker = crate::workers::index();
     // Every connection task holds a receiver: `closed()` on the sender means all have ended.
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let next = async {
-            let slot = slots.clone().acquire_owned().await.ok()?;
-            Some((listener.accept().await, slot))
-        };
-        let (stream, peer, slot) = tokio::select! {
-            Some(h) = inbox.recv() => match TcpStream::from_std(h.stream) {
-                Ok(s) => (s, h.peer, h.slot),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not take a connection over from another worker");
-                    continue;
-                }
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
             },
-            accepted = next => match accepted {
-                None => break,
-                Some((Ok((s, peer)), slot)) => match keep_or_hand_off(&balance, worker, s, peer, slot) {
-                    Some(kept) => kept,
-                    None => continue,
-                },
-                Some((Err(e), _)) => {
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -167,9 +155,8 @@ pub async fn serve(
             stop_rx.clone(),
             opts.clone(),
         );
-        let serving = balance.serving(worker);
         tokio::spawn(async move {
-            let _open = (Open::new(slot, &state.metrics.connections), serving);
+            let _open = Open::new(slot, &state.metrics.connections);
             let bounds = Bounds {
                 idle: opts.idle,
                 stop,
@@ -207,9 +194,9 @@ pub async fn serve(
         });
     }
     drop(listener);
-    drop(inbox);
     drop(stop_rx);
     let _ = stop_tx.send(true);
+    let worker = crate::workers::index();
     tracing::info!(
         worker,
         open_connections = stop_tx.receiver_count(),
@@ -219,33 +206,6 @@ pub async fn serve(
     tokio::select! {
         _ = stop_tx.closed() => tracing::info!(worker, "all connections drained"),
         _ = tokio::time::sleep(opts.grace) => tracing::warn!(worker, "grace period over; closing the remaining connections"),
-    }
-}
-
-/// The connection, to serve here; or `None` once handed to a worker with fewer connections.
-fn keep_or_hand_off(
-    balance: &Balance,
-    me: usize,
-    stream: TcpStream,
-    peer: SocketAddr,
-    slot: OwnedSemaphorePermit,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
-    let Some(to) = balance.destination(me) else {
-        return Some((stream, peer, slot));
-    };
-    // Out of this worker's event loop; the other registers it with its own.
-    let stream = match stream.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "could not hand a connection over");
-            return None;
-        }
-    };
-    match balance.hand(to, Handoff { stream, peer, slot }) {
-        Ok(()) => None,
-        Err(h) => TcpStream::from_std(h.stream)
-            .ok()
-            .map(|s| (s, h.peer, h.slot)),
     }
 }
 
@@ -373,8 +333,7 @@ fn spawn_workers(
     let slots = Arc::new(Semaphore::new(v.config.limits.max_connections));
     let opts = ConnOptions::from_config(v);
     let (done, all_done) = mpsc::channel(1);
-    let (balance, inboxes) = Balance::new(workers);
-    for (i, inbox) in inboxes.into_iter().enumerate() {
+    for i in 0..workers {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -384,13 +343,12 @@ fn spawn_workers(
             let _in_rt = rt.enter();
             TcpListener::from_std(listener.try_clone().map_err(io)?).map_err(io)?
         };
-        let (state, opts, slots, mut stop, done, balance) = (
+        let (state, opts, slots, mut stop, done) = (
             state.clone(),
             opts.clone(),
             slots.clone(),
             stop.clone(),
             done.clone(),
-            balance.clone(),
         );
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
@@ -400,7 +358,7 @@ fn spawn_workers(
                     let shutdown = async move {
                         let _ = stop.changed().await;
                     };
-                    serve(listener, state, opts, slots, (balance, inbox), shutdown).await;
+                    serve(listener, state, opts, slots, shutdown).await;
                 });
                 // Dropping the runtime closes what the grace period left open.
                 drop(rt);
