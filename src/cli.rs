@@ -216,37 +216,34 @@ pub fn init_logging(format: LogFormat) -> Option<crate::logwriter::FlushGuard> {
 pub fn main(cli: Cli) -> ExitCode {
     crate::install_crypto_provider();
     let logs = init_logging(cli.log_format);
-    let result = match cli.command.unwrap_or(Command::Run) {
+    let outcome = execute(cli.command.unwrap_or(Command::Run), &cli.config);
+    // Buffered log lines first, so that the error is the last line.
+    drop(logs);
+    outcome.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn execute(command: Command, config: &Path) -> Result<ExitCode, String> {
+    match command {
         // The data path runs on its own worker threads; this thread keeps admin and reloads.
         Command::Run => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))
             .and_then(|rt| {
-                rt.block_on(crate::server::run(&cli.config))
+                rt.block_on(crate::server::run(config))
                     .map_err(|e| e.to_string())
             }),
-        Command::Check { live } => {
-            let code = check(&cli.config, live);
-            drop(logs);
-            return code;
-        }
-        Command::Cert(c) => cert(&cli.config, c),
-        Command::DevCa(c) => dev_ca(&cli.config, c),
-        Command::MockAmity(a) => runtime().and_then(|rt| rt.block_on(mock_amity(&cli.config, a))),
-        Command::Demo(a) => {
-            runtime().and_then(|rt| rt.block_on(crate::demo::run(&cli.config, a.once)))
-        }
-    };
-    // Buffered log lines first, so that the error is the last line.
-    drop(logs);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        // Reports its findings itself, with an exit code of its own.
+        Command::Check { live } => return Ok(check(config, live)),
+        Command::Cert(c) => cert(config, c),
+        Command::DevCa(c) => dev_ca(config, c),
+        Command::MockAmity(a) => runtime().and_then(|rt| rt.block_on(mock_amity(config, a))),
+        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(crate::demo::run(config, a.once))),
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

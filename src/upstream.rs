@@ -425,6 +425,7 @@ impl Upstream {
             bound: timeouts.connect() + timeouts.handshake(),
             recent: recent.clone(),
         };
+        // `check` refuses 0; the floor keeps a hand-built config from a zero-period timer.
         let idle = Duration::from_millis(upstream.pool_idle_timeout_ms.max(1));
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -466,10 +467,9 @@ impl Upstream {
                 }
             }
             let client = &self.clients[worker % self.clients.len()];
-            match client
-                .request(self.request(out, Full::new(out.body.clone()))?)
-                .await
-            {
+            let req = self.request(out, Full::new(out.body.clone()))?;
+            // Boxed, as connecting is: a rare path with a large future.
+            match Box::pin(client.request(req)).await {
                 Ok(resp) => Ok(resp.map(UpstreamBody::Http1)),
                 Err(e) => Err(self.classify(&e)),
             }

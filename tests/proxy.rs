@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use amity_mtls_proxy::demo::call;
 use amity_mtls_proxy::pki::Validity;
 use bytes::Bytes;
-use common::{closed_port, foreign_ca, json, v3, Env, ADMIN_TOKEN, SERVER_KEY, V3};
+use common::{closed_port, foreign_ca, json, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -39,18 +39,7 @@ async fn token_and_admin_calls_pass_end_to_end() {
     assert!(token.len() >= 16);
     assert_eq!(headers["x-request-id"], "req-123");
 
-    let (status, _, body) = call(
-        proxy.addr,
-        Method::POST,
-        "/api/v4/authentication/token",
-        &[
-            ("x-server-key", SERVER_KEY),
-            ("content-type", "application/json"),
-        ],
-        r#"{"userId":"alice"}"#,
-    )
-    .await
-    .unwrap();
+    let (status, _, body) = v4(proxy.addr, "alice").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.len() > 16);
 
@@ -168,12 +157,7 @@ async fn denied_calls_never_leave_the_machine() {
     .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "v3 without userId");
     assert!(mock.observed.requests().is_empty());
-    assert_eq!(
-        mock.observed
-            .handshakes
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(common::handshakes_seen(&mock), 0);
     assert_eq!(proxy.state.metrics.handshakes(), 0);
 }
 
@@ -243,9 +227,7 @@ async fn pool_reuses_connections() {
         stats.handshakes()
     );
     assert_eq!(
-        mock.observed
-            .handshakes
-            .load(std::sync::atomic::Ordering::Relaxed),
+        common::handshakes_seen(&mock),
         stats.handshakes(),
         "the stand-in counted the same handshakes"
     );
@@ -255,26 +237,12 @@ async fn pool_reuses_connections() {
 
 #[tokio::test]
 async fn an_upstream_without_http2_is_served_over_pooled_http1() {
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock_with(|o| o.http1_only = true).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, mock, proxy) = common::proxied_with(|o| o.http1_only = true, "").await;
     for _ in 0..20 {
         let (status, _, _) = v3(proxy.addr).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, _, body) = call(
-        proxy.addr,
-        Method::POST,
-        "/api/v4/authentication/token",
-        &[
-            ("x-server-key", SERVER_KEY),
-            ("content-type", "application/json"),
-        ],
-        r#"{"userId":"alice"}"#,
-    )
-    .await
-    .unwrap();
+    let (status, _, body) = v4(proxy.addr, "alice").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let seen = mock.observed.requests();
     assert_eq!(seen.len(), 21);
@@ -292,11 +260,8 @@ async fn an_upstream_without_http2_is_served_over_pooled_http1() {
 
 #[tokio::test]
 async fn connections_the_upstream_closes_lose_no_request() {
-    let env = Env::new();
-    env.client_cert("backend-a");
     // Like nginx's keepalive_requests: GOAWAY after every 5 requests on a connection.
-    let mock = env.mock_with(|o| o.max_requests_per_connection = 5).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, mock, proxy) = common::proxied_with(|o| o.max_requests_per_connection = 5, "").await;
     let addr = proxy.addr;
     let mut callers = tokio::task::JoinSet::new();
     for _ in 0..8 {
@@ -316,10 +281,7 @@ async fn connections_the_upstream_closes_lose_no_request() {
         }
     }
     assert_eq!(answered, 200);
-    let handshakes = mock
-        .observed
-        .handshakes
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let handshakes = common::handshakes_seen(&mock);
     assert!(
         handshakes > 10,
         "the stand-in closed its connections ({handshakes} handshakes for 200 requests)"
@@ -338,11 +300,7 @@ async fn an_idle_upstream_connection_is_let_go_after_the_idle_timeout() {
     // One worker: one upstream connection whatever thread accepts the calls.
     v.config.workers = 1;
     let proxy = env.proxy(&v).await;
-    let handshakes = || {
-        mock.observed
-            .handshakes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let handshakes = || common::handshakes_seen(&mock);
     assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
     assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
     assert_eq!(handshakes(), 1, "the second request reused the connection");
@@ -496,12 +454,9 @@ async fn h2c_from_backends_is_served() {
 
 #[tokio::test]
 async fn a_slow_response_body_arrives_whole_and_the_connection_lives_on() {
-    let env = Env::new();
-    env.client_cert("backend-a");
     // Longer than the quiet time after which an idle connection parks.
     let pause = amity_mtls_proxy::conn::PARK_AFTER * 2;
-    let mock = env.mock_with(|o| o.body_pause = pause).await;
-    let proxy = env.proxy(&env.config(mock.addr, &["backend-a"], "")).await;
+    let (_env, mock, proxy) = common::proxied_with(|o| o.body_pause = pause, "").await;
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

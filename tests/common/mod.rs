@@ -30,6 +30,27 @@ pub async fn v3(addr: SocketAddr) -> (http::StatusCode, http::HeaderMap, bytes::
     .unwrap()
 }
 
+/// The v4 token call (POST, JSON body) for `user`, with the stand-in's server key.
+pub async fn v4(addr: SocketAddr, user: &str) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    demo::call(
+        addr,
+        http::Method::POST,
+        "/api/v4/authentication/token",
+        &[
+            ("x-server-key", SERVER_KEY),
+            ("content-type", "application/json"),
+        ],
+        &serde_json::json!({ "userId": user }).to_string(),
+    )
+    .await
+    .unwrap()
+}
+
+/// TLS handshakes the stand-in completed.
+pub fn handshakes_seen(mock: &MockHandle) -> u64 {
+    mock.observed.handshakes.load(Ordering::Relaxed)
+}
+
 /// Headers of a backend that sends the stand-in's server key itself.
 pub const WITH_KEY: &[(&str, &str)] = &[("x-server-key", SERVER_KEY)];
 
@@ -224,9 +245,17 @@ impl Env {
 /// The usual setup: client certificate "backend-a", the stand-in answering at once, and a
 /// proxy configured with it plus `extra_yaml`. Keep the `Env` alive: it owns the files.
 pub async fn proxied(extra_yaml: &str) -> (Env, MockHandle, Running) {
+    proxied_with(|_| {}, extra_yaml).await
+}
+
+/// [`proxied`], with the stand-in's options changed by `tune`.
+pub async fn proxied_with(
+    tune: impl FnOnce(&mut MockOptions),
+    extra_yaml: &str,
+) -> (Env, MockHandle, Running) {
     let env = Env::new();
     env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
+    let mock = env.mock_with(tune).await;
     let proxy = env
         .proxy(&env.config(mock.addr, &["backend-a"], extra_yaml))
         .await;
