@@ -216,8 +216,8 @@ pub struct TimeoutsConfig {
     /// when no pooled connection is free.
     #[serde(default = "default_response_ms")]
     pub response_ms: u64,
-    /// Time a backend has to send a complete request head, and then its body
-    /// (HTTP/1: also the next head on a kept-alive connection).
+    /// Time a backend has to send a complete HTTP/1 request head from its first byte, and
+    /// then the request body (HTTP/1 and HTTP/2). The wait before a head is `idle_ms`.
     #[serde(default = "default_header_read_ms")]
     pub header_read_ms: u64,
     /// A backend connection with no traffic and no request in flight for this long is closed.

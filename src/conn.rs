@@ -55,6 +55,8 @@ pub struct Activity {
     park: AtomicBool,
     /// Bytes were read since the last write: a request may be partly in hyper's buffer.
     unanswered: AtomicBool,
+    /// When the first of those bytes arrived, in ms since `start`.
+    head_ms: AtomicU64,
 }
 
 impl Activity {
@@ -66,11 +68,24 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             park: AtomicBool::new(false),
             unanswered: AtomicBool::new(false),
+            head_ms: AtomicU64::new(0),
         }
+    }
+
+    fn since_start(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// When the request head now arriving must be complete: `None` while nothing unanswered
+    /// has been read or a request is in flight (its body has a bound of its own).
+    fn head_deadline(&self, limit: Duration) -> Option<Instant> {
+        (self.quiet() && self.unanswered.load(Ordering::Relaxed)).then(|| {
+            self.start + Duration::from_millis(self.head_ms.load(Ordering::Relaxed)) + limit
+        })
     }
 
     fn quiet(&self) -> bool {
@@ -96,8 +111,7 @@ pub struct Busy(Arc<Activity>);
 impl Drop for Busy {
     fn drop(&mut self) {
         let a = &self.0;
-        a.last_ms
-            .store(a.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.last_ms.store(a.since_start(), Ordering::Relaxed);
         a.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -153,7 +167,16 @@ impl<S: Socket> AsyncRead for ParkIo<S> {
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                self.activity.unanswered.store(true, Ordering::Relaxed);
+                let a = &self.activity;
+                if !a.unanswered.load(Ordering::Relaxed) {
+                    a.head_ms.store(a.since_start(), Ordering::Relaxed);
+                    a.unanswered.store(true, Ordering::Relaxed);
+                    // Asked to park, but a request came first: parking now could end the
+                    // connection with a pipelined request still in hyper's buffer.
+                    if a.park.load(Ordering::Relaxed) {
+                        a.park.store(false, Ordering::Relaxed);
+                    }
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending
@@ -213,6 +236,41 @@ impl<S> ParkIo<S> {
     }
 }
 
+/// A timer kept between the requests of one backend connection, for bounding each request's
+/// wait for the upstream.
+///
+/// Moving a registered timer to a later instant is one atomic update; a new timer per request
+/// would take the runtime's timer-wheel lock twice (registering, then removing it). Concurrent
+/// requests (HTTP/2) beyond the one kept make timers of their own.
+#[derive(Debug, Default)]
+pub struct SpareTimer(std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
+
+impl SpareTimer {
+    /// Runs `f` until `deadline`; `None` if the deadline came first.
+    pub async fn within<F: Future>(&self, deadline: Instant, f: F) -> Option<F::Output> {
+        let kept = self.0.lock().ok().and_then(|mut t| t.take());
+        let mut timer = match kept {
+            Some(mut t) => {
+                t.as_mut().reset(deadline.into());
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline.into())),
+        };
+        let mut f = std::pin::pin!(f);
+        let out = std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        if let Ok(mut t) = self.0.lock() {
+            *t = Some(timer);
+        }
+        out
+    }
+}
+
 /// How the backend speaks on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -256,6 +314,8 @@ pub struct Builders {
 pub struct Bounds {
     /// Closed after this long without a request.
     pub idle: Duration,
+    /// An HTTP/1 request head must be complete this long after its first byte.
+    pub head: Duration,
     /// Resolves (changes) when the proxy shuts down.
     pub stop: watch::Receiver<bool>,
     /// Connections parked now.
@@ -298,16 +358,33 @@ where
 }
 
 /// Runs a hyper connection until it ends, goes idle for `idle`, or shutdown asks it to finish.
-/// With `park`, also asks it to park once quiet for [`PARK_AFTER`] (see [`ParkIo`]).
+/// For HTTP/1 (`http1`), also closes it when a request head is not complete in time, and asks
+/// it to park once quiet for [`PARK_AFTER`] (see [`ParkIo`]).
+///
+/// The head bound is kept here rather than by hyper's header-read timer, which is a new
+/// timer-wheel entry for every request; this watchdog wakes at most twice a second.
 async fn drive<C: Graceful>(
     c: &mut C,
     activity: &Activity,
     bounds: &mut Bounds,
-    park: bool,
+    http1: bool,
 ) -> hyper::Result<()> {
     loop {
-        let parking = park && !activity.park.load(Ordering::Relaxed);
-        let deadline = activity.last() + if parking { PARK_AFTER } else { bounds.idle };
+        let head = http1.then(|| activity.head_deadline(bounds.head)).flatten();
+        let idle_at = activity.last() + bounds.idle;
+        let deadline = match head {
+            // A head is arriving: nothing to park until it is answered.
+            Some(head) => head.min(idle_at),
+            None if activity.quiet() && !activity.park.load(Ordering::Relaxed) => {
+                if http1 {
+                    activity.last() + PARK_AFTER
+                } else {
+                    idle_at
+                }
+            }
+            // A request in flight, or parking asked for: look again shortly.
+            None => Instant::now() + PARK_AFTER,
+        };
         tokio::select! {
             biased;
             r = &mut *c => return r,
@@ -316,11 +393,20 @@ async fn drive<C: Graceful>(
                 return c.await;
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                if activity.quiet() && Instant::now() >= activity.last() + bounds.idle {
+                let now = Instant::now();
+                if head.is_some_and(|h| now >= h) && activity.head_deadline(bounds.head) == head {
+                    tracing::debug!(limit_ms = bounds.head.as_millis() as u64, "request head not complete in time; closing");
+                    return Ok(());
+                }
+                if activity.quiet() && now >= activity.last() + bounds.idle {
                     c.graceful();
                     return c.await;
                 }
-                if parking && activity.quiet() && Instant::now() >= activity.last() + PARK_AFTER {
+                if http1
+                    && activity.quiet()
+                    && !activity.unanswered.load(Ordering::Relaxed)
+                    && now >= activity.last() + PARK_AFTER
+                {
                     activity.park.store(true, Ordering::Relaxed);
                 }
             }

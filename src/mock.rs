@@ -95,6 +95,8 @@ impl Observed {
 
 struct Mock {
     opts: MockOptions,
+    /// `opts.delay` until [`MockHandle::set_delay`] changes it, in ms.
+    delay_ms: Arc<AtomicU64>,
     observed: Arc<Observed>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -105,11 +107,18 @@ pub struct MockHandle {
     pub addr: SocketAddr,
     /// What it saw.
     pub observed: Arc<Observed>,
+    delay_ms: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl MockHandle {
+    /// Delays the answers to requests that arrive from now on by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Stops accepting and waits for the accept loop to end.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {
@@ -147,8 +156,10 @@ pub async fn start(listen: SocketAddr, opts: MockOptions) -> Result<MockHandle, 
         source,
     })?;
     let observed = Arc::new(Observed::default());
+    let delay_ms = Arc::new(AtomicU64::new(opts.delay.as_millis() as u64));
     let mock = Arc::new(Mock {
         opts,
+        delay_ms: delay_ms.clone(),
         observed: observed.clone(),
         tokens: Mutex::new(HashMap::new()),
     });
@@ -157,6 +168,7 @@ pub async fn start(listen: SocketAddr, opts: MockOptions) -> Result<MockHandle, 
     Ok(MockHandle {
         addr,
         observed,
+        delay_ms,
         stop: Some(tx),
         task,
     })
@@ -344,8 +356,9 @@ impl Mock {
                 http2: parts.version == http::Version::HTTP_2,
             });
         }
-        if !self.opts.delay.is_zero() {
-            tokio::time::sleep(self.opts.delay).await;
+        let delay = self.delay_ms.load(Ordering::Relaxed);
+        if delay != 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let body = match Limited::new(body, 64 * 1024).collect().await {
             Ok(b) => b.to_bytes(),

@@ -20,6 +20,7 @@ use std::num::NonZeroU32;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
+use crate::conn::SpareTimer;
 use crate::metrics::{CertLabels, Metrics};
 use crate::pki::{self, CertInfo};
 use crate::tls::{self, TlsError};
@@ -379,17 +380,20 @@ pub struct Generation {
     /// Requests of this generation waiting for the upstream, at most `limits.max_in_flight`.
     in_flight: AtomicUsize,
     body_read_timeout: Duration,
+    response_timeout_ms: u64,
     rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
 
 /// Who is calling, as the listener saw it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: std::net::SocketAddr,
     /// Identities in the caller's client certificate (SAN URIs, SAN DNS names, CN), with mTLS.
     pub caller: Option<Vec<String>>,
     name: String,
+    /// Bounds this connection's waits for the upstream.
+    response_timer: SpareTimer,
 }
 
 impl ConnInfo {
@@ -399,7 +403,12 @@ impl ConnInfo {
             Some(id) => id.clone(),
             None => peer.ip().to_string(),
         };
-        Self { peer, caller, name }
+        Self {
+            peer,
+            caller,
+            name,
+            response_timer: SpareTimer::default(),
+        }
     }
 
     /// The caller's name for logs and rate limiting: its first identity, else its IP.
@@ -495,6 +504,7 @@ impl Generation {
             caller_secrets: v.config.caller_secrets,
             in_flight: AtomicUsize::new(0),
             body_read_timeout: v.config.timeouts.header_read(),
+            response_timeout_ms: v.config.timeouts.response_ms,
             rate: v.config.limits.rate_limit.as_ref().and_then(|r| {
                 let quota = Quota::per_second(NonZeroU32::new(r.per_second)?)
                     .allow_burst(NonZeroU32::new(r.burst)?);
@@ -985,10 +995,19 @@ async fn forward<'g>(
         return Err(r);
     };
     let sent = Instant::now();
+    // One bound for the whole wait, the retry after a TLS failure included.
+    let deadline = sent + Duration::from_millis(g.response_timeout_ms);
     // Boxed: futures nest by value, and hyper moves the whole request future (twice) into
     // its connection; kept inline, this one made the request future 7 KiB.
-    let result = Box::pin(g.send(&out)).await;
+    let sending = Box::pin(g.send(&out));
+    let result = conn.response_timer.within(deadline, sending).await;
     outcome.upstream = Some(sent.elapsed());
+    let result = result.unwrap_or_else(|| {
+        let e = UpstreamError::ResponseTimeout {
+            ms: g.response_timeout_ms,
+        };
+        Err(upstream_reject(&e, None))
+    });
     let (resp, cert) = result?;
     outcome.cert = cert;
     let (mut parts, body) = resp.into_parts();

@@ -72,8 +72,8 @@ impl ConnOptions {
 
     fn builders(&self) -> Builders {
         let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
+        // The head bound is kept by the connection's watchdog (`conn::Bounds::head`).
+        h1.header_read_timeout(None)
             .max_buf_size(self.max_header_bytes.max(8192));
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -159,6 +159,7 @@ pub async fn serve(
             let _open = Open::new(slot, &state.metrics.connections);
             let bounds = Bounds {
                 idle: opts.idle,
+                head: opts.header_read_timeout,
                 stop,
                 parked: state.metrics.connections_parked.clone(),
             };

@@ -455,7 +455,7 @@ impl Upstream {
         &self.target
     }
 
-    /// Sends a request once; the caller decides on retries.
+    /// Sends a request once; the caller decides on retries and bounds the wait.
     pub async fn send(&self, out: &Outgoing) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.metrics.upstream_requests.inc();
         let worker = crate::workers::index();
@@ -474,13 +474,9 @@ impl Upstream {
                 Err(e) => Err(self.classify(&e)),
             }
         };
-        // The connector bounds connect and handshake on their own; this bounds the whole wait.
-        let result = match tokio::time::timeout(self.timeouts.response(), exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::ResponseTimeout {
-                ms: self.timeouts.response_ms,
-            }),
-        };
+        // The connector bounds connect and handshake on their own; the caller bounds the
+        // whole wait (`timeouts.response_ms`).
+        let result = exchange.await;
         if let Err(e) = &result {
             if e.is_connection_failure() {
                 self.metrics.handshake_failed(e.kind());
@@ -660,7 +656,10 @@ pub async fn probe(
         headers: HeaderMap::new(),
         body: Bytes::new(),
     };
-    let resp = upstream.send(&out).await?;
+    let t = &v.config.timeouts;
+    let resp = tokio::time::timeout(t.response(), upstream.send(&out))
+        .await
+        .map_err(|_| UpstreamError::ResponseTimeout { ms: t.response_ms })??;
     Ok(format!(
         "accepted (serial {}; the upstream answered HTTP {} over {:?})",
         cert.info.serial,

@@ -588,6 +588,102 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 
 }
 
 #[tokio::test]
+async fn each_request_on_a_kept_alive_connection_gets_the_whole_response_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (_env, mock, proxy) = common::proxied("timeouts:\n  response_ms: 400\n").await;
+    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = Vec::new();
+    // On one connection: answered, stalled, answered, stalled. Each stall is cut at 400 ms
+    // from its own start, whether the connection's previous request was answered or cut.
+    for (stall, round) in [false, true, false, true].into_iter().zip(1..) {
+        mock.set_delay(if stall {
+            Duration::from_secs(5)
+        } else {
+            Duration::ZERO
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let t = Instant::now();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let status = read_response(&mut s, &mut buf).await;
+        let took = t.elapsed();
+        if stall {
+            assert_eq!(status, 504, "request {round}");
+            assert!(
+                took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+                "request {round} took {took:?}"
+            );
+        } else {
+            assert_eq!(status, 200, "request {round}");
+        }
+    }
+    assert_eq!(mock.observed.requests().len(), 4);
+}
+
+/// CPU time (user + system) this process has used, from /proc/self/stat.
+fn cpu_used() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test]
+async fn waiting_for_a_slow_upstream_costs_no_cpu() {
+    use amity_mtls_proxy::conn::PARK_AFTER;
+    use tokio::io::AsyncWriteExt;
+    let (_env, mock, proxy) = common::proxied("").await;
+    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    // A connection quiet for a while (parked), then a request the upstream takes 1.5 s over.
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    mock.set_delay(Duration::from_millis(1500));
+    let before = cpu_used();
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    let used = cpu_used() - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "{used:?} of CPU while waiting 1.5 s"
+    );
+}
+
+#[tokio::test]
+async fn a_request_head_is_bounded_from_its_first_byte_not_from_the_last_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_env, _mock, proxy) =
+        common::proxied("timeouts:\n  header_read_ms: 600\n  idle_ms: 10000\n").await;
+    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    // Quiet for twice header_read_ms: the wait for the next head is idle_ms.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    // Right after a response (the connection not parked yet), a head that stops halfway.
+    s.write_all(&req.as_bytes()[..20]).await.unwrap();
+    let t = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await;
+    let took = t.elapsed();
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the connection was not closed: {read:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_millis(1500),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_parked_and_serves_the_next_request() {
     use amity_mtls_proxy::conn::PARK_AFTER;
     use tokio::io::AsyncWriteExt;
