@@ -525,19 +525,19 @@ impl Upstream {
                 req.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, out.body.len().into());
             }
-            let e = match multiplex::exchange(&conn, req, &out.body).await {
+            let e = match multiplex::exchange(conn.send, req, &out.body).await {
                 Ok(resp) => return Ok(Some(resp.map(UpstreamBody::Http2))),
                 Err(multiplex::Failed::Unsent(e)) if again => {
                     // Closed or going away: the request was never seen, try a new connection.
                     tracing::debug!(error = %e, "upstream HTTP/2 connection unusable; opening another");
-                    slot.forget(&conn);
+                    slot.forget(&conn.failure);
                     again = false;
                     continue;
                 }
                 Err(multiplex::Failed::Unsent(e) | multiplex::Failed::Sent(e)) => e,
             };
             if e.is_io() || e.is_go_away() {
-                slot.forget(&conn);
+                slot.forget(&conn.failure);
             }
             return Err(self.explain(&e, conn.failure.get()));
         }

@@ -27,7 +27,7 @@ const MAX_SEND_BUFFER: usize = 1 << 20;
 /// A live connection: the handle that opens streams, and what its TLS layer saw.
 #[derive(Clone)]
 pub(super) struct Conn {
-    send: h2::client::SendRequest<Bytes>,
+    pub(super) send: h2::client::SendRequest<Bytes>,
     /// Also the connection's identity: one per connection.
     pub(super) failure: TlsFailure,
 }
@@ -60,13 +60,11 @@ impl Slot {
         Some(h.conn.clone())
     }
 
-    /// Lets go of `conn`, if the slot still holds it, so that the next request makes a new one.
-    pub(super) fn forget(&self, conn: &Conn) {
+    /// Lets go of the connection `id` names, if the slot still holds it, so that the next
+    /// request makes a new one.
+    pub(super) fn forget(&self, id: &TlsFailure) {
         let mut held = lock(&self.held);
-        if held
-            .as_ref()
-            .is_some_and(|h| h.conn.failure.same(&conn.failure))
-        {
+        if held.as_ref().is_some_and(|h| h.conn.failure.same(id)) {
             *held = None;
         }
     }
@@ -138,13 +136,14 @@ pub(super) enum Failed {
     Sent(h2::Error),
 }
 
-/// Sends one request on `conn` and waits for the response head.
+/// Sends one request with `send` (a connection's handle, taken by value: each clone of it
+/// takes the connection's lock once more) and waits for the response head.
 pub(super) async fn exchange(
-    conn: &Conn,
+    send: h2::client::SendRequest<Bytes>,
     req: Request<()>,
     body: &Bytes,
 ) -> Result<Response<RecvBody>, Failed> {
-    let mut send = conn.send.clone().ready().await.map_err(Failed::Unsent)?;
+    let mut send = send.ready().await.map_err(Failed::Unsent)?;
     let (response, mut stream) = send
         .send_request(req, body.is_empty())
         .map_err(Failed::Unsent)?;
