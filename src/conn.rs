@@ -371,19 +371,15 @@ async fn drive<C: Graceful>(
 ) -> hyper::Result<()> {
     loop {
         let head = http1.then(|| activity.head_deadline(bounds.head)).flatten();
-        let idle_at = activity.last() + bounds.idle;
+        // A head arriving, a request in flight or parking asked for: things this loop is not
+        // told of when they end, so it looks again shortly.
+        let soon = Instant::now() + PARK_AFTER;
         let deadline = match head {
-            // A head is arriving: nothing to park until it is answered.
-            Some(head) => head.min(idle_at),
+            Some(head) => head.min(soon),
             None if activity.quiet() && !activity.park.load(Ordering::Relaxed) => {
-                if http1 {
-                    activity.last() + PARK_AFTER
-                } else {
-                    idle_at
-                }
+                activity.last() + if http1 { PARK_AFTER } else { bounds.idle }
             }
-            // A request in flight, or parking asked for: look again shortly.
-            None => Instant::now() + PARK_AFTER,
+            None => soon,
         };
         tokio::select! {
             biased;
@@ -395,7 +391,7 @@ async fn drive<C: Graceful>(
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 if head.is_some_and(|h| now >= h) && activity.head_deadline(bounds.head) == head {
-                    tracing::debug!(limit_ms = bounds.head.as_millis() as u64, "request head not complete in time; closing");
+                    tracing::debug!(header_read_ms = bounds.head.as_millis() as u64, "request head not complete within timeouts.header_read_ms; closing");
                     return Ok(());
                 }
                 if activity.quiet() && now >= activity.last() + bounds.idle {

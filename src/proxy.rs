@@ -380,7 +380,7 @@ pub struct Generation {
     /// Requests of this generation waiting for the upstream, at most `limits.max_in_flight`.
     in_flight: AtomicUsize,
     body_read_timeout: Duration,
-    response_timeout_ms: u64,
+    response_timeout: Duration,
     rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
 
@@ -504,7 +504,7 @@ impl Generation {
             caller_secrets: v.config.caller_secrets,
             in_flight: AtomicUsize::new(0),
             body_read_timeout: v.config.timeouts.header_read(),
-            response_timeout_ms: v.config.timeouts.response_ms,
+            response_timeout: v.config.timeouts.response(),
             rate: v.config.limits.rate_limit.as_ref().and_then(|r| {
                 let quota = Quota::per_second(NonZeroU32::new(r.per_second)?)
                     .allow_burst(NonZeroU32::new(r.burst)?);
@@ -996,7 +996,7 @@ async fn forward<'g>(
     };
     let sent = Instant::now();
     // One bound for the whole wait, the retry after a TLS failure included.
-    let deadline = sent + Duration::from_millis(g.response_timeout_ms);
+    let deadline = sent + g.response_timeout;
     // Boxed: futures nest by value, and hyper moves the whole request future (twice) into
     // its connection; kept inline, this one made the request future 7 KiB.
     let sending = Box::pin(g.send(&out));
@@ -1004,7 +1004,7 @@ async fn forward<'g>(
     outcome.upstream = Some(sent.elapsed());
     let result = result.unwrap_or_else(|| {
         let e = UpstreamError::ResponseTimeout {
-            ms: g.response_timeout_ms,
+            ms: g.response_timeout.as_millis() as u64,
         };
         Err(upstream_reject(&e, None))
     });

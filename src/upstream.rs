@@ -83,7 +83,7 @@ pub enum UpstreamError {
         reason: String,
     },
     /// No response head within the bound.
-    #[error("upstream sent no response within {ms} ms")]
+    #[error("upstream sent no response within {ms} ms (timeouts.response_ms)")]
     ResponseTimeout {
         /// The bound.
         ms: u64,

@@ -4,8 +4,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use amity_mtls_proxy::conn::PARK_AFTER;
 use amity_mtls_proxy::demo::call;
 use amity_mtls_proxy::pki::Validity;
+use amity_mtls_proxy::server;
 use bytes::Bytes;
 use common::{closed_port, foreign_ca, json, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
@@ -351,6 +353,11 @@ async fn upstream_stall_is_504_within_the_timeout() {
         "took {took:?}"
     );
     assert_eq!(json(&body)["data"]["reason"], "upstream_response_timeout");
+    let message = json(&body)["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("400 ms (timeouts.response_ms)"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -455,7 +462,7 @@ async fn h2c_from_backends_is_served() {
 #[tokio::test]
 async fn a_slow_response_body_arrives_whole_and_the_connection_lives_on() {
     // Longer than the quiet time after which an idle connection parks.
-    let pause = amity_mtls_proxy::conn::PARK_AFTER * 2;
+    let pause = PARK_AFTER * 2;
     let (_env, mock, proxy) = common::proxied_with(|o| o.body_pause = pause, "").await;
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -560,40 +567,81 @@ async fn a_body_that_never_finishes_is_408() {
     assert!(mock.observed.requests().is_empty());
 }
 
-/// Reads one HTTP/1.1 response with a Content-Length body; returns its status.
-async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let status = head[9..12].parse().unwrap();
-                buf.drain(..end + 4 + len);
-                return status;
-            }
+/// One raw HTTP/1.1 keep-alive connection to the proxy, for tests that need to control what
+/// is sent when: the v3 token call, whole, in parts or pipelined.
+struct KeepAlive {
+    s: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    /// The v3 token call with the server key.
+    req: String,
+}
+
+impl KeepAlive {
+    async fn open(addr: std::net::SocketAddr) -> Self {
+        Self {
+            s: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+            req: format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n"),
         }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("a response within 5 s")
-            .unwrap();
-        assert!(n > 0, "the proxy closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.s.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends the token call and returns its response's status.
+    async fn call(&mut self) -> u16 {
+        let req = self.req.clone();
+        self.send(req.as_bytes()).await;
+        self.response().await
+    }
+
+    /// Reads one response with a Content-Length body; returns its status.
+    async fn response(&mut self) -> u16 {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let buf = &mut self.buf;
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let status = head[9..12].parse().unwrap();
+                    buf.drain(..end + 4 + len);
+                    return status;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut chunk))
+                .await
+                .expect("a response within 5 s")
+                .unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// How long until the proxy closes the connection, waiting at most `limit`.
+    async fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
+        use tokio::io::AsyncReadExt;
+        let t = Instant::now();
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(limit, self.s.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => Some(t.elapsed()),
+            Ok(Ok(_)) => panic!("the proxy sent something unasked"),
+            Err(_) => None,
+        }
     }
 }
 
 #[tokio::test]
 async fn each_request_on_a_kept_alive_connection_gets_the_whole_response_timeout() {
-    use tokio::io::AsyncWriteExt;
     let (_env, mock, proxy) = common::proxied("timeouts:\n  response_ms: 400\n").await;
-    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
-    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let mut buf = Vec::new();
+    let mut c = KeepAlive::open(proxy.addr).await;
     // On one connection: answered, stalled, answered, stalled. Each stall is cut at 400 ms
     // from its own start, whether the connection's previous request was answered or cut.
     for (stall, round) in [false, true, false, true].into_iter().zip(1..) {
@@ -602,10 +650,8 @@ async fn each_request_on_a_kept_alive_connection_gets_the_whole_response_timeout
         } else {
             Duration::ZERO
         });
-        tokio::time::sleep(Duration::from_millis(150)).await;
         let t = Instant::now();
-        s.write_all(req.as_bytes()).await.unwrap();
-        let status = read_response(&mut s, &mut buf).await;
+        let status = c.call().await;
         let took = t.elapsed();
         if stall {
             assert_eq!(status, 504, "request {round}");
@@ -630,22 +676,25 @@ fn cpu_used() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Waits until `n` connections are parked.
+async fn parked(proxy: &server::Running, n: i64) {
+    let t = Instant::now();
+    while proxy.state.metrics.connections_parked.get() != n {
+        assert!(t.elapsed() < PARK_AFTER * 6, "never {n} parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn waiting_for_a_slow_upstream_costs_no_cpu() {
-    use amity_mtls_proxy::conn::PARK_AFTER;
-    use tokio::io::AsyncWriteExt;
     let (_env, mock, proxy) = common::proxied("").await;
-    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
-    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let mut buf = Vec::new();
-    s.write_all(req.as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    let mut c = KeepAlive::open(proxy.addr).await;
+    assert_eq!(c.call().await, 200);
     // A connection quiet for a while (parked), then a request the upstream takes 1.5 s over.
-    tokio::time::sleep(PARK_AFTER * 3).await;
+    parked(&proxy, 1).await;
     mock.set_delay(Duration::from_millis(1500));
     let before = cpu_used();
-    s.write_all(req.as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    assert_eq!(c.call().await, 200);
     let used = cpu_used() - before;
     assert!(
         used < Duration::from_millis(300),
@@ -655,73 +704,53 @@ async fn waiting_for_a_slow_upstream_costs_no_cpu() {
 
 #[tokio::test]
 async fn a_request_head_is_bounded_from_its_first_byte_not_from_the_last_response() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_env, _mock, proxy) =
         common::proxied("timeouts:\n  header_read_ms: 600\n  idle_ms: 10000\n").await;
-    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
-    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let mut buf = Vec::new();
-    s.write_all(req.as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    let mut c = KeepAlive::open(proxy.addr).await;
+    assert_eq!(c.call().await, 200);
     // Quiet for twice header_read_ms: the wait for the next head is idle_ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    s.write_all(req.as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    assert_eq!(c.call().await, 200);
     // Right after a response (the connection not parked yet), a head that stops halfway.
-    s.write_all(&req.as_bytes()[..20]).await.unwrap();
-    let t = Instant::now();
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await;
-    let took = t.elapsed();
+    let half = c.req.as_bytes()[..20].to_vec();
+    c.send(&half).await;
+    let closed = c.closed_within(Duration::from_secs(5)).await;
     assert!(
-        matches!(read, Ok(Ok(0) | Err(_))),
-        "the connection was not closed: {read:?}"
-    );
-    assert!(
-        took >= Duration::from_millis(550) && took < Duration::from_millis(1500),
-        "closed after {took:?}"
+        closed.is_some_and(|t| t >= Duration::from_millis(550) && t < Duration::from_millis(1500)),
+        "closed after {closed:?}, not at header_read_ms"
     );
 }
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_parked_and_serves_the_next_request() {
-    use amity_mtls_proxy::conn::PARK_AFTER;
-    use tokio::io::AsyncWriteExt;
     let (_env, mock, proxy) = common::proxied("").await;
     let metrics = proxy.state.metrics.clone();
-    let req = format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n");
-    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let mut buf = Vec::new();
-    s.write_all(req.as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    let mut c = KeepAlive::open(proxy.addr).await;
+    assert_eq!(c.call().await, 200);
     assert_eq!(metrics.connections.get(), 1);
 
     // Quiet for longer than PARK_AFTER: parked, not closed.
-    let t = Instant::now();
-    while metrics.connections_parked.get() != 1 {
-        assert!(t.elapsed() < PARK_AFTER * 6, "never parked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    parked(&proxy, 1).await;
     assert_eq!(metrics.connections.get(), 1);
-    s.write_all(req.as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    assert_eq!(c.call().await, 200);
     assert_eq!(metrics.connections_parked.get(), 0);
 
     // A request whose head arrives in two parts across the park delay is not cut.
+    let req = c.req.clone();
     let (first, rest) = req.split_at(20);
-    s.write_all(first.as_bytes()).await.unwrap();
+    c.send(first.as_bytes()).await;
     tokio::time::sleep(PARK_AFTER * 3).await;
     assert_eq!(metrics.connections_parked.get(), 0);
-    s.write_all(rest.as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    c.send(rest.as_bytes()).await;
+    assert_eq!(c.response().await, 200);
 
     // Pipelined requests after a park are all answered, in order.
-    tokio::time::sleep(PARK_AFTER * 3).await;
-    s.write_all(format!("{req}{req}").as_bytes()).await.unwrap();
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
-    assert_eq!(read_response(&mut s, &mut buf).await, 200);
+    parked(&proxy, 1).await;
+    c.send(format!("{req}{req}").as_bytes()).await;
+    assert_eq!(c.response().await, 200);
+    assert_eq!(c.response().await, 200);
     assert_eq!(mock.observed.requests().len(), 5);
-    drop(s);
+    drop(c);
     let t = Instant::now();
     while metrics.connections.get() != 0 {
         assert!(
