@@ -182,6 +182,7 @@ pub struct LimitsConfig {
     #[serde(default = "default_header_limit")]
     pub max_header_bytes: usize,
     /// Open backend connections at most; further ones wait in the kernel's accept queue.
+    /// Each HTTP/1 connection holds two file descriptors (see `LimitNOFILE` under systemd).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Requests in flight to the upstream at most; beyond it: 503 with Retry-After.

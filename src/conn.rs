@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,30 +20,30 @@ use hyper::body::Incoming;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Quiet time after which an HTTP/1 connection gives back hyper's buffers.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
-/// A backend stream whose readiness can be awaited without reading from it.
+/// A backend stream and the TCP socket under it.
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Resolves when the peer has sent something (or closed).
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    /// The TCP socket, for readiness (parking) and the hang-up probe.
+    fn tcp(&self) -> &TcpStream;
 }
 
 impl Socket for TcpStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        TcpStream::readable(self)
+    fn tcp(&self) -> &TcpStream {
+        self
     }
 }
 
 impl Socket for Box<tokio_rustls::server::TlsStream<TcpStream>> {
     // Parking happens only after a read found rustls' plaintext buffer empty, so new input
     // can only arrive through the socket.
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        self.get_ref().0.readable()
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
     }
 }
 
@@ -57,6 +58,8 @@ pub struct Activity {
     unanswered: AtomicBool,
     /// When the first of those bytes arrived, in ms since `start`.
     head_ms: AtomicU64,
+    /// When the latest request began, in ms since `start`.
+    began_ms: AtomicU64,
 }
 
 impl Activity {
@@ -69,6 +72,7 @@ impl Activity {
             park: AtomicBool::new(false),
             unanswered: AtomicBool::new(false),
             head_ms: AtomicU64::new(0),
+            began_ms: AtomicU64::new(0),
         }
     }
 
@@ -92,8 +96,14 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed) == 0
     }
 
+    /// When the request in flight began, if one is.
+    fn busy_since(&self) -> Option<u64> {
+        (!self.quiet()).then(|| self.began_ms.load(Ordering::Relaxed))
+    }
+
     /// Marks a request in flight until the returned guard drops.
     pub fn begin(self: &Arc<Self>) -> Busy {
+        self.began_ms.store(self.since_start(), Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
     }
@@ -357,9 +367,70 @@ where
     }
 }
 
+/// Notices a caller that closes its HTTP/1 connection while its request waits on Amity.
+///
+/// hyper is told to allow half-closed connections: otherwise it reads the socket once more
+/// while each request is in flight, only to see whether the caller left, and as the request
+/// still holds hyper's read buffer, that read takes a fresh 8 KiB buffer every time. Instead,
+/// once a request has waited [`PARK_AFTER`], a second descriptor of the same socket is
+/// registered and watched for the caller's FIN; when it comes, the connection ends and the
+/// dropped request resets its upstream stream and frees its in-flight slot.
+struct HangUp {
+    /// The second descriptor, made when the connection starts (later, hyper owns the socket).
+    fd: Option<OwnedFd>,
+    /// `fd`, registered with the runtime while a long request is watched.
+    watching: Option<TcpStream>,
+    /// The request (by `began_ms`) last watched: each is watched at most once.
+    watched: Option<u64>,
+}
+
+impl HangUp {
+    fn new(tcp: &TcpStream) -> Self {
+        Self {
+            fd: tcp.as_fd().try_clone_to_owned().ok(),
+            watching: None,
+            watched: None,
+        }
+    }
+
+    /// Watches for a hang-up while the request that began at `began` is in flight.
+    fn watch(&mut self, began: u64) {
+        if self.watched == Some(began) {
+            return;
+        }
+        self.stop();
+        self.watched = Some(began);
+        if let Some(fd) = self.fd.take() {
+            match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+                Ok(s) => self.watching = Some(s),
+                Err(e) => tracing::debug!(error = %e, "cannot watch the caller's connection"),
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.watching.take() {
+            self.fd = s.into_std().ok().map(OwnedFd::from);
+        }
+    }
+
+    /// Resolves while watching: `true` when the caller closed its side, `false` when bytes
+    /// came instead (a pipelined request, which only hyper may read).
+    async fn closed(&self) -> bool {
+        match &self.watching {
+            Some(s) => s
+                .ready(Interest::READABLE)
+                .await
+                .is_ok_and(|r| r.is_read_closed()),
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Runs a hyper connection until it ends, goes idle for `idle`, or shutdown asks it to finish.
-/// For HTTP/1 (`http1`), also closes it when a request head is not complete in time, and asks
-/// it to park once quiet for [`PARK_AFTER`] (see [`ParkIo`]).
+/// For HTTP/1 (given `hangup`), also closes it when a request head is not complete in time or
+/// the caller hangs up on a long request (see [`HangUp`]), and asks it to park once quiet for
+/// [`PARK_AFTER`] (see [`ParkIo`]).
 ///
 /// The head bound is kept here rather than by hyper's header-read timer, which is a new
 /// timer-wheel entry for every request; this watchdog wakes at most twice a second.
@@ -367,8 +438,9 @@ async fn drive<C: Graceful>(
     c: &mut C,
     activity: &Activity,
     bounds: &mut Bounds,
-    http1: bool,
+    mut hangup: Option<&mut HangUp>,
 ) -> hyper::Result<()> {
+    let http1 = hangup.is_some();
     loop {
         let head = http1.then(|| activity.head_deadline(bounds.head)).flatten();
         // A head arriving, a request in flight or parking asked for: things this loop is not
@@ -388,6 +460,20 @@ async fn drive<C: Graceful>(
                 c.graceful();
                 return c.await;
             }
+            closed = async {
+                match hangup.as_deref() {
+                    Some(h) => h.closed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if closed {
+                    tracing::debug!("the caller hung up while its request was in flight; dropping the request");
+                    return Ok(());
+                }
+                if let Some(h) = hangup.as_deref_mut() {
+                    h.stop();
+                }
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 if head.is_some_and(|h| now >= h) && activity.head_deadline(bounds.head) == head {
@@ -397,6 +483,12 @@ async fn drive<C: Graceful>(
                 if activity.quiet() && now >= activity.last() + bounds.idle {
                     c.graceful();
                     return c.await;
+                }
+                if let Some(h) = hangup.as_deref_mut() {
+                    match activity.busy_since() {
+                        Some(began) if now >= activity.start + Duration::from_millis(began) + PARK_AFTER => h.watch(began),
+                        _ => h.stop(),
+                    }
                 }
                 if http1
                     && activity.quiet()
@@ -431,8 +523,9 @@ where
     if proto == Proto::Http2 {
         // Boxed so that an idle connection task stays small.
         let mut c = Box::new(builders.h2.serve_connection(TokioIo::new(io), svc));
-        return drive(&mut *c, &activity, &mut bounds, false).await;
+        return drive(&mut *c, &activity, &mut bounds, None).await;
     }
+    let mut hangup = HangUp::new(io.tcp());
     loop {
         activity.park.store(false, Ordering::Relaxed);
         let pio = ParkIo {
@@ -441,7 +534,7 @@ where
             parked: false,
         };
         let mut c = Box::new(builders.h1.serve_connection(TokioIo::new(pio), svc.clone()));
-        drive(&mut *c, &activity, &mut bounds, true).await?;
+        drive(&mut *c, &activity, &mut bounds, Some(&mut hangup)).await?;
         let hyper::server::conn::http1::Parts {
             io: pio, read_buf, ..
         } = c.into_parts();
@@ -456,7 +549,7 @@ where
         bounds.parked.inc();
         let woken = tokio::select! {
             biased;
-            r = io.readable() => r.is_ok(),
+            r = io.tcp().readable() => r.is_ok(),
             _ = bounds.stop.changed() => false,
             _ = tokio::time::sleep_until(deadline.into()) => false,
         };

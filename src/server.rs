@@ -72,8 +72,11 @@ impl ConnOptions {
 
     fn builders(&self) -> Builders {
         let mut h1 = hyper::server::conn::http1::Builder::new();
-        // The head bound is kept by the connection's watchdog (`conn::Bounds::head`).
+        // The head bound is kept by the connection's watchdog (`conn::Bounds::head`), and so is
+        // noticing a caller that hangs up mid-request, which hyper would otherwise check with
+        // a read (and a new read buffer) per request.
         h1.header_read_timeout(None)
+            .half_close(true)
             .max_buf_size(self.max_header_bytes.max(8192));
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -399,12 +402,13 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     if !v.listen.ip().is_loopback() && v.inbound.is_none() {
         tracing::warn!(listen = %v.listen, "plain HTTP on a non-loopback address (allow_plaintext_non_loopback): anyone who reaches it can use the proxy's certificates");
     }
-    // Each backend connection is a file descriptor; the soft limit is often 1024.
+    // Each HTTP/1 backend connection takes two file descriptors (the second watches for a
+    // caller hanging up); the soft limit is often 1024.
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n < v.config.limits.max_connections as u64 + 256 => tracing::warn!(
+        Ok(n) if n < 2 * v.config.limits.max_connections as u64 + 256 => tracing::warn!(
             nofile = n,
             max_connections = v.config.limits.max_connections,
-            "the open-file limit is below limits.max_connections; connections beyond it will fail to be accepted"
+            "the open-file limit is below twice limits.max_connections; connections beyond it will fail to be accepted or will not notice callers that hang up"
         ),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),

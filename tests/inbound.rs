@@ -242,6 +242,57 @@ async fn fleet_mtls_admits_only_fleet_certificates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_caller_that_gives_up_frees_its_in_flight_slot() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let fleet = Fleet::new();
+    let (crt, key) = fleet.caller(&fleet.ca, "svc-a", None, Validity::days_from_now(30));
+    let mock = env.mock(Duration::from_secs(6)).await;
+    let yaml = format!("{}limits:\n  max_in_flight: 1\n", fleet.inbound_yaml());
+    let proxy = env
+        .proxy(&env.config(mock.addr, &["backend-a"], &yaml))
+        .await;
+    let url = format!("https://127.0.0.1:{}{V3}", proxy.addr.port());
+    let ca = fleet.path("dev-ca.crt");
+    let key_header = format!("x-server-key: {SERVER_KEY}");
+    let args = ["--http1.1", "-H", &key_header];
+    // A caller with a 1 s timeout of its own, against an upstream that takes 6 s.
+    let mut impatient = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--max-time", "1", "--cacert"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&crt)
+        .arg("--key")
+        .arg(&key)
+        .args(args)
+        .arg(&url)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl runs (apt-get install curl)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, status, body) = curl(&url, &ca, Some((&crt, &key)), &args);
+    assert_eq!(status, 503, "the slot is taken: {body}");
+    let gave_up = impatient.wait().unwrap();
+    assert_eq!(gave_up.code(), Some(28), "curl timed out");
+    mock.set_delay(Duration::ZERO);
+    let t = Instant::now();
+    loop {
+        let (_, status, body) = curl(&url, &ca, Some((&crt, &key)), &args);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(2500),
+            "the slot was still taken {:?} after the caller left: {status} {body}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.shutdown().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_may_use_only_their_route_classes() {
     let env = Env::new();
     env.client_cert("backend-a");
