@@ -268,12 +268,17 @@ fn has_admin_token(h: &HeaderMap) -> bool {
             v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") && !v[7..].trim().is_empty()
         });
     bearer
-        || h.get("x-admin-token")
+        || h.get(&X_ADMIN_TOKEN)
             .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
 }
 
+// Named once: a name given as a string is parsed at every lookup.
+static X_SERVER_KEY: HeaderName = HeaderName::from_static("x-server-key");
+static X_ADMIN_TOKEN: HeaderName = HeaderName::from_static("x-admin-token");
+static AUTHORIZATION: HeaderName = header::AUTHORIZATION;
+
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) plus the legacy ones proxies also drop.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -282,13 +287,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most requests carry none: one pass over the names beats ten hash lookups.
-    let hop = |n: &HeaderName| HOP_BY_HOP.contains(n) || n == header::PROXY_AUTHENTICATE;
-    if !h.keys().any(hop) {
+    if !h.keys().any(|n| HOP_BY_HOP.contains(n)) {
         return;
     }
     let named: Vec<HeaderName> = h
@@ -301,7 +306,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         h.remove(n);
     }
-    h.remove(header::PROXY_AUTHENTICATE);
 }
 
 /// What happened the last time a certificate was presented.
@@ -566,15 +570,13 @@ impl Generation {
     /// Puts the proxy's own server key or admin token on the request, dealing with a caller's as configured.
     fn inject(&self, route: RouteClass, h: &mut HeaderMap) -> Result<(), Reject> {
         let (value, name, caller_sent) = match (route, &self.server_key, &self.admin_bearer) {
-            (RouteClass::AuthToken, Some(k), _) => (
-                k,
-                header::HeaderName::from_static("x-server-key"),
-                h.contains_key("x-server-key"),
-            ),
+            (RouteClass::AuthToken, Some(k), _) => {
+                (k, &X_SERVER_KEY, h.contains_key(&X_SERVER_KEY))
+            }
             (RouteClass::Admin, _, Some(t)) => (
                 t,
-                header::AUTHORIZATION,
-                h.contains_key(header::AUTHORIZATION) || h.contains_key("x-admin-token"),
+                &AUTHORIZATION,
+                h.contains_key(&AUTHORIZATION) || h.contains_key(&X_ADMIN_TOKEN),
             ),
             _ => return Ok(()),
         };
@@ -585,7 +587,7 @@ impl Generation {
                 format!("callers must not send {name}: the proxy adds it"),
             ));
         }
-        h.remove("x-admin-token");
+        h.remove(&X_ADMIN_TOKEN);
         h.insert(name, value.clone());
         Ok(())
     }
@@ -866,7 +868,10 @@ fn request_id(h: &HeaderMap) -> HeaderValue {
     for (i, slot) in out[16..].iter_mut().enumerate() {
         *slot = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // Owned by one shared allocation: the id is cloned into the upstream request and the
+    // response, and a plain byte copy would be copied again on its first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// One request counted in flight; see [`Generation`]'s `in_flight`.
@@ -900,7 +905,7 @@ pub async fn handle(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let mut outcome = Outcome::default();
-    let mut resp = match Box::pin(forward(&generation, req, &conn, &rid, &mut outcome)).await {
+    let mut resp = match forward(&generation, req, &conn, &rid, &mut outcome).await {
         Ok(resp) => resp,
         Err(reject) => {
             if reject.status.is_server_error() {

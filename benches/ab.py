@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Two builds of the proxy side by side: which one spends less CPU per request.
+
+  python3 benches/ab.py BIN_A BIN_B [--conns 32 256] [--pairs 8] [--secs 3] [--workers 1] [--nice -10]
+
+Both builds run at once against the same upstream nginx (as in bench.py), and wrk drives them in
+short alternating rounds (A B B A ...). On a machine whose speed drifts by tens of percent from
+minute to minute, only rounds this close together can show a difference of a few percent; the
+figure to read is the median of the per-pair ratios B / A.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+from bench import P, Proxy, log, spawn, wrk, write  # noqa: E402
+
+
+def start(bin_path, port, admin, workers):
+    px = Proxy("ours", os.path.basename(bin_path), port, workers)
+    cfg = write(f"ours-{port}.yaml", bench.ours_conf(port, admin, workers=workers))
+    px.p = spawn([bin_path, "run", "-c", cfg], f"ours-{port}", env={"RUST_LOG": "warn"})
+    px.admin = admin
+    px.ready()
+    return px
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--conns", type=int, nargs="+", default=[32, 256])
+    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--secs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--nice", type=int, default=0)
+    a = ap.parse_args()
+    if a.nice:
+        os.nice(a.nice)
+    bench.ARGS = argparse.Namespace(nginx=shutil.which("nginx") or "/usr/sbin/nginx",
+                                    wrk=shutil.which("wrk") or "/usr/bin/wrk", upstream_h1=False)
+    bench.WORK = tempfile.mkdtemp(prefix="amity-ab-")
+    try:
+        bench.make_certs(os.path.join(bench.WORK, "certs"))
+        pre = bench.nginx_prefix_dirs("upstream")
+        bench.UPSTREAM = spawn([bench.ARGS.nginx, "-p", pre, "-e", os.path.join(pre, "error.log"),
+                                "-c", write("upstream.conf", bench.upstream_conf()), "-g", "daemon off;"], "upstream")
+        if not (bench.wait_port(P["up_tls"]) and bench.wait_port(P["up_plain"])):
+            raise RuntimeError("upstream nginx did not start")
+        pxs = [start(a.a, P["ours"], P["ours_admin"], a.workers),
+               start(a.b, P["ours_info"], P["ours_info_admin"], a.workers)]
+        for conns in a.conns:
+            for px in pxs:
+                wrk(px.port, conns, 2)  # warm-up
+            cpu = ([], [])
+            for i in range(a.pairs):
+                order = (0, 1) if i % 2 == 0 else (1, 0)
+                for k in order:
+                    r = bench.measured_round(pxs[k], conns, a.secs)
+                    cpu[k].append(r["cpu_us_per_req"])
+                log(f"c={conns} pair {i + 1}: A {cpu[0][-1]:.1f} µs/req, B {cpu[1][-1]:.1f} µs/req")
+            ratios = [b / x for x, b in zip(*cpu)]
+            print(f"c={conns}: A median {statistics.median(cpu[0]):.2f} µs/req, B median {statistics.median(cpu[1]):.2f}; "
+                  f"B / A per pair: median {statistics.median(ratios):.3f}, "
+                  f"range {min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} pairs")
+    finally:
+        bench.stop_all()
+        shutil.rmtree(bench.WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
