@@ -6,6 +6,8 @@
 --callgrind  instructions per request for ours, nginx and HAProxy (one worker each), counted by
              valgrind's callgrind over a fixed load after a warm-up: repeatable, not disturbed by
              other jobs on the machine. Writes benches/results/callgrind-*.txt (top functions).
+--cache-sim  with --callgrind: also data cache misses per request from valgrind's cache model (this
+             machine has no hardware counters); with --conns 256, what many connections cost in memory.
 --syscalls   strace -c: system calls per request for the three proxies.
 --perf       perf record (cpu-clock, DWARF call graphs) of ours at full load, one worker.
              Writes benches/results/perf-ours.txt.
@@ -107,6 +109,8 @@ def callgrind_one(kind, out_dir, requests_target, conns):
     outf = os.path.join(work, f"callgrind.{kind}.out")
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}", "--dump-instr=no",
           "--collect-atstart=yes", "--separate-threads=no", "--trace-children=no"]
+    if bench.ARGS.cache_sim:
+        vg.append("--cache-sim=yes")
     if kind == "ours":
         cfg = write("ours-cg.yaml", bench.ours_conf(P["ours"], P["ours_admin"], workers=1))
         p = spawn(vg + [bench.ARGS.bin, "run", "-c", cfg], "cg-ours",
@@ -145,12 +149,17 @@ def callgrind_one(kind, out_dir, requests_target, conns):
     cands = [os.path.join(work, f) for f in dumps if re.search(r"\.\d+$", f)]
     if cands:
         dump = sorted(cands, key=lambda f: int(f.rsplit(".", 1)[1]))[0]
-    total = None
+    total, events = None, {}
     with open(dump) as f:
         for line in f:
+            if line.startswith("events:"):
+                names = line.split()[1:]
             if line.startswith("summary:") or line.startswith("totals:"):
                 total = int(line.split()[1])
+                events = dict(zip(names, map(int, line.split()[1:])))
     reqs = w["requests"]
+    # With --cache-sim: simulated first-level and last-level data cache misses (reads + writes).
+    misses = {k: (events.get(k + "mr", 0) + events.get(k + "mw", 0)) / reqs for k in ("D1", "DL")}
     total2, self_ir, incl, fn_obj = parse_callgrind(dump)
     total = total or total2
     by_crate = {}
@@ -174,7 +183,8 @@ def callgrind_one(kind, out_dir, requests_target, conns):
     shutil.copy(dump, os.path.join(bench.WORK, f"keep-{kind}.callgrind"))
     new_up = max(a1 - a0 - 1, 0)
     log(f"{kind:<8} {total / reqs:>10,.0f} instructions/request ({reqs:,} requests, {new_up} new upstream connections)")
-    return dict(instructions=total, requests=reqs, per_request=total / reqs, dump=dump, new_upstream=new_up)
+    return dict(instructions=total, requests=reqs, per_request=total / reqs, dump=dump, new_upstream=new_up,
+                misses=misses if bench.ARGS.cache_sim else None)
 
 
 def perf_ours(out_dir, secs, conns):
@@ -260,6 +270,8 @@ def main():
     ap.add_argument("--ours-env", nargs="*", metavar="K=V", help="extra environment for our proxy")
     ap.add_argument("--upstream-h1", action="store_true", help="the upstream offers only http/1.1 by ALPN")
     ap.add_argument("--workers", type=int, default=1, help="workers for --syscalls")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="with --callgrind: also simulated data cache misses per request (slower)")
     ap.add_argument("--label", default="", help="suffix for the output files, e.g. -mimalloc")
     a = ap.parse_args()
     if not (a.perf or a.callgrind or a.syscalls):
@@ -300,7 +312,9 @@ def main():
                 for k, r in results.items():
                     rr = f" ({r['per_request'] / ng:.2f} x nginx)" if ng else ""
                     f.write(f"{k:<8} {r['per_request']:>10,.0f} instructions/request over {r['requests']:,} requests{rr}; "
-                            f"{r['new_upstream']} new upstream connections while counting\n")
+                            f"{r['new_upstream']} new upstream connections while counting"
+                            + (f"; data cache misses/request: D1 {r['misses']['D1']:,.0f}, LL {r['misses']['DL']:,.0f}"
+                               if r["misses"] else "") + "\n")
             print(open(os.path.join(out_dir, f"callgrind-summary{a.label}.txt")).read())
         if a.perf:
             perf_ours(out_dir, a.secs, a.conns)

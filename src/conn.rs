@@ -267,10 +267,17 @@ impl SpareTimer {
             None => Box::pin(tokio::time::sleep_until(deadline.into())),
         };
         let mut f = std::pin::pin!(f);
+        let mut first = true;
         let out = std::future::poll_fn(|cx| {
             if let Poll::Ready(v) = f.as_mut().poll(cx) {
                 return Poll::Ready(Some(v));
             }
+            // The timer keeps the waker of its first poll (this task's); polling it again at
+            // each wake-up would only take its lock.
+            if !(first || timer.is_elapsed()) {
+                return Poll::Pending;
+            }
+            first = false;
             timer.as_mut().poll(cx).map(|()| None)
         })
         .await;
@@ -378,8 +385,9 @@ where
 struct HangUp {
     /// The second descriptor, made when the connection starts (later, hyper owns the socket).
     fd: Option<OwnedFd>,
-    /// `fd`, registered with the runtime while a long request is watched.
-    watching: Option<TcpStream>,
+    /// `fd`, registered with the runtime while a long request is watched. Boxed, as is the
+    /// wait on it: rarely used, they would otherwise enlarge every connection's task.
+    watching: Option<Box<TcpStream>>,
     /// The request (by `began_ms`) last watched: each is watched at most once.
     watched: Option<u64>,
 }
@@ -402,7 +410,7 @@ impl HangUp {
         self.watched = Some(began);
         if let Some(fd) = self.fd.take() {
             match TcpStream::from_std(std::net::TcpStream::from(fd)) {
-                Ok(s) => self.watching = Some(s),
+                Ok(s) => self.watching = Some(Box::new(s)),
                 Err(e) => tracing::debug!(error = %e, "cannot watch the caller's connection"),
             }
         }
@@ -418,8 +426,7 @@ impl HangUp {
     /// came instead (a pipelined request, which only hyper may read).
     async fn closed(&self) -> bool {
         match &self.watching {
-            Some(s) => s
-                .ready(Interest::READABLE)
+            Some(s) => Box::pin(s.ready(Interest::READABLE))
                 .await
                 .is_ok_and(|r| r.is_read_closed()),
             None => std::future::pending().await,
@@ -441,6 +448,8 @@ async fn drive<C: Graceful>(
     mut hangup: Option<&mut HangUp>,
 ) -> hyper::Result<()> {
     let http1 = hangup.is_some();
+    // Tells, without a lock, whether shutdown was signalled (see `Woke` below).
+    let stopping = bounds.stop.clone();
     loop {
         let head = http1.then(|| activity.head_deadline(bounds.head)).flatten();
         // A head arriving, a request in flight or parking asked for: things this loop is not
@@ -453,31 +462,63 @@ async fn drive<C: Graceful>(
             }
             None => soon,
         };
-        tokio::select! {
-            biased;
-            r = &mut *c => return r,
-            _ = bounds.stop.changed() => {
-                c.graceful();
-                return c.await;
-            }
-            closed = async {
+        let woke = {
+            let mut stop = std::pin::pin!(bounds.stop.changed());
+            let mut sleep = std::pin::pin!(tokio::time::sleep_until(deadline.into()));
+            let mut closed = std::pin::pin!(async {
                 match hangup.as_deref() {
                     Some(h) => h.closed().await,
                     None => std::future::pending().await,
                 }
-            } => {
-                if closed {
-                    tracing::debug!("the caller hung up while its request was in flight; dropping the request");
-                    return Ok(());
+            });
+            let mut first = true;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = Pin::new(&mut *c).poll(cx) {
+                    return Poll::Ready(Woke::Done(r));
                 }
+                // This runs at every wake-up of the connection. The shutdown signal and the
+                // timer keep the waker of their first poll (the task's, which does not
+                // change) and take a lock or two at each poll: they are polled again only
+                // once they may have fired.
+                let fired = first || stopping.has_changed().unwrap_or(true);
+                if fired && stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Stop);
+                }
+                if let Poll::Ready(closed) = closed.as_mut().poll(cx) {
+                    return Poll::Ready(Woke::HangUp(closed));
+                }
+                if (first || sleep.is_elapsed()) && sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Tick);
+                }
+                first = false;
+                Poll::Pending
+            })
+            .await
+        };
+        match woke {
+            Woke::Done(r) => return r,
+            Woke::Stop => {
+                c.graceful();
+                return c.await;
+            }
+            Woke::HangUp(true) => {
+                tracing::debug!(
+                    "the caller hung up while its request was in flight; dropping the request"
+                );
+                return Ok(());
+            }
+            Woke::HangUp(false) => {
                 if let Some(h) = hangup.as_deref_mut() {
                     h.stop();
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {
+            Woke::Tick => {
                 let now = Instant::now();
                 if head.is_some_and(|h| now >= h) && activity.head_deadline(bounds.head) == head {
-                    tracing::debug!(header_read_ms = bounds.head.as_millis() as u64, "request head not complete within timeouts.header_read_ms; closing");
+                    tracing::debug!(
+                        header_read_ms = bounds.head.as_millis() as u64,
+                        "request head not complete within timeouts.header_read_ms; closing"
+                    );
                     return Ok(());
                 }
                 if activity.quiet() && now >= activity.last() + bounds.idle {
@@ -486,7 +527,12 @@ async fn drive<C: Graceful>(
                 }
                 if let Some(h) = hangup.as_deref_mut() {
                     match activity.busy_since() {
-                        Some(began) if now >= activity.start + Duration::from_millis(began) + PARK_AFTER => h.watch(began),
+                        Some(began)
+                            if now
+                                >= activity.start + Duration::from_millis(began) + PARK_AFTER =>
+                        {
+                            h.watch(began)
+                        }
                         _ => h.stop(),
                     }
                 }
@@ -500,6 +546,14 @@ async fn drive<C: Graceful>(
             }
         }
     }
+}
+
+/// What woke [`drive`]'s connection: it ended, shutdown, the hang-up watch, or its timer.
+enum Woke {
+    Done(hyper::Result<()>),
+    Stop,
+    HangUp(bool),
+    Tick,
 }
 
 /// Serves one backend connection speaking `proto` with `svc` until it ends.

@@ -13,7 +13,6 @@ use governor::{Quota, RateLimiter};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use std::num::NonZeroU32;
@@ -26,8 +25,45 @@ use crate::pki::{self, CertInfo};
 use crate::tls::{self, TlsError};
 use crate::upstream::{upstream_path, BoxError, Outgoing, Upstream, UpstreamBody, UpstreamError};
 
-/// Response body: the upstream's, streamed, or one of ours.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// Response body: the upstream's, streamed, or one of ours. An enum rather than a boxed body:
+/// no allocation per response.
+pub enum ProxyBody {
+    /// Streamed from Amity.
+    Upstream(UpstreamBody),
+    /// Written by the proxy (its own errors).
+    Local(Full<Bytes>),
+}
+
+impl hyper::body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Upstream(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Self::Local(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(b) => b.is_end_stream(),
+            Self::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Upstream(b) => b.size_hint(),
+            Self::Local(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Header carrying the request id both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -109,7 +145,7 @@ impl Reject {
 }
 
 fn full(b: Bytes) -> ProxyBody {
-    Full::new(b).map_err(|never| match never {}).boxed()
+    ProxyBody::Local(Full::new(b))
 }
 
 enum PathMatch {
@@ -1017,7 +1053,7 @@ async fn forward<'g>(
     outcome.cert = cert;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
 }
 
 /// The whole request body, within `limits.max_request_body_bytes` and the body read timeout.
