@@ -6,7 +6,7 @@
 --callgrind  instructions per request for ours, nginx and HAProxy (one worker each), counted by
              valgrind's callgrind over a fixed load after a warm-up: repeatable, not disturbed by
              other jobs on the machine. Writes benches/results/callgrind-*.txt (top functions).
---cache-sim  with --callgrind: also data cache misses per request from valgrind's cache model (this
+--cache-sim  with --callgrind: also cache misses per request from valgrind's cache model (this
              machine has no hardware counters); with --conns 256, what many connections cost in memory.
 --syscalls   strace -c: system calls per request for the three proxies.
 --perf       perf record (cpu-clock, DWARF call graphs) of ours at full load, one worker.
@@ -158,8 +158,8 @@ def callgrind_one(kind, out_dir, requests_target, conns):
                 total = int(line.split()[1])
                 events = dict(zip(names, map(int, line.split()[1:])))
     reqs = w["requests"]
-    # With --cache-sim: simulated first-level and last-level data cache misses (reads + writes).
-    misses = {k: (events.get(k + "mr", 0) + events.get(k + "mw", 0)) / reqs for k in ("D1", "DL")}
+    # With --cache-sim: simulated first-level instruction and data cache misses, and last-level ones.
+    misses = {k: sum(events.get(k + s, 0) for s in ("mr", "mw")) / reqs for k in ("I1", "D1", "IL", "DL")}
     total2, self_ir, incl, fn_obj = parse_callgrind(dump)
     total = total or total2
     by_crate = {}
@@ -271,7 +271,7 @@ def main():
     ap.add_argument("--upstream-h1", action="store_true", help="the upstream offers only http/1.1 by ALPN")
     ap.add_argument("--workers", type=int, default=1, help="workers for --syscalls")
     ap.add_argument("--cache-sim", action="store_true",
-                    help="with --callgrind: also simulated data cache misses per request (slower)")
+                    help="with --callgrind: also simulated cache misses per request (slower)")
     ap.add_argument("--label", default="", help="suffix for the output files, e.g. -mimalloc")
     a = ap.parse_args()
     if not (a.perf or a.callgrind or a.syscalls):
@@ -313,7 +313,8 @@ def main():
                     rr = f" ({r['per_request'] / ng:.2f} x nginx)" if ng else ""
                     f.write(f"{k:<8} {r['per_request']:>10,.0f} instructions/request over {r['requests']:,} requests{rr}; "
                             f"{r['new_upstream']} new upstream connections while counting"
-                            + (f"; data cache misses/request: D1 {r['misses']['D1']:,.0f}, LL {r['misses']['DL']:,.0f}"
+                            + (f"; cache misses/request: I1 {r['misses']['I1']:,.0f}, D1 {r['misses']['D1']:,.0f}, "
+                               f"LL {r['misses']['IL'] + r['misses']['DL']:,.0f}"
                                if r["misses"] else "") + "\n")
             print(open(os.path.join(out_dir, f"callgrind-summary{a.label}.txt")).read())
         if a.perf:
