@@ -1,8 +1,10 @@
 //! The hyper service: policy (deny by default), header rewrite, forwarding,
 //! and Amity-shaped errors for everything the proxy itself refuses.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -39,14 +41,12 @@ impl hyper::body::Body for ProxyBody {
     type Error = BoxError;
 
     fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream(b) => std::pin::Pin::new(b).poll_frame(cx),
-            Self::Local(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
+            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
