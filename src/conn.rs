@@ -272,13 +272,10 @@ impl SpareTimer {
             if let Poll::Ready(v) = f.as_mut().poll(cx) {
                 return Poll::Ready(Some(v));
             }
-            // The timer keeps the waker of its first poll (this task's); polling it again at
-            // each wake-up would only take its lock.
-            if !(first || timer.is_elapsed()) {
-                return Poll::Pending;
+            if fired(timer.as_mut(), &mut first, cx) {
+                return Poll::Ready(None);
             }
-            first = false;
-            timer.as_mut().poll(cx).map(|()| None)
+            Poll::Pending
         })
         .await;
         if let Ok(mut t) = self.0.lock() {
@@ -286,6 +283,15 @@ impl SpareTimer {
         }
         out
     }
+}
+
+/// Whether `sleep` has fired, polling it only when it may have: at the first call (`first`,
+/// then cleared), which registers the task's waker, and once it has left the timer wheel.
+/// Each poll takes the timer's lock, and the futures that wait on one are polled at every
+/// wake-up of their task; a task's waker does not change, so the first one stays good.
+fn fired(sleep: Pin<&mut tokio::time::Sleep>, first: &mut bool, cx: &mut Context<'_>) -> bool {
+    let due = std::mem::take(first) || sleep.is_elapsed();
+    due && sleep.poll(cx).is_ready()
 }
 
 /// How the backend speaks on a connection.
@@ -471,26 +477,24 @@ async fn drive<C: Graceful>(
                     None => std::future::pending().await,
                 }
             });
-            let mut first = true;
+            let (mut first_stop, mut first_sleep) = (true, true);
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = Pin::new(&mut *c).poll(cx) {
                     return Poll::Ready(Woke::Done(r));
                 }
-                // This runs at every wake-up of the connection. The shutdown signal and the
-                // timer keep the waker of their first poll (the task's, which does not
-                // change) and take a lock or two at each poll: they are polled again only
-                // once they may have fired.
-                let fired = first || stopping.has_changed().unwrap_or(true);
-                if fired && stop.as_mut().poll(cx).is_ready() {
+                // This runs at every wake-up of the connection; the shutdown signal, like the
+                // timer (see `fired`), takes a lock at each poll and keeps its first waker.
+                let signalled =
+                    std::mem::take(&mut first_stop) || stopping.has_changed().unwrap_or(true);
+                if signalled && stop.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woke::Stop);
                 }
                 if let Poll::Ready(closed) = closed.as_mut().poll(cx) {
                     return Poll::Ready(Woke::HangUp(closed));
                 }
-                if (first || sleep.is_elapsed()) && sleep.as_mut().poll(cx).is_ready() {
+                if fired(sleep.as_mut(), &mut first_sleep, cx) {
                     return Poll::Ready(Woke::Tick);
                 }
-                first = false;
                 Poll::Pending
             })
             .await

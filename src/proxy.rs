@@ -1,10 +1,8 @@
 //! The hyper service: policy (deny by default), header rewrite, forwarding,
 //! and Amity-shaped errors for everything the proxy itself refuses.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -15,7 +13,7 @@ use governor::{Quota, RateLimiter};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use std::num::NonZeroU32;
 use tokio_rustls::TlsAcceptor;
@@ -25,45 +23,11 @@ use crate::conn::SpareTimer;
 use crate::metrics::{CertLabels, Metrics};
 use crate::pki::{self, CertInfo};
 use crate::tls::{self, TlsError};
-use crate::upstream::{upstream_path, BoxError, Outgoing, Upstream, UpstreamBody, UpstreamError};
+use crate::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
 
-/// Response body: the upstream's, streamed, or one of ours. An enum rather than a boxed body:
-/// no allocation per response.
-pub enum ProxyBody {
-    /// Streamed from Amity.
-    Upstream(UpstreamBody),
-    /// Written by the proxy (its own errors).
-    Local(Full<Bytes>),
-}
-
-impl hyper::body::Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
-            Self::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Upstream(b) => b.is_end_stream(),
-            Self::Local(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            Self::Upstream(b) => b.size_hint(),
-            Self::Local(b) => b.size_hint(),
-        }
-    }
-}
+/// Response body: the upstream's, streamed, or one of ours. Not boxed: no allocation per
+/// response.
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// Header carrying the request id both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -145,7 +109,7 @@ impl Reject {
 }
 
 fn full(b: Bytes) -> ProxyBody {
-    ProxyBody::Local(Full::new(b))
+    Either::Right(Full::new(b))
 }
 
 enum PathMatch {
@@ -308,7 +272,8 @@ fn has_admin_token(h: &HeaderMap) -> bool {
             .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
 }
 
-// Named once: a name given as a string is parsed at every lookup.
+// Statics, so that `inject` can lend either secret's name; a name given as a string would be
+// parsed at every lookup.
 static X_SERVER_KEY: HeaderName = HeaderName::from_static("x-server-key");
 static X_ADMIN_TOKEN: HeaderName = HeaderName::from_static("x-admin-token");
 static AUTHORIZATION: HeaderName = header::AUTHORIZATION;
@@ -1053,7 +1018,7 @@ async fn forward<'g>(
     outcome.cert = cert;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+    Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
 /// The whole request body, within `limits.max_request_body_bytes` and the body read timeout.

@@ -262,6 +262,26 @@ pub async fn proxied_with(
     (env, mock, proxy)
 }
 
+/// Retries `attempt` every 100 ms until it succeeds; fails naming `what` and the last error
+/// once `limit` has passed.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let t = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(()) => return,
+            Err(last) => assert!(
+                t.elapsed() < limit,
+                "{what}: not within {limit:?}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A second, unrelated CA (as if from another organisation).
 pub fn foreign_ca() -> (tempfile::TempDir, DevCa) {
     let dir = tempfile::tempdir().unwrap();
