@@ -428,15 +428,26 @@ impl HangUp {
         }
     }
 
-    /// Resolves while watching: `true` when the caller closed its side, `false` when bytes
-    /// came instead (a pipelined request, which only hyper may read).
-    async fn closed(&self) -> bool {
-        match &self.watching {
-            Some(s) => Box::pin(s.ready(Interest::READABLE))
-                .await
-                .is_ok_and(|r| r.is_read_closed()),
-            None => std::future::pending().await,
-        }
+    /// Resolves, while watching, once the caller has closed its side. Bytes that come
+    /// first (a TLS close_notify alert ahead of the FIN, a pipelined request) are left for
+    /// hyper to read: their readiness is cleared, never the closed state, which tokio keeps.
+    async fn closed(&self) {
+        let Some(s) = &self.watching else {
+            return std::future::pending().await;
+        };
+        Box::pin(async {
+            loop {
+                match s.ready(Interest::READABLE).await {
+                    Ok(r) if !r.is_read_closed() => {
+                        let _ = s.try_io(Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    _ => return,
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -489,8 +500,8 @@ async fn drive<C: Graceful>(
                 if signalled && stop.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woke::Stop);
                 }
-                if let Poll::Ready(closed) = closed.as_mut().poll(cx) {
-                    return Poll::Ready(Woke::HangUp(closed));
+                if closed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::HangUp);
                 }
                 if fired(sleep.as_mut(), &mut first_sleep, cx) {
                     return Poll::Ready(Woke::Tick);
@@ -505,16 +516,11 @@ async fn drive<C: Graceful>(
                 c.graceful();
                 return c.await;
             }
-            Woke::HangUp(true) => {
+            Woke::HangUp => {
                 tracing::debug!(
                     "the caller hung up while its request was in flight; dropping the request"
                 );
                 return Ok(());
-            }
-            Woke::HangUp(false) => {
-                if let Some(h) = hangup.as_deref_mut() {
-                    h.stop();
-                }
             }
             Woke::Tick => {
                 let now = Instant::now();
@@ -556,7 +562,7 @@ async fn drive<C: Graceful>(
 enum Woke {
     Done(hyper::Result<()>),
     Stop,
-    HangUp(bool),
+    HangUp,
     Tick,
 }
 
