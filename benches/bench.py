@@ -1244,7 +1244,7 @@ def main():
         ARGS.secs, ARGS.rounds, ARGS.warmup, ARGS.conn_secs, ARGS.start_reps = 4, 1, 1, 4, 2
     if ARGS.nice:
         os.nice(ARGS.nice)
-    ARGS.bin = ARGS.bin or os.path.join(ARGS.root, "target/release/amity-mtls-proxy")
+    ARGS.bin = ARGS.bin or os.path.join(ARGS.root, "target/optimized/amity-mtls-proxy")
     ARGS.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     ARGS.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     ARGS.wrk = shutil.which("wrk") or "/usr/bin/wrk"

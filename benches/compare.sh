@@ -5,8 +5,8 @@
 #   bash benches/compare.sh --quick    # shorter rounds, for a smoke test (~4 min)
 #
 # Environment:
-#   AMITY_BIN=/path/to/amity-mtls-proxy   use this binary instead of building target/release
-#   SKIP_BUILD=1                          do not run `cargo build --release`
+#   AMITY_BIN=/path/to/amity-mtls-proxy   use this binary instead of the one that ships
+#   SKIP_BUILD=1                          use target/optimized as it is (no rebuild)
 # Everything runs on 127.0.0.1; every process started is stopped on exit.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,9 +17,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 if [ -z "${AMITY_BIN:-}" ]; then
   if [ -z "${SKIP_BUILD:-}" ]; then
-    (cd "$root" && cargo build --release --quiet)
+    # The binary that ships: the release build laid out by BOLT.
+    bash "$root/scripts/build-optimized.sh"
   fi
-  export AMITY_BIN="$root/target/release/amity-mtls-proxy"
+  export AMITY_BIN="$root/target/optimized/amity-mtls-proxy"
 fi
 
 # 10,000 idle connections need file descriptors in the proxies and in the client.

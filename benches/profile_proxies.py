@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Profiles of the three proxies under the same keep-alive token-GET load as bench.py.
 
-  python3 benches/profile_proxies.py [--bin target/release/amity-mtls-proxy] [--perf] [--callgrind]
+  python3 benches/profile_proxies.py [--bin target/optimized/amity-mtls-proxy] [--perf] [--callgrind]
 
 --callgrind  instructions per request for ours, nginx and HAProxy (one worker each), counted by
              valgrind's callgrind over a fixed load after a warm-up: repeatable, not disturbed by
@@ -276,7 +276,7 @@ def main():
     a = ap.parse_args()
     if not (a.perf or a.callgrind or a.syscalls):
         a.perf = a.callgrind = a.syscalls = True
-    a.bin = a.bin or os.path.join(a.root, "target/release/amity-mtls-proxy")
+    a.bin = a.bin or os.path.join(a.root, "target/optimized/amity-mtls-proxy")
     need = [pkg for tool, pkg, on in (("valgrind", "valgrind", a.callgrind), ("strace", "strace", a.syscalls),
                                        ("perf", "linux-perf", a.perf), ("wrk", "wrk", True),
                                        ("nginx", "nginx-light", True), ("haproxy", "haproxy", True))
@@ -287,7 +287,7 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "-qq", *need], check=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     if not os.path.exists(a.bin):
-        sys.exit(f"missing {a.bin}: run `cargo build --release` (or bash benches/compare.sh) first, or set AMITY_BIN")
+        sys.exit(f"missing {a.bin}: run `bash scripts/build-optimized.sh` (or bash benches/compare.sh) first, or set AMITY_BIN")
     a.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     a.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     a.wrk = shutil.which("wrk") or "/usr/bin/wrk"

@@ -2,17 +2,33 @@
 # Installs what the build needs beyond Rust (make and a C compiler, for jemalloc)
 # and the Debian tools the tests use as independent peers and checkers:
 # openssl (CSR and certificate checks), nginx (a real mTLS upstream), curl.
-# Extra tools named as arguments (command name = Debian package) are installed too:
-# benches/compare.sh adds haproxy, wrk and python3.
+#
+#   bash scripts/deps.sh [--build] [TOOL | PACKAGE=PATH ...]
+#
+# --build: the build tools only, not the tests' peers. Each further argument is a
+# command that is also a Debian package (benches/compare.sh adds haproxy, wrk and
+# python3), or a package and the file it provides (bolt-19=/usr/lib/llvm-19/bin/llvm-bolt).
 set -euo pipefail
+tests=1
+if [ "${1:-}" = --build ]; then tests=""; shift; fi
 missing=()
+need() { # need PACKAGE [PATH]: installs PACKAGE unless its command (or PATH) exists
+  if [ -n "${2:-}" ]; then [ -x "$2" ] && return 0
+  else command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] && return 0; fi
+  missing+=("$1")
+}
 command -v make >/dev/null || missing+=(make)
 command -v cc >/dev/null || missing+=(gcc)
-command -v openssl >/dev/null || missing+=(openssl)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-command -v curl >/dev/null || missing+=(curl)
-for tool in "$@"; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+if [ -n "$tests" ]; then
+  need openssl
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  need curl
+fi
+for spec in "$@"; do
+  case "$spec" in
+    *=*) need "${spec%%=*}" "${spec#*=}" ;;
+    *) need "$spec" ;;
+  esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -22,7 +22,15 @@ import subprocess
 import sys
 import tempfile
 
-MUST_BE_SENT = ["Cargo.toml", "Cargo.lock", "config.yaml", "src/main.rs", "src/lib.rs"]
+MUST_BE_SENT = [
+    "Cargo.toml",
+    "Cargo.lock",
+    "config.yaml",
+    "src/main.rs",
+    "src/lib.rs",
+    "scripts/deps.sh",
+    "scripts/build-optimized.sh",
+]
 NEVER_SENT = [
     ".git/config",
     "target/release/amity-mtls-proxy",
