@@ -333,8 +333,8 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn record(&self, result: &Result<Response<UpstreamBody>, UpstreamError>) {
-        let now = pki::now_unix();
+    /// Keeps the verdict of an exchange that began at `now` (Unix seconds).
+    fn record(&self, result: &Result<Response<UpstreamBody>, UpstreamError>, now: i64) {
         let (accepted, detail) = match result {
             // Every worker records every success: once a second is enough, and shares no lock.
             Ok(_) if self.accepted_at.load(Ordering::Relaxed) == now => return,
@@ -735,7 +735,7 @@ impl Generation {
             ));
         };
         let result = first.upstream.send(out).await;
-        first.record(&result);
+        first.record(&result, now);
         let err = match result {
             Ok(r) => {
                 // Read first: a store on every request would bounce the line between workers.
@@ -762,7 +762,7 @@ impl Generation {
             }
         };
         let result = retry.upstream.send(out).await;
-        retry.record(&result);
+        retry.record(&result, now);
         result
             .map(|r| (r, Some(retry.name.as_str())))
             .map_err(|e| upstream_reject(&e, Some(&retry.name)))
@@ -893,20 +893,21 @@ struct Outcome<'a> {
 }
 
 /// Handles one request from a backend with `generation` (the current one, loaded by the
-/// caller: [`ProxyState::current`]).
+/// caller: [`ProxyState::current`]), which arrived at `started`.
 pub async fn handle(
     generation: Arc<Generation>,
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
+    started: Instant,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
     let rid = request_id(req.headers());
     // request_id only returns visible ASCII, so this never falls back.
     let rid_text = rid.to_str().unwrap_or("-");
-    let method = req.method().clone();
-    let uri = req.uri().clone();
+    // For the access log only, when it is on: `forward` consumes the request.
+    let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().clone()));
     let mut outcome = Outcome::default();
-    let mut resp = match forward(&generation, req, &conn, &rid, &mut outcome).await {
+    let mut resp = match forward(&generation, req, &conn, &rid, started, &mut outcome).await {
         Ok(resp) => resp,
         Err(reject) => {
             if reject.status.is_server_error() {
@@ -927,19 +928,21 @@ pub async fn handle(
     if let Some(d) = outcome.upstream {
         generation.metrics.upstream_latency.observe(d.as_secs_f64());
     }
-    tracing::info!(
-        target: "access",
-        method = method.as_str(),
-        path = uri.path(),
-        route,
-        status,
-        upstream_ms = outcome.upstream.map_or(0, |d| d.as_millis() as u64),
-        total_ms = started.elapsed().as_millis() as u64,
-        request_id = rid_text,
-        cert = outcome.cert.unwrap_or("-"),
-        caller = conn.name(),
-        "request"
-    );
+    if let Some((method, uri)) = logged {
+        tracing::info!(
+            target: "access",
+            method = method.as_str(),
+            path = uri.path(),
+            route,
+            status,
+            upstream_ms = outcome.upstream.map_or(0, |d| d.as_millis() as u64),
+            total_ms = started.elapsed().as_millis() as u64,
+            request_id = rid_text,
+            cert = outcome.cert.unwrap_or("-"),
+            caller = conn.name(),
+            "request"
+        );
+    }
     resp
 }
 
@@ -948,6 +951,7 @@ async fn forward<'g>(
     req: Request<Incoming>,
     conn: &ConnInfo,
     rid: &HeaderValue,
+    started: Instant,
     outcome: &mut Outcome<'g>,
 ) -> Result<Response<ProxyBody>, Reject> {
     let route = g.policy.classify(req.method(), req.uri(), req.headers())?;
@@ -964,11 +968,12 @@ async fn forward<'g>(
     }
     let (parts, body) = req.into_parts();
     // Most calls (the token GET) have no body: no timer, no collecting. Boxed, so that the
-    // rarely used reading state does not enlarge every request's future.
-    let body = if body.is_end_stream() {
-        Bytes::new()
+    // rarely used reading state does not enlarge every request's future. The wait on Amity
+    // is timed from the request's start, a clock reading saved, unless a body came first.
+    let (body, sent) = if body.is_end_stream() {
+        (Bytes::new(), started)
     } else {
-        Box::pin(read_body(g, body)).await?
+        (Box::pin(read_body(g, body)).await?, Instant::now())
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -1000,7 +1005,6 @@ async fn forward<'g>(
         r.retry_after = Some(1);
         return Err(r);
     };
-    let sent = Instant::now();
     // One bound for the whole wait, the retry after a TLS failure included.
     let deadline = sent + g.response_timeout;
     // Boxed: futures nest by value, and hyper moves the whole request future (twice) into

@@ -463,6 +463,27 @@ async fn secrets_are_injected_and_never_logged() {
             "line {i} leaks the admin token: {line}"
         );
     }
+    // One access line per request, with what an operator looks for in it.
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 3, "three access lines: {log}");
+    let first = &access[0];
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/api/v3/authentication/token");
+    assert_eq!(first["route"], "auth_token");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["cert"], "backend-a");
+    assert!(
+        first["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() >= 16),
+        "a request id: {first}"
+    );
+    assert_eq!(access[2]["path"], "/api/v3/users");
+    assert_eq!(access[2]["route"], "admin");
 
     // caller_secrets: reject refuses a caller that sends its own key.
     let v = env.config(
