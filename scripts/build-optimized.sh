@@ -46,17 +46,15 @@ free_port() {
 listen="127.0.0.1:$(free_port)"
 admin="127.0.0.1:$(free_port)"
 amity="127.0.0.1:$(free_port)"
-cat >"$work/config.yaml" <<EOF
-listen: $listen
-admin_listen: $admin
-upstream:
-  url: https://$amity
-  ca: certs/dev-ca.crt
-client_certs:
-  - name: local-dev
-    cert: certs/local-dev.crt
-    key: certs/local-dev.key
-EOF
+# The repository's local default (what `demo` runs), on free ports.
+sed -e "s|127.0.0.1:8080|$listen|; s|127.0.0.1:9901|$admin|; s|https://127.0.0.1:9443|https://$amity|" \
+  config.yaml >"$work/config.yaml"
+for addr in "$listen" "$admin" "$amity"; do
+  grep -q "$addr" "$work/config.yaml" || {
+    echo "config.yaml: its listen, admin_listen or upstream.url address changed; update the ports this script replaces" >&2
+    exit 1
+  }
+done
 # Makes the dev CA and the client certificate, and checks the plain build end to end.
 "$plain" -c "$work/config.yaml" demo --once >"$work/demo-plain.log" 2>&1 || {
   cat "$work/demo-plain.log" >&2

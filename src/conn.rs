@@ -394,11 +394,10 @@ where
 struct HangUp {
     /// The second descriptor, made when the connection starts (later, hyper owns the socket).
     fd: Option<OwnedFd>,
-    /// `fd`, registered with the runtime while a long request is watched. Boxed, as is the
-    /// wait on it: rarely used, they would otherwise enlarge every connection's task.
+    /// `fd`, registered with the runtime while a long request is watched (then `fd` is
+    /// `None`). Boxed, as is the wait on it: rarely used, they would otherwise enlarge every
+    /// connection's task.
     watching: Option<Box<TcpStream>>,
-    /// The request (by `began_ms`) last watched: each is watched at most once.
-    watched: Option<u64>,
 }
 
 impl HangUp {
@@ -406,17 +405,11 @@ impl HangUp {
         Self {
             fd: tcp.as_fd().try_clone_to_owned().ok(),
             watching: None,
-            watched: None,
         }
     }
 
-    /// Watches for a hang-up while the request that began at `began` is in flight.
-    fn watch(&mut self, began: u64) {
-        if self.watched == Some(began) {
-            return;
-        }
-        self.stop();
-        self.watched = Some(began);
+    /// Watches for a hang-up until [`HangUp::stop`]; already watching, carries on.
+    fn watch(&mut self) {
         if let Some(fd) = self.fd.take() {
             match TcpStream::from_std(std::net::TcpStream::from(fd)) {
                 Ok(s) => self.watching = Some(Box::new(s)),
@@ -544,7 +537,7 @@ async fn drive<C: Graceful>(
                             if now
                                 >= activity.start + Duration::from_millis(began) + PARK_AFTER =>
                         {
-                            h.watch(began)
+                            h.watch()
                         }
                         _ => h.stop(),
                     }

@@ -514,8 +514,21 @@ async fn over_the_in_flight_limit_is_503_not_a_queue() {
 
 #[tokio::test]
 async fn a_caller_that_hangs_up_mid_request_frees_its_in_flight_slot() {
+    hang_up_frees_the_slot(None).await;
+}
+
+#[tokio::test]
+async fn a_caller_that_sends_more_before_hanging_up_frees_its_in_flight_slot() {
+    // Bytes ahead of the FIN, once the hang-up watch has begun (after 0.5 s of waiting):
+    // a pipelined request's start here, curl's TLS close_notify alert over mTLS.
+    hang_up_frees_the_slot(Some(b"GET /api/v3/authentication/token")).await;
+}
+
+/// A caller sends a request that Amity is slow to answer (6 s), maybe `more` bytes after
+/// 1.2 s, then closes: its `max_in_flight` slot must be free well before that answer.
+async fn hang_up_frees_the_slot(more: Option<&[u8]>) {
     let (_env, mock, proxy) = common::proxied_with(
-        |o| o.delay = Duration::from_secs(4),
+        |o| o.delay = Duration::from_secs(6),
         "limits:\n  max_in_flight: 1\n",
     )
     .await;
@@ -526,9 +539,13 @@ async fn a_caller_that_hangs_up_mid_request_frees_its_in_flight_slot() {
     let (status, _, body) = v3(proxy.addr).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the slot is taken");
     assert_eq!(json(&body)["data"]["reason"], "overloaded");
+    if let Some(more) = more {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        caller.send(more).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(caller);
     mock.set_delay(Duration::ZERO);
-    // Well before the abandoned request's answer (4 s).
     common::eventually(
         Duration::from_millis(2500),
         "the slot freed after the caller hung up",
