@@ -40,6 +40,9 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--nice", type=int, default=0)
     a = ap.parse_args()
+    for b in (a.a, a.b):
+        if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+            sys.exit(f"{b}: not an executable file (build one with bash scripts/build-optimized.sh)")
     if a.nice:
         os.nice(a.nice)
     bench.ARGS = argparse.Namespace(nginx=shutil.which("nginx") or "/usr/sbin/nginx",
