@@ -46,6 +46,7 @@ pub fn mock_options(
         http1_only: false,
         max_requests_per_connection: 0,
         body_pause: Duration::ZERO,
+        record_requests: false,
     })
 }
 

@@ -4,7 +4,7 @@
 //! the token, session and one admin call with Amity's bodies and error shapes,
 //! and records which client certificate every request came with.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,9 @@ use crate::tls::{self, TlsError};
 
 /// How long an issued auth token is accepted for a session (Amity: 10 minutes).
 const TOKEN_TTL: Duration = Duration::from_secs(600);
+/// Tokens kept for sessions at most: under a load test the oldest are forgotten first,
+/// so that the stand-in's memory stays bounded.
+const MAX_TOKENS: usize = 100_000;
 
 /// Settings of the stand-in.
 pub struct MockOptions {
@@ -54,6 +57,9 @@ pub struct MockOptions {
     pub max_requests_per_connection: u64,
     /// Pause between the two halves of each response body (to test slow bodies); zero: none.
     pub body_pause: Duration,
+    /// Keep every request in [`Observed::requests`] (tests); off for a long-running
+    /// stand-in, where that list would grow without bound.
+    pub record_requests: bool,
 }
 
 /// One request as the stand-in saw it.
@@ -98,7 +104,36 @@ struct Mock {
     /// `opts.delay` until [`MockHandle::set_delay`] changes it, in ms.
     delay_ms: Arc<AtomicU64>,
     observed: Arc<Observed>,
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    tokens: Mutex<Tokens>,
+}
+
+/// Issued auth tokens: the user of each, and the order they were issued in, which is
+/// also the order they expire in.
+#[derive(Default)]
+struct Tokens {
+    users: HashMap<String, (String, Instant)>,
+    issued: VecDeque<(Instant, String)>,
+}
+
+impl Tokens {
+    fn insert(&mut self, token: String, user: String) {
+        let now = Instant::now();
+        while let Some((at, oldest)) = self.issued.front() {
+            if now.duration_since(*at) < TOKEN_TTL && self.issued.len() < MAX_TOKENS {
+                break;
+            }
+            self.users.remove(oldest);
+            self.issued.pop_front();
+        }
+        self.users.insert(token.clone(), (user, now));
+        self.issued.push_back((now, token));
+    }
+
+    fn is_valid(&self, token: &str, user: &str) -> bool {
+        self.users
+            .get(token)
+            .is_some_and(|(u, at)| u == user && at.elapsed() < TOKEN_TTL)
+    }
 }
 
 /// A stand-in running in this process.
@@ -161,7 +196,7 @@ pub async fn start(listen: SocketAddr, opts: MockOptions) -> Result<MockHandle, 
         opts,
         delay_ms: delay_ms.clone(),
         observed: observed.clone(),
-        tokens: Mutex::new(HashMap::new()),
+        tokens: Mutex::default(),
     });
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), mock, rx));
@@ -204,6 +239,8 @@ async fn accept_loop(
             },
             _ = &mut stop => return,
         };
+        // Without it, small h2 frames wait on delayed ACKs: about 40 ms per proxied call.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let mock = mock.clone();
         tokio::spawn(async move {
@@ -333,28 +370,9 @@ impl Mock {
         serial: String,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
         tracing::info!(target: "mock_amity", method = %parts.method, path = %parts.uri.path(), client_subject = %subject, client_serial = %serial, "request");
-        if let Ok(mut r) = self.observed.requests.lock() {
-            let authority = parts
-                .uri
-                .authority()
-                .map(|a| a.to_string())
-                .or_else(|| header_str(&parts.headers, "host").map(str::to_string))
-                .unwrap_or_default();
-            r.push(Seen {
-                method: parts.method.clone(),
-                path,
-                authority,
-                headers: parts.headers.clone(),
-                client_subject: subject.clone(),
-                client_serial: serial.clone(),
-                http2: parts.version == http::Version::HTTP_2,
-            });
+        if self.opts.record_requests {
+            self.record(&parts, &subject, &serial);
         }
         let delay = self.delay_ms.load(Ordering::Relaxed);
         if delay != 0 {
@@ -374,6 +392,31 @@ impl Mock {
             }
         }
         resp
+    }
+
+    fn record(&self, parts: &http::request::Parts, subject: &str, serial: &str) {
+        let Ok(mut seen) = self.observed.requests.lock() else {
+            return;
+        };
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| header_str(&parts.headers, "host").map(str::to_string))
+            .unwrap_or_default();
+        seen.push(Seen {
+            method: parts.method.clone(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            authority,
+            headers: parts.headers.clone(),
+            client_subject: subject.to_string(),
+            client_serial: serial.to_string(),
+            http2: parts.version == http::Version::HTTP_2,
+        });
     }
 
     fn route(
@@ -453,8 +496,7 @@ impl Mock {
     fn issue(&self, user: String) -> String {
         let token = random_token();
         if let Ok(mut t) = self.tokens.lock() {
-            t.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
-            t.insert(token.clone(), (user, Instant::now()));
+            t.insert(token.clone(), user);
         }
         token
     }
@@ -471,10 +513,7 @@ impl Mock {
         if user.is_empty() || device.is_empty() {
             return amity_error(StatusCode::BAD_REQUEST, 400000, "Bad request.");
         }
-        let valid = self.tokens.lock().is_ok_and(|t| {
-            t.get(&token)
-                .is_some_and(|(u, at)| *u == user && at.elapsed() < TOKEN_TTL)
-        });
+        let valid = self.tokens.lock().is_ok_and(|t| t.is_valid(&token, &user));
         if !valid {
             // Secure mode: a session needs an auth token issued for this user.
             return amity_error(StatusCode::FORBIDDEN, 400300, "Forbidden error.");
@@ -491,5 +530,33 @@ impl Mock {
                 "userStatus": "active",
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_expire_and_the_oldest_go_first_beyond_the_cap() {
+        let mut t = Tokens::default();
+        let long_ago = Instant::now().checked_sub(TOKEN_TTL).unwrap();
+        t.users.insert("old".into(), ("u0".into(), long_ago));
+        t.issued.push_back((long_ago, "old".into()));
+        t.insert("first".into(), "u1".into());
+        assert!(!t.users.contains_key("old"), "an expired token is dropped");
+        assert!(t.is_valid("first", "u1"));
+        assert!(
+            !t.is_valid("first", "u2"),
+            "a token is valid for its own user only"
+        );
+
+        for i in 0..MAX_TOKENS {
+            t.insert(format!("t{i}"), "u1".into());
+        }
+        assert_eq!(t.users.len(), MAX_TOKENS);
+        assert_eq!(t.issued.len(), MAX_TOKENS);
+        assert!(!t.is_valid("first", "u1"), "the oldest goes beyond the cap");
+        assert!(t.is_valid("t0", "u1") && t.is_valid(&format!("t{}", MAX_TOKENS - 1), "u1"));
     }
 }

@@ -231,6 +231,7 @@ impl Env {
             Duration::ZERO,
         )
         .unwrap();
+        opts.record_requests = true;
         tune(&mut opts);
         mock::start("127.0.0.1:0".parse().unwrap(), opts)
             .await
