@@ -9,8 +9,8 @@
 --cache-sim  with --callgrind: also cache misses per request from valgrind's cache model (this
              machine has no hardware counters); with --conns 256, what many connections cost in memory.
 --syscalls   strace -c: system calls per request for the three proxies.
---perf       perf record (cpu-clock, DWARF call graphs) of ours at full load, one worker.
-             Writes benches/results/perf-ours.txt.
+--perf       perf record (cpu-clock, DWARF call graphs) of each proxy in --only at full load, one
+             worker, the kernel's share included. Writes benches/results/perf-<proxy>.txt.
 """
 
 import argparse
@@ -187,36 +187,38 @@ def callgrind_one(kind, out_dir, requests_target, conns):
                 misses=misses if bench.ARGS.cache_sim else None)
 
 
-def perf_ours(out_dir, secs, conns):
-    cfg = write("ours-perf.yaml", bench.ours_conf(P["ours"], P["ours_admin"], workers=1))
-    px = Proxy("ours", "ours", P["ours"], 1)
-    px.p = spawn([bench.ARGS.bin, "run", "-c", cfg], "perf-ours",
-                 env={"RUST_LOG": "warn", **bench.ours_env()})
-    px.admin = P["ours_admin"]
-    data = os.path.join(bench.WORK, "perf.data")
+def perf_one(kind, out_dir, secs, conns):
+    """perf record of one proxy (all its processes, one worker) at full load; CPU samples per
+    request by shared object and symbol, the kernel's included."""
+    px = Proxy(kind, kind, P[kind], 1).start()
+    data = os.path.join(bench.WORK, f"perf-{kind}.data")
     try:
         px.ready()
         wrk(px.port, conns, 3)
+        pids = ",".join(str(p) for p in px.pids())
         rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
-                                "-p", str(px.p.pid), "-o", data, "--", "sleep", str(secs)],
+                                "-p", pids, "-o", data, "--", "sleep", str(secs)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         w = wrk(px.port, conns, secs + 1)
         rec.wait(60)
     finally:
         px.stop()
-    flat = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio",
-                           "-g", "none", "--percent-limit", "0.4"], capture_output=True, text=True).stdout
-    dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso", "--stdio", "-g", "none"],
-                         capture_output=True, text=True).stdout
-    child = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "symbol", "--stdio", "-g", "none",
-                            "--percent-limit", "2"], capture_output=True, text=True).stdout
+    report = lambda *args: subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none", *args],
+                                          capture_output=True, text=True).stdout
+    flat = report("--no-children", "--sort", "dso,symbol", "--percent-limit", "0.4")
+    dso = report("--no-children", "--sort", "dso")
+    child = report("--children", "--sort", "symbol", "--percent-limit", "2")
+    samples = re.search(r"of event 'cpu-clock'.*?\n# Event count \(approx.\): (\d+)", dso, re.S)
+    # cpu-clock's event count is in nanoseconds of CPU
+    per_req = f"{int(samples.group(1)) / 1000 / (w['rps'] * secs):.1f} µs of CPU per request; " if samples else ""
     strip = lambda t: "\n".join(l for l in t.splitlines() if l.strip() and not l.startswith("#"))
-    with open(os.path.join(out_dir, f"perf-ours{bench.ARGS.label}.txt"), "w") as f:
-        f.write(f"# perf record -e cpu-clock -F 999 --call-graph dwarf, ours, one worker, wrk -c{conns}, "
-                f"{w['rps']:,.0f} req/s during the profile\n\n## by shared object (self)\n")
+    with open(os.path.join(out_dir, f"perf-{kind}{bench.ARGS.label}.txt"), "w") as f:
+        f.write(f"# perf record -e cpu-clock -F 999 --call-graph dwarf, {kind}, one worker, wrk -c{conns}, "
+                f"{w['rps']:,.0f} req/s during the profile; {per_req}percentages are of the proxy's CPU\n\n"
+                "## by shared object (self)\n")
         f.write(strip(dso) + "\n\n## by symbol (self, >= 0.4%)\n" + strip(flat) +
                 "\n\n## by symbol (children = inclusive, >= 2%)\n" + strip(child) + "\n")
-    log(f"perf profile written ({w['rps']:,.0f} req/s while profiling)")
+    log(f"{kind}: perf profile written ({w['rps']:,.0f} req/s while profiling; {per_req.rstrip('; ')})")
 
 
 def syscalls(out_dir, secs, conns):
@@ -318,7 +320,8 @@ def main():
                                if r["misses"] else "") + "\n")
             print(open(os.path.join(out_dir, f"callgrind-summary{a.label}.txt")).read())
         if a.perf:
-            perf_ours(out_dir, a.secs, a.conns)
+            for kind in a.only:
+                perf_one(kind, out_dir, a.secs, a.conns)
         if a.syscalls:
             syscalls(out_dir, a.secs, a.conns)
     finally:
