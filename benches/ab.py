@@ -40,6 +40,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--nice", type=int, default=0)
     a = ap.parse_args()
+    # The proxies run in a work folder of their own.
+    a.a, a.b = os.path.abspath(a.a), os.path.abspath(a.b)
     for b in (a.a, a.b):
         if not (os.path.isfile(b) and os.access(b, os.X_OK)):
             sys.exit(f"{b}: not an executable file (build one with bash scripts/build-optimized.sh)")

@@ -25,6 +25,7 @@ import tempfile
 MUST_BE_SENT = [
     "Cargo.toml",
     "Cargo.lock",
+    ".cargo/config.toml",
     "config.yaml",
     "src/main.rs",
     "src/lib.rs",
