@@ -2,7 +2,7 @@
 //!
 //! It demands a client certificate from the given CA at the handshake, serves
 //! the token, session and one admin call with Amity's bodies and error shapes,
-//! and records which client certificate every request came with.
+//! and, for tests, records which client certificate every request came with.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
