@@ -107,26 +107,30 @@ struct Mock {
     tokens: Mutex<Tokens>,
 }
 
-/// Issued auth tokens: the user of each, and the order they were issued in, which is
-/// also the order they expire in.
+/// Issued auth tokens: the user and issue time of each, and the order they were issued in,
+/// which is also the order they expire in.
 #[derive(Default)]
 struct Tokens {
     users: HashMap<String, (String, Instant)>,
-    issued: VecDeque<(Instant, String)>,
+    issued: VecDeque<String>,
 }
 
 impl Tokens {
     fn insert(&mut self, token: String, user: String) {
         let now = Instant::now();
-        while let Some((at, oldest)) = self.issued.front() {
-            if now.duration_since(*at) < TOKEN_TTL && self.issued.len() < MAX_TOKENS {
+        while let Some(oldest) = self.issued.front() {
+            let expired = self
+                .users
+                .get(oldest)
+                .is_none_or(|(_, at)| now.duration_since(*at) >= TOKEN_TTL);
+            if !expired && self.issued.len() < MAX_TOKENS {
                 break;
             }
             self.users.remove(oldest);
             self.issued.pop_front();
         }
         self.users.insert(token.clone(), (user, now));
-        self.issued.push_back((now, token));
+        self.issued.push_back(token);
     }
 
     fn is_valid(&self, token: &str, user: &str) -> bool {
@@ -542,7 +546,7 @@ mod tests {
         let mut t = Tokens::default();
         let long_ago = Instant::now().checked_sub(TOKEN_TTL).unwrap();
         t.users.insert("old".into(), ("u0".into(), long_ago));
-        t.issued.push_back((long_ago, "old".into()));
+        t.issued.push_back("old".into());
         t.insert("first".into(), "u1".into());
         assert!(!t.users.contains_key("old"), "an expired token is dropped");
         assert!(t.is_valid("first", "u1"));
