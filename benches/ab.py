@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Two builds of the proxy side by side: which one spends less CPU per request.
+"""Two builds of the proxy side by side: which one spends less CPU per request, which answers more.
 
   python3 benches/ab.py BIN_A BIN_B [--conns 32 256] [--pairs 8] [--secs 3] [--workers 1] [--nice -10]
 
@@ -62,17 +62,20 @@ def main():
         for conns in a.conns:
             for px in pxs:
                 wrk(px.port, conns, 2)  # warm-up
-            cpu = ([], [])
+            cpu, rps = ([], []), ([], [])
             for i in range(a.pairs):
                 order = (0, 1) if i % 2 == 0 else (1, 0)
                 for k in order:
                     r = bench.measured_round(pxs[k], conns, a.secs)
                     cpu[k].append(r["cpu_us_per_req"])
-                log(f"c={conns} pair {i + 1}: A {cpu[0][-1]:.1f} µs/req, B {cpu[1][-1]:.1f} µs/req")
-            ratios = [b / x for x, b in zip(*cpu)]
-            print(f"c={conns}: A median {statistics.median(cpu[0]):.2f} µs/req, B median {statistics.median(cpu[1]):.2f}; "
-                  f"B / A per pair: median {statistics.median(ratios):.3f}, "
-                  f"range {min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} pairs")
+                    rps[k].append(r["rps"])
+                log(f"c={conns} pair {i + 1}: A {cpu[0][-1]:.1f} µs/req {rps[0][-1]:,.0f} req/s, "
+                    f"B {cpu[1][-1]:.1f} µs/req {rps[1][-1]:,.0f} req/s")
+            for name, unit, fig in (("CPU", "µs/req", cpu), ("throughput", "req/s", rps)):
+                ratios = [b / x for x, b in zip(*fig)]
+                print(f"c={conns} {name}: A median {statistics.median(fig[0]):,.2f} {unit}, "
+                      f"B median {statistics.median(fig[1]):,.2f}; B / A per pair: median {statistics.median(ratios):.3f}, "
+                      f"range {min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} pairs")
     finally:
         bench.stop_all()
         shutil.rmtree(bench.WORK, ignore_errors=True)

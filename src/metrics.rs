@@ -4,8 +4,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+mod shards;
+pub use shards::{DurationHistogram, ShardedCounter};
 
 /// Labels of `amity_proxy_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,11 +45,11 @@ pub struct CertLabels {
 pub struct Metrics {
     registry: Registry,
     /// Requests answered, by route class and status.
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Family<RequestLabels, ShardedCounter>,
     /// Time from forwarding to the upstream's response head.
-    pub upstream_latency: Histogram,
+    pub upstream_latency: DurationHistogram,
     /// Requests sent upstream (retries included).
-    pub upstream_requests: Counter,
+    pub upstream_requests: ShardedCounter,
     /// New upstream connections (TCP + TLS handshake each).
     pub handshakes: Counter,
     /// Failed upstream handshakes, by reason.
@@ -68,7 +70,7 @@ pub struct Metrics {
     pub connections_parked: Gauge,
     /// `requests` with status 200 for each forwarded route class, looked up once: the
     /// common case then costs no label hashing.
-    ok: [(&'static str, Counter); 3],
+    ok: [(&'static str, ShardedCounter); 3],
 }
 
 impl Default for Metrics {
@@ -83,8 +85,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("amity_proxy");
         let m = Self {
             requests: Family::default(),
-            upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
-            upstream_requests: Counter::default(),
+            upstream_latency: DurationHistogram::default(),
+            upstream_requests: ShardedCounter::default(),
             handshakes: Counter::default(),
             handshake_failures: Family::default(),
             reloads: Family::default(),

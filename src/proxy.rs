@@ -926,7 +926,7 @@ pub async fn handle(
     let status = resp.status().as_u16();
     generation.metrics.count_request(route, status);
     if let Some(d) = outcome.upstream {
-        generation.metrics.upstream_latency.observe(d.as_secs_f64());
+        generation.metrics.upstream_latency.observe(d);
     }
     if let Some((method, uri)) = logged {
         tracing::info!(

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use crate::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
+use crate::workers::{local, Padded};
 
 mod multiplex;
 
@@ -379,15 +380,44 @@ impl hyper::body::Body for UpstreamBody {
     }
 }
 
+/// What one worker uses of an [`Upstream`], on cache lines of its own.
+struct PerWorker {
+    slot: multiplex::Slot,
+    client: Client<CountingConnector, Full<Bytes>>,
+    /// The upstream's `host[:port]`, this worker's own copy.
+    authority: Authority,
+}
+
+impl PerWorker {
+    fn uri(&self, path_and_query: &PathAndQuery) -> Result<Uri, UpstreamError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query.clone());
+        Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol {
+            reason: format!("bad upstream URI: {e}"),
+        })
+    }
+
+    fn request<B>(&self, out: &Outgoing, body: B) -> Result<Request<B>, UpstreamError> {
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = self.uri(&out.path_and_query)?;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = out.headers.clone();
+        Ok(req)
+    }
+}
+
 /// One generation's upstream: a TLS config with one client identity, and per worker an
 /// HTTP/2 connection (or, if the upstream offers only HTTP/1.1, a connection pool).
 pub struct Upstream {
     /// One per worker thread (see `workers`), so that a connection is driven by the
     /// thread whose requests use it.
-    slots: Box<[multiplex::Slot]>,
-    /// Set once the upstream has chosen HTTP/1.1 by ALPN; then `clients` carry the requests.
+    workers: Box<[Padded<PerWorker>]>,
+    /// Set once the upstream has chosen HTTP/1.1 by ALPN; then each worker's `client`
+    /// carries the requests.
     http1: AtomicBool,
-    clients: Box<[Client<CountingConnector, Full<Bytes>>]>,
     connector: CountingConnector,
     idle: Duration,
     target: UpstreamTarget,
@@ -433,14 +463,22 @@ impl Upstream {
             .pool_max_idle_per_host(upstream.pool_max_idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
-        let workers = workers.max(1);
-        let clients = (0..workers)
-            .map(|_| builder.build(connector.clone()))
+        let workers = (0..workers.max(1))
+            .map(|_| {
+                Padded(PerWorker {
+                    slot: multiplex::Slot::default(),
+                    client: builder.build(connector.clone()),
+                    // A copy, not a clone: clones share one reference count.
+                    authority: Authority::from_maybe_shared(Bytes::copy_from_slice(
+                        target.authority.as_str().as_bytes(),
+                    ))
+                    .unwrap_or_else(|_| target.authority.clone()),
+                })
+            })
             .collect();
         Ok(Self {
-            slots: (0..workers).map(|_| multiplex::Slot::default()).collect(),
+            workers,
             http1: AtomicBool::new(false),
-            clients,
             connector,
             idle,
             target,
@@ -458,18 +496,16 @@ impl Upstream {
     /// Sends a request once; the caller decides on retries and bounds the wait.
     pub async fn send(&self, out: &Outgoing) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.metrics.upstream_requests.inc();
-        let worker = crate::workers::index();
+        let w = local(&self.workers);
         let exchange = async {
             if !self.http1.load(Ordering::Relaxed) {
-                let slot = &self.slots[worker % self.slots.len()];
-                if let Some(resp) = self.send_http2(slot, out).await? {
+                if let Some(resp) = self.send_http2(w, out).await? {
                     return Ok(resp);
                 }
             }
-            let client = &self.clients[worker % self.clients.len()];
-            let req = self.request(out, Full::new(out.body.clone()))?;
+            let req = w.request(out, Full::new(out.body.clone()))?;
             // Boxed, as connecting is: a rare path with a large future.
-            match Box::pin(client.request(req)).await {
+            match Box::pin(w.client.request(req)).await {
                 Ok(resp) => Ok(resp.map(UpstreamBody::Http1)),
                 Err(e) => Err(self.classify(&e)),
             }
@@ -485,42 +521,24 @@ impl Upstream {
         result
     }
 
-    fn uri(&self, path_and_query: &PathAndQuery) -> Result<Uri, UpstreamError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTPS);
-        parts.authority = Some(self.target.authority.clone());
-        parts.path_and_query = Some(path_and_query.clone());
-        Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol {
-            reason: format!("bad upstream URI: {e}"),
-        })
-    }
-
-    fn request<B>(&self, out: &Outgoing, body: B) -> Result<Request<B>, UpstreamError> {
-        let mut req = Request::new(body);
-        *req.method_mut() = out.method.clone();
-        *req.uri_mut() = self.uri(&out.path_and_query)?;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = out.headers.clone();
-        Ok(req)
-    }
-
     /// Over the worker's HTTP/2 connection, made first if needed; `None` when the upstream
     /// chose HTTP/1.1.
     async fn send_http2(
         &self,
-        slot: &multiplex::Slot,
+        w: &PerWorker,
         out: &Outgoing,
     ) -> Result<Option<Response<UpstreamBody>>, UpstreamError> {
+        let slot = &w.slot;
         let mut again = true;
         loop {
             let conn = match slot.current() {
                 Some(conn) => conn,
-                None => match Box::pin(self.connect_http2(slot)).await? {
+                None => match Box::pin(self.connect_http2(w)).await? {
                     Some(conn) => conn,
                     None => return Ok(None),
                 },
             };
-            let mut req = self.request(out, ())?;
+            let mut req = w.request(out, ())?;
             if !out.body.is_empty() && !req.headers().contains_key(http::header::CONTENT_LENGTH) {
                 req.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, out.body.len().into());
@@ -544,17 +562,15 @@ impl Upstream {
     }
 
     /// Makes this worker's HTTP/2 connection; `None` when the upstream chose HTTP/1.1.
-    async fn connect_http2(
-        &self,
-        slot: &multiplex::Slot,
-    ) -> Result<Option<multiplex::Conn>, UpstreamError> {
+    async fn connect_http2(&self, w: &PerWorker) -> Result<Option<multiplex::Conn>, UpstreamError> {
+        let slot = &w.slot;
         let _only_one = slot.connecting().await;
         if let Some(conn) = slot.current() {
             return Ok(Some(conn));
         }
         let io = tower_service::Service::call(
             &mut self.connector.clone(),
-            self.uri(&PathAndQuery::from_static("/"))?,
+            w.uri(&PathAndQuery::from_static("/"))?,
         )
         .await
         .map_err(|e| self.explain(e.as_ref(), None))?;

@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use super::{TlsFailure, Watched};
+use crate::workers::Padded;
 
 // hyper's HTTP/2 client settings, kept as they were when requests went through hyper.
 const STREAM_WINDOW: u32 = 2 << 20;
@@ -41,7 +42,9 @@ struct Held {
 /// One worker's connection for one certificate.
 #[derive(Default)]
 pub(super) struct Slot {
-    held: Arc<Mutex<Option<Held>>>,
+    /// Locked by every request of the worker: padded, so that it shares no line with
+    /// another worker's slot (they are made one after the other, at reload).
+    held: Arc<Padded<Mutex<Option<Held>>>>,
     /// Requests that find no connection wait for the one being made rather than make their own.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -115,7 +118,7 @@ impl Slot {
 
 /// Second idle check without a request: drop the slot's handle. h2 then closes the
 /// connection (GOAWAY) once its last stream is done.
-fn expire_if_idle(held: &Weak<Mutex<Option<Held>>>, id: &TlsFailure) {
+fn expire_if_idle(held: &Weak<Padded<Mutex<Option<Held>>>>, id: &TlsFailure) {
     let Some(held) = held.upgrade() else {
         return;
     };
