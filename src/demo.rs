@@ -47,6 +47,7 @@ pub fn mock_options(
         max_requests_per_connection: 0,
         body_pause: Duration::ZERO,
         record_requests: false,
+        max_concurrent_streams: None,
     })
 }
 

@@ -60,6 +60,9 @@ pub struct MockOptions {
     /// Keep every request in [`Observed::requests`] (tests); off for a long-running
     /// stand-in, where that list would grow without bound.
     pub record_requests: bool,
+    /// Streams allowed at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// `None`: hyper's default.
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// One request as the stand-in saw it.
@@ -90,6 +93,10 @@ pub struct Observed {
     pub handshakes: AtomicU64,
     /// TLS handshakes refused (no certificate, unknown CA, ...).
     pub rejected_handshakes: AtomicU64,
+    /// Requests being answered now.
+    pub in_flight: AtomicU64,
+    /// The most requests answered at once so far.
+    pub peak_in_flight: AtomicU64,
 }
 
 impl Observed {
@@ -105,6 +112,15 @@ struct Mock {
     delay_ms: Arc<AtomicU64>,
     observed: Arc<Observed>,
     tokens: Mutex<Tokens>,
+}
+
+/// Counts a request out of [`Observed::in_flight`] however its answer ends.
+struct Answered<'a>(&'a AtomicU64);
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Issued auth tokens: the user and issue time of each, and the order they were issued in,
@@ -276,6 +292,7 @@ async fn accept_loop(
                 .map(|i| (i.subject, i.serial))
                 .unwrap_or_default();
             let limit = mock.opts.max_requests_per_connection;
+            let streams = mock.opts.max_concurrent_streams;
             let counted = Arc::new(AtomicU64::new(0));
             let enough = Arc::new(tokio::sync::Notify::new());
             let reached = enough.clone();
@@ -290,7 +307,10 @@ async fn accept_loop(
                     Ok::<_, Infallible>(paced(mock.handle(req, subject, serial).await, pause).await)
                 }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            if let Some(n) = streams {
+                builder.http2().max_concurrent_streams(n);
+            }
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -378,6 +398,11 @@ impl Mock {
         if self.opts.record_requests {
             self.record(&parts, &subject, &serial);
         }
+        let now = self.observed.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.observed
+            .peak_in_flight
+            .fetch_max(now, Ordering::Relaxed);
+        let _answered = Answered(&self.observed.in_flight);
         let delay = self.delay_ms.load(Ordering::Relaxed);
         if delay != 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;

@@ -531,49 +531,67 @@ impl Upstream {
         let slot = &w.slot;
         let mut again = true;
         loop {
-            let conn = match slot.current() {
-                Some(conn) => conn,
+            let lease = match slot.current() {
+                Some(lease) => lease,
                 None => match Box::pin(self.connect_http2(w)).await? {
-                    Some(conn) => conn,
+                    Some(lease) => lease,
                     None => return Ok(None),
                 },
             };
+            // What is left of the connection after the exchange takes the lease.
+            let failure = lease.conn.failure.clone();
             let mut req = w.request(out, ())?;
             if !out.body.is_empty() && !req.headers().contains_key(http::header::CONTENT_LENGTH) {
                 req.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, out.body.len().into());
             }
-            let e = match multiplex::exchange(conn.send, req, &out.body).await {
+            let e = match multiplex::exchange(lease, req, &out.body).await {
                 Ok(resp) => return Ok(Some(resp.map(UpstreamBody::Http2))),
                 Err(multiplex::Failed::Unsent(e)) if again => {
                     // Closed or going away: the request was never seen, try a new connection.
                     tracing::debug!(error = %e, "upstream HTTP/2 connection unusable; opening another");
-                    slot.forget(&conn.failure);
+                    slot.forget(&failure);
                     again = false;
                     continue;
                 }
                 Err(multiplex::Failed::Unsent(e) | multiplex::Failed::Sent(e)) => e,
             };
             if e.is_io() || e.is_go_away() {
-                slot.forget(&conn.failure);
+                slot.forget(&failure);
             }
-            return Err(self.explain(&e, conn.failure.get()));
+            return Err(self.explain(&e, failure.get()));
         }
     }
 
-    /// Makes this worker's HTTP/2 connection; `None` when the upstream chose HTTP/1.1.
-    async fn connect_http2(&self, w: &PerWorker) -> Result<Option<multiplex::Conn>, UpstreamError> {
+    /// Makes another HTTP/2 connection for this worker, the first or one beside those that
+    /// are full; `None` when the upstream chose HTTP/1.1.
+    async fn connect_http2(
+        &self,
+        w: &PerWorker,
+    ) -> Result<Option<multiplex::Lease>, UpstreamError> {
         let slot = &w.slot;
         let _only_one = slot.connecting().await;
-        if let Some(conn) = slot.current() {
-            return Ok(Some(conn));
+        if let Some(lease) = slot.current() {
+            return Ok(Some(lease));
         }
-        let io = tower_service::Service::call(
+        if let Some(lease) = slot.least_busy(multiplex::MAX_CONNECTIONS) {
+            return Ok(Some(lease));
+        }
+        let connected = tower_service::Service::call(
             &mut self.connector.clone(),
             w.uri(&PathAndQuery::from_static("/"))?,
         )
-        .await
-        .map_err(|e| self.explain(e.as_ref(), None))?;
+        .await;
+        let io = match connected {
+            Ok(io) => io,
+            // A full connection still serves, once a stream ends: better than failing.
+            Err(e) => {
+                return slot
+                    .least_busy(1)
+                    .map(Some)
+                    .ok_or_else(|| self.explain(e.as_ref(), None))
+            }
+        };
         if !io.connected().is_negotiated_h2() {
             tracing::info!(upstream = %self.target.authority, "the upstream chose HTTP/1.1 by ALPN; pooling HTTP/1.1 connections");
             self.http1.store(true, Ordering::Relaxed);

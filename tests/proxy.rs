@@ -237,6 +237,33 @@ async fn pool_reuses_connections() {
     assert!(mock.observed.requests().iter().all(|s| s.http2));
 }
 
+/// A slow upstream that allows few streams per connection must not cap the calls in flight
+/// at that limit: while every connection is full, the worker opens another.
+#[tokio::test]
+async fn calls_beyond_the_upstreams_stream_limit_go_out_on_more_connections() {
+    let (_env, mock, proxy) =
+        common::proxied_with(|o| o.max_concurrent_streams = Some(4), "workers: 1\n").await;
+    // The first connection, with the stand-in's SETTINGS read.
+    assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
+    mock.set_delay(Duration::from_secs(1));
+    let calls: Vec<_> = (0..12).map(|_| tokio::spawn(v3(proxy.addr))).collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(
+        mock.observed
+            .peak_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed),
+        12,
+        "the stand-in answered all 12 calls at once"
+    );
+    assert_eq!(
+        common::handshakes_seen(&mock),
+        3,
+        "12 streams at once, 4 allowed per connection"
+    );
+}
+
 #[tokio::test]
 async fn an_upstream_without_http2_is_served_over_pooled_http1() {
     let (_env, mock, proxy) = common::proxied_with(|o| o.http1_only = true, "").await;

@@ -6,6 +6,7 @@
 //! itself. Here a request goes straight into the connection's stream table.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -33,43 +34,94 @@ pub(super) struct Conn {
     pub(super) failure: TlsFailure,
 }
 
+/// A connection taken for one request, its stream counted against the connection's
+/// concurrency limit until the response body is done or dropped.
+pub(super) struct Lease {
+    pub(super) conn: Conn,
+    open: Open,
+}
+
+/// One stream counted in its connection's [`Held::open`].
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Held {
     conn: Conn,
+    /// Streams of this connection whose response has not been read to the end.
+    open: Arc<AtomicUsize>,
     /// A request used it since the last idle check.
     used: bool,
 }
 
-/// One worker's connection for one certificate.
+impl Held {
+    fn lease(&mut self) -> Lease {
+        self.used = true;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            conn: self.conn.clone(),
+            open: Open(self.open.clone()),
+        }
+    }
+}
+
+/// One worker's connections for one certificate: one, and more only while every one has as
+/// many streams open as the upstream allows on a connection (its
+/// SETTINGS_MAX_CONCURRENT_STREAMS), so that a slow upstream does not cap the requests in
+/// flight at that limit.
 #[derive(Default)]
 pub(super) struct Slot {
     /// Locked by every request of the worker: padded, so that it shares no line with
     /// another worker's slot (they are made one after the other, at reload).
-    held: Arc<Padded<Mutex<Option<Held>>>>,
-    /// Requests that find no connection wait for the one being made rather than make their own.
+    held: Arc<Padded<Mutex<Vec<Held>>>>,
+    /// Requests that find no room wait for the connection being made rather than make their own.
     connecting: tokio::sync::Mutex<()>,
 }
 
-fn lock(held: &Mutex<Option<Held>>) -> MutexGuard<'_, Option<Held>> {
+/// Connections per worker and certificate at most; beyond, streams queue in the least busy one.
+pub(super) const MAX_CONNECTIONS: usize = 8;
+
+/// Streams assumed allowed on the first connection until the upstream's SETTINGS say, and
+/// kept if they say nothing (RFC 9113 asks servers to allow at least 100); h2 would
+/// otherwise assume no limit. Later connections assume what the first one was told.
+const INITIAL_MAX_STREAMS: usize = 100;
+
+fn lock(held: &Mutex<Vec<Held>>) -> MutexGuard<'_, Vec<Held>> {
     // Nothing in the critical sections can panic midway; a poisoned lock still holds good state.
     held.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Slot {
-    /// The connection, if there is one.
-    pub(super) fn current(&self) -> Option<Conn> {
+    /// A connection with room for one more stream, if there is one.
+    pub(super) fn current(&self) -> Option<Lease> {
         let mut held = lock(&self.held);
-        let h = held.as_mut()?;
-        h.used = true;
-        Some(h.conn.clone())
+        let h = held
+            .iter_mut()
+            .find(|h| h.open.load(Ordering::Relaxed) < h.conn.send.current_max_send_streams())?;
+        Some(h.lease())
     }
 
-    /// Lets go of the connection `id` names, if the slot still holds it, so that the next
-    /// request makes a new one.
-    pub(super) fn forget(&self, id: &TlsFailure) {
+    /// The least busy connection, if there are `at_least` connections (h2 queues a stream
+    /// beyond the upstream's limit until one ends).
+    pub(super) fn least_busy(&self, at_least: usize) -> Option<Lease> {
         let mut held = lock(&self.held);
-        if held.as_ref().is_some_and(|h| h.conn.failure.same(id)) {
-            *held = None;
+        if held.len() < at_least.max(1) {
+            return None;
         }
+        let h = held
+            .iter_mut()
+            .min_by_key(|h| h.open.load(Ordering::Relaxed))?;
+        Some(h.lease())
+    }
+
+    /// Lets go of the connection `id` names, if the slot still holds it, so that no
+    /// further request uses it.
+    pub(super) fn forget(&self, id: &TlsFailure) {
+        lock(&self.held).retain(|h| !h.conn.failure.same(id));
     }
 
     /// Waits until no other request of this worker is making a connection.
@@ -77,26 +129,32 @@ impl Slot {
         self.connecting.lock().await
     }
 
-    /// Starts HTTP/2 on a new TLS stream, drives it on this thread's runtime and keeps it.
-    /// A connection unused for `idle` (checked every `idle`) is let go.
-    pub(super) async fn start(&self, io: Watched, idle: Duration) -> Result<Conn, h2::Error> {
+    /// Starts HTTP/2 on a new TLS stream, drives it on this thread's runtime and keeps it
+    /// beside the others. A connection unused for `idle` (checked every `idle`) is let go.
+    pub(super) async fn start(&self, io: Watched, idle: Duration) -> Result<Lease, h2::Error> {
         let failure = io.failure.clone();
+        let assumed = lock(&self.held).first().map_or(INITIAL_MAX_STREAMS, |h| {
+            h.conn.send.current_max_send_streams()
+        });
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_max_send_streams(assumed)
             .max_frame_size(MAX_FRAME)
             .max_header_list_size(MAX_HEADER_LIST)
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .enable_push(false)
             .handshake::<_, Bytes>(TokioIo::new(io))
             .await?;
-        let conn = Conn { send, failure };
-        *lock(&self.held) = Some(Held {
-            conn: conn.clone(),
+        let id = failure.clone();
+        let mut held = Held {
+            conn: Conn { send, failure },
+            open: Arc::default(),
             used: true,
-        });
+        };
+        let lease = held.lease();
+        lock(&self.held).push(held);
         let this = Arc::downgrade(&self.held);
-        let id = conn.failure.clone();
         tokio::spawn(async move {
             tokio::pin!(connection);
             let mut check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
@@ -112,21 +170,22 @@ impl Slot {
                 }
             }
         });
-        Ok(conn)
+        Ok(lease)
     }
 }
 
 /// Second idle check without a request: drop the slot's handle. h2 then closes the
 /// connection (GOAWAY) once its last stream is done.
-fn expire_if_idle(held: &Weak<Padded<Mutex<Option<Held>>>>, id: &TlsFailure) {
+fn expire_if_idle(held: &Weak<Padded<Mutex<Vec<Held>>>>, id: &TlsFailure) {
     let Some(held) = held.upgrade() else {
         return;
     };
     let mut held = lock(&held);
-    match held.as_mut() {
-        Some(h) if h.conn.failure.same(id) && h.used => h.used = false,
-        Some(h) if h.conn.failure.same(id) => *held = None,
-        _ => {}
+    if let Some(h) = held.iter_mut().find(|h| h.conn.failure.same(id)) {
+        if std::mem::take(&mut h.used) {
+            return;
+        }
+        held.retain(|h| !h.conn.failure.same(id));
     }
 }
 
@@ -139,14 +198,15 @@ pub(super) enum Failed {
     Sent(h2::Error),
 }
 
-/// Sends one request with `send` (a connection's handle, taken by value: each clone of it
-/// takes the connection's lock once more) and waits for the response head.
+/// Sends one request on `lease` (taken by value: each clone of a connection's handle takes
+/// the connection's lock once more) and waits for the response head.
 pub(super) async fn exchange(
-    send: h2::client::SendRequest<Bytes>,
+    lease: Lease,
     req: Request<()>,
     body: &Bytes,
 ) -> Result<Response<RecvBody>, Failed> {
-    let mut send = send.ready().await.map_err(Failed::Unsent)?;
+    let Lease { conn, open } = lease;
+    let mut send = conn.send.ready().await.map_err(Failed::Unsent)?;
     let (response, mut stream) = send
         .send_request(req, body.is_empty())
         .map_err(Failed::Unsent)?;
@@ -174,6 +234,7 @@ pub(super) async fn exchange(
             recv,
             data_done: false,
             left,
+            _open: open,
         },
     ))
 }
@@ -184,6 +245,8 @@ pub struct RecvBody {
     data_done: bool,
     /// Bytes still expected, from `content-length`.
     left: Option<u64>,
+    /// The stream counted in its connection until the body is dropped.
+    _open: Open,
 }
 
 impl Body for RecvBody {
