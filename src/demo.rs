@@ -219,7 +219,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
     }
     let stats = &proxy.state.metrics;
     println!(
-        "\nupstream: {} requests over {} TLS handshake(s) (pooled: at most one connection per worker thread, {} workers)",
+        "\nupstream: {} requests over {} TLS handshake(s) (pooled: one connection per worker thread while it has room for more streams, {} workers)",
         stats.requests(),
         stats.handshakes(),
         crate::workers::resolve(v.config.workers)

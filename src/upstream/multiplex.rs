@@ -1,9 +1,10 @@
-//! One HTTP/2 connection per worker and certificate, used through the h2 crate directly.
+//! HTTP/2 connections per worker and certificate, used through the h2 crate directly: one,
+//! and more only while each has as many streams open as the upstream allows.
 //!
-//! With a single multiplexed connection per worker there is nothing to pool: hyper-util's
-//! checkout (a hashed pool key, large futures moved around) and hyper's client dispatch (a
-//! channel, a oneshot and a task hop per request) cost about as much as the HTTP/2 exchange
-//! itself. Here a request goes straight into the connection's stream table.
+//! With multiplexed connections per worker there is little to pool: hyper-util's checkout
+//! (a hashed pool key, large futures moved around) and hyper's client dispatch (a channel, a
+//! oneshot and a task hop per request) cost about as much as the HTTP/2 exchange itself.
+//! Here a request goes straight into a connection's stream table.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
