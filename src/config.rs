@@ -118,7 +118,7 @@ pub struct UpstreamConfig {
     #[serde(default = "default_pool_idle_ms")]
     pub pool_idle_timeout_ms: u64,
     /// How many idle connections the pool keeps per upstream host; HTTP/1.1 upstreams only
-    /// (with HTTP/2 each worker keeps one connection).
+    /// (with HTTP/2 each worker keeps one connection, more only while each is full).
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
 }

@@ -584,12 +584,15 @@ impl Upstream {
         .await;
         let io = match connected {
             Ok(io) => io,
-            // A full connection still serves, once a stream ends: better than failing.
             Err(e) => {
-                return slot
-                    .least_busy(1)
-                    .map(Some)
-                    .ok_or_else(|| self.explain(e.as_ref(), None))
+                let e = self.explain(e.as_ref(), None);
+                // A full connection still serves, once a stream ends: better than failing.
+                let Some(lease) = slot.least_busy(1) else {
+                    return Err(e);
+                };
+                self.metrics.handshake_failed(e.kind());
+                tracing::warn!(error = %e, "cannot open another upstream connection; the call waits for a stream on a full one");
+                return Ok(Some(lease));
             }
         };
         if !io.connected().is_negotiated_h2() {
