@@ -538,28 +538,27 @@ impl Upstream {
                     None => return Ok(None),
                 },
             };
-            // What is left of the connection after the exchange takes the lease.
-            let failure = lease.conn.failure.clone();
+            let multiplex::Lease { conn, open } = lease;
             let mut req = w.request(out, ())?;
             if !out.body.is_empty() && !req.headers().contains_key(http::header::CONTENT_LENGTH) {
                 req.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, out.body.len().into());
             }
-            let e = match multiplex::exchange(lease, req, &out.body).await {
+            let e = match multiplex::exchange(conn.send, open, req, &out.body).await {
                 Ok(resp) => return Ok(Some(resp.map(UpstreamBody::Http2))),
                 Err(multiplex::Failed::Unsent(e)) if again => {
                     // Closed or going away: the request was never seen, try a new connection.
                     tracing::debug!(error = %e, "upstream HTTP/2 connection unusable; opening another");
-                    slot.forget(&failure);
+                    slot.forget(&conn.failure);
                     again = false;
                     continue;
                 }
                 Err(multiplex::Failed::Unsent(e) | multiplex::Failed::Sent(e)) => e,
             };
             if e.is_io() || e.is_go_away() {
-                slot.forget(&failure);
+                slot.forget(&conn.failure);
             }
-            return Err(self.explain(&e, failure.get()));
+            return Err(self.explain(&e, conn.failure.get()));
         }
     }
 

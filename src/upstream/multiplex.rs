@@ -39,11 +39,11 @@ pub(super) struct Conn {
 /// concurrency limit until the response body is done or dropped.
 pub(super) struct Lease {
     pub(super) conn: Conn,
-    open: Open,
+    pub(super) open: Open,
 }
 
 /// One stream counted in its connection's [`Held::open`].
-struct Open(Arc<AtomicUsize>);
+pub(super) struct Open(Arc<AtomicUsize>);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -199,15 +199,16 @@ pub(super) enum Failed {
     Sent(h2::Error),
 }
 
-/// Sends one request on `lease` (taken by value: each clone of a connection's handle takes
-/// the connection's lock once more) and waits for the response head.
+/// Sends one request with `send` (a leased connection's handle, taken by value: each clone
+/// of it takes the connection's lock once more) and waits for the response head; `open`
+/// stays with the response body.
 pub(super) async fn exchange(
-    lease: Lease,
+    send: h2::client::SendRequest<Bytes>,
+    open: Open,
     req: Request<()>,
     body: &Bytes,
 ) -> Result<Response<RecvBody>, Failed> {
-    let Lease { conn, open } = lease;
-    let mut send = conn.send.ready().await.map_err(Failed::Unsent)?;
+    let mut send = send.ready().await.map_err(Failed::Unsent)?;
     let (response, mut stream) = send
         .send_request(req, body.is_empty())
         .map_err(Failed::Unsent)?;
