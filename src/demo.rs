@@ -48,6 +48,7 @@ pub fn mock_options(
         body_pause: Duration::ZERO,
         record_requests: false,
         max_concurrent_streams: None,
+        max_connections: None,
     })
 }
 

@@ -63,6 +63,10 @@ pub struct MockOptions {
     /// Streams allowed at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS);
     /// `None`: hyper's default.
     pub max_concurrent_streams: Option<u32>,
+    /// Connections served at once at most, as an upstream at its connection limit; those
+    /// beyond are closed before the TLS handshake and counted in [`Observed::turned_away`].
+    /// `None`: no limit.
+    pub max_connections: Option<u64>,
 }
 
 /// One request as the stand-in saw it.
@@ -97,6 +101,10 @@ pub struct Observed {
     pub in_flight: AtomicU64,
     /// The most requests answered at once so far.
     pub peak_in_flight: AtomicU64,
+    /// Connections open now (TLS or not yet).
+    pub connections: AtomicU64,
+    /// Connections closed unserved, beyond [`MockOptions::max_connections`].
+    pub turned_away: AtomicU64,
 }
 
 impl Observed {
@@ -114,10 +122,11 @@ struct Mock {
     tokens: Mutex<Tokens>,
 }
 
-/// Counts a request out of [`Observed::in_flight`] however its answer ends.
-struct Answered<'a>(&'a AtomicU64);
+/// Counts one out of a gauge of [`Observed`] (a request being answered, a connection
+/// open) however it ends.
+struct Counted<'a>(&'a AtomicU64);
 
-impl Drop for Answered<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -261,9 +270,17 @@ async fn accept_loop(
         };
         // Without it, small h2 frames wait on delayed ACKs: about 40 ms per proxied call.
         let _ = tcp.set_nodelay(true);
+        let open = mock.observed.connections.fetch_add(1, Ordering::Relaxed);
+        if mock.opts.max_connections.is_some_and(|max| open >= max) {
+            mock.observed.connections.fetch_sub(1, Ordering::Relaxed);
+            mock.observed.turned_away.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let acceptor = acceptor.clone();
         let mock = mock.clone();
         tokio::spawn(async move {
+            let observed = mock.observed.clone();
+            let _open = Counted(&observed.connections);
             let accepting = acceptor.accept(tcp).into_fallible();
             let tls = match tokio::time::timeout(Duration::from_secs(10), accepting).await {
                 Ok(Ok(t)) => t,
@@ -402,7 +419,7 @@ impl Mock {
         self.observed
             .peak_in_flight
             .fetch_max(now, Ordering::Relaxed);
-        let _answered = Answered(&self.observed.in_flight);
+        let _answered = Counted(&self.observed.in_flight);
         let delay = self.delay_ms.load(Ordering::Relaxed);
         if delay != 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;

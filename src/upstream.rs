@@ -569,12 +569,17 @@ impl Upstream {
         w: &PerWorker,
     ) -> Result<Option<multiplex::Lease>, UpstreamError> {
         let slot = &w.slot;
-        let _only_one = slot.connecting().await;
+        let mut failed_at = slot.connecting().await;
         if let Some(lease) = slot.current() {
             return Ok(Some(lease));
         }
         if let Some(lease) = slot.least_busy(multiplex::MAX_CONNECTIONS) {
             return Ok(Some(lease));
+        }
+        if failed_at.is_some_and(|at| at.elapsed() < multiplex::RETRY_ANOTHER) {
+            if let Some(lease) = slot.least_busy(1) {
+                return Ok(Some(lease));
+            }
         }
         let connected = tower_service::Service::call(
             &mut self.connector.clone(),
@@ -589,8 +594,9 @@ impl Upstream {
                 let Some(lease) = slot.least_busy(1) else {
                     return Err(e);
                 };
+                *failed_at = Some(Instant::now());
                 self.metrics.handshake_failed(e.kind());
-                tracing::warn!(error = %e, "cannot open another upstream connection; the call waits for a stream on a full one");
+                tracing::warn!(error = %e, retry_in_s = multiplex::RETRY_ANOTHER.as_secs(), "cannot open another upstream connection; calls wait for a stream on the full ones");
                 return Ok(Some(lease));
             }
         };

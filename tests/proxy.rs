@@ -265,6 +265,47 @@ async fn calls_beyond_the_upstreams_stream_limit_go_out_on_more_connections() {
 }
 
 #[tokio::test]
+async fn calls_queue_on_a_full_connection_when_the_upstream_takes_no_other() {
+    let (_env, mock, proxy) = common::proxied_with(
+        |o| {
+            o.max_concurrent_streams = Some(2);
+            o.max_connections = Some(1);
+        },
+        "workers: 1\n",
+    )
+    .await;
+    assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
+    mock.set_delay(Duration::from_millis(300));
+    let calls: Vec<_> = (0..6).map(|_| tokio::spawn(v3(proxy.addr))).collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().0, StatusCode::OK);
+    }
+    let seen = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        seen(&mock.observed.peak_in_flight),
+        2,
+        "two streams at a time"
+    );
+    assert_eq!(common::handshakes_seen(&mock), 1);
+    // One attempt at another connection; the calls after it queue without trying again.
+    assert_eq!(
+        seen(&mock.observed.turned_away),
+        1,
+        "connections turned away"
+    );
+    let (_, _, body) = call(proxy.admin_addr, Method::GET, "/metrics", &[], "")
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let failures: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("amity_proxy_upstream_handshake_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 1.0, "the failed attempt is counted:\n{text}");
+}
+
+#[tokio::test]
 async fn an_upstream_without_http2_is_served_over_pooled_http1() {
     let (_env, mock, proxy) = common::proxied_with(|o| o.http1_only = true, "").await;
     for _ in 0..20 {

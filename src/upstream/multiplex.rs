@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Request, Response};
@@ -79,12 +79,19 @@ pub(super) struct Slot {
     /// Locked by every request of the worker: padded, so that it shares no line with
     /// another worker's slot (they are made one after the other, at reload).
     held: Arc<Padded<Mutex<Vec<Held>>>>,
-    /// Requests that find no room wait for the connection being made rather than make their own.
-    connecting: tokio::sync::Mutex<()>,
+    /// Requests that find no room wait for the connection being made rather than make their
+    /// own. It holds when opening another connection last failed.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// Connections per worker and certificate at most; beyond, streams queue in the least busy one.
 pub(super) const MAX_CONNECTIONS: usize = 8;
+
+/// After another connection could not be opened, requests queue on the open ones for this
+/// long before one tries again. Without it, every request that found no room would wait for
+/// an attempt of its own, one after the other: at a connect timeout each, the wait grows
+/// with the queue.
+pub(super) const RETRY_ANOTHER: Duration = Duration::from_secs(5);
 
 /// Streams assumed allowed on the first connection until the upstream's SETTINGS say, and
 /// kept if they say nothing (RFC 9113 asks servers to allow at least 100); h2 would
@@ -125,8 +132,9 @@ impl Slot {
         lock(&self.held).retain(|h| !h.conn.failure.same(id));
     }
 
-    /// Waits until no other request of this worker is making a connection.
-    pub(super) async fn connecting(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Waits until no other request of this worker is making a connection; the guard holds
+    /// when opening another one last failed.
+    pub(super) async fn connecting(&self) -> tokio::sync::MutexGuard<'_, Option<Instant>> {
         self.connecting.lock().await
     }
 
