@@ -12,9 +12,9 @@
 #
 # The training runs use only this repository and loopback: the binary's own dev CA
 # and stand-in Amity (`mock-amity`), and wrk as the backends. It ends with
-# `demo --once` run by the optimized binary. Needs Debian's bolt-19 and llvm-19
-# (llvm-profdata: rustc's LLVM 22 writes the raw profile format, version 10, that it
-# reads), wrk and curl (installed when missing), on x86-64 Linux.
+# `demo --once` run by the optimized binary. Needs Debian's bolt-19 and llvm-19 (its
+# llvm-profdata reads the raw profile format that rustc's LLVM 22 writes, version 10),
+# wrk and curl (installed when missing), on x86-64 Linux.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
