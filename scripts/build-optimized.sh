@@ -23,8 +23,8 @@ llvm=/usr/lib/llvm-19/bin
 bash scripts/deps.sh --build wrk curl "bolt-19=$llvm/llvm-bolt" "llvm-19=$llvm/llvm-profdata"
 
 # Target folders of their own, so that these flags do not rebuild target/release. The
-# profile keeps one path, so that a build of an unchanged tree stays incremental: a crate
-# that is not compiled again keeps the counts it had, which still describe its code.
+# counting build keeps its flags, and so stays incremental; the guided build is compiled
+# again, dependencies included, whenever the counts change (cargo tracks the profile).
 pgo="$root/target/pgo"
 # Where a counting run without LLVM_PROFILE_FILE writes: the build scripts compiled with
 # these flags, as they run during the build. Not part of the training's profile.
