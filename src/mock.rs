@@ -270,12 +270,17 @@ async fn accept_loop(
         };
         // Without it, small h2 frames wait on delayed ACKs: about 40 ms per proxied call.
         let _ = tcp.set_nodelay(true);
-        let open = mock.observed.connections.fetch_add(1, Ordering::Relaxed);
-        if mock.opts.max_connections.is_some_and(|max| open >= max) {
-            mock.observed.connections.fetch_sub(1, Ordering::Relaxed);
+        // Counted here, in the one accepting task, and counted out by the connection's task.
+        let open = &mock.observed.connections;
+        if mock
+            .opts
+            .max_connections
+            .is_some_and(|max| open.load(Ordering::Relaxed) >= max)
+        {
             mock.observed.turned_away.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        open.fetch_add(1, Ordering::Relaxed);
         let acceptor = acceptor.clone();
         let mock = mock.clone();
         tokio::spawn(async move {

@@ -632,6 +632,9 @@ impl Upstream {
             return classify_tls(&t);
         }
         let addr = format!("{}:{}", self.target.host, self.target.port);
+        // The innermost I/O error seen: rustls and tokio-rustls wrap a text in one (the
+        // upstream closing mid-handshake is "tls handshake eof"), which says no more.
+        let mut last_io: Option<&std::io::Error> = None;
         let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
         while let Some(e) = cur {
             if e.is::<HandshakeTimedOut>() {
@@ -649,27 +652,28 @@ impl Upstream {
                 .and_then(h2::Error::get_io)
                 .or_else(|| e.downcast_ref::<std::io::Error>());
             if let Some(io) = io {
-                if let Some(inner) = io.get_ref() {
-                    // io::Error::source skips the wrapped error itself; look at it directly.
-                    cur = Some(inner as &(dyn StdError + 'static));
-                    continue;
-                }
-                return match io.kind() {
-                    std::io::ErrorKind::ConnectionRefused => UpstreamError::Refused { addr },
-                    std::io::ErrorKind::TimedOut => UpstreamError::ConnectTimeout {
-                        addr,
-                        ms: self.timeouts.connect_ms,
-                    },
-                    _ => UpstreamError::Connect {
-                        addr,
-                        reason: io.to_string(),
-                    },
-                };
+                last_io = Some(io);
+                // io::Error::source skips the wrapped error itself; look at it directly.
+                cur = io.get_ref().map(|inner| inner as &(dyn StdError + 'static));
+                continue;
             }
             cur = e.source();
         }
-        UpstreamError::Protocol {
-            reason: error_chain(err),
+        let Some(io) = last_io else {
+            return UpstreamError::Protocol {
+                reason: error_chain(err),
+            };
+        };
+        match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => UpstreamError::Refused { addr },
+            std::io::ErrorKind::TimedOut => UpstreamError::ConnectTimeout {
+                addr,
+                ms: self.timeouts.connect_ms,
+            },
+            _ => UpstreamError::Connect {
+                addr,
+                reason: io.to_string(),
+            },
         }
     }
 }

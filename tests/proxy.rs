@@ -9,7 +9,9 @@ use amity_mtls_proxy::demo::call;
 use amity_mtls_proxy::pki::Validity;
 use amity_mtls_proxy::server;
 use bytes::Bytes;
-use common::{closed_port, foreign_ca, json, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3};
+use common::{
+    closed_port, foreign_ca, get_metrics, json, metric, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3,
+};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -293,16 +295,23 @@ async fn calls_queue_on_a_full_connection_when_the_upstream_takes_no_other() {
         1,
         "connections turned away"
     );
-    let (_, _, body) = call(proxy.admin_addr, Method::GET, "/metrics", &[], "")
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&body);
-    let failures: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("amity_proxy_upstream_handshake_failures_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(failures, 1.0, "the failed attempt is counted:\n{text}");
+    // Counted once, as what it was: the upstream closed the connection in the handshake.
+    let m = get_metrics(proxy.admin_addr).await;
+    let failures: Vec<_> = m
+        .samples
+        .iter()
+        .filter(|s| s.metric == "amity_proxy_upstream_handshake_failures_total")
+        .map(|s| s.labels.get("reason").unwrap_or_default())
+        .collect();
+    assert_eq!(failures, ["upstream_connect_failed"]);
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_upstream_handshake_failures_total",
+            &[("reason", "upstream_connect_failed")]
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -403,6 +412,30 @@ async fn upstream_down_is_502_fast() {
         .as_str()
         .unwrap()
         .contains("refused the connection"));
+}
+
+#[tokio::test]
+async fn an_upstream_closing_in_the_handshake_is_a_connection_failure() {
+    let (_env, mock, proxy) = common::proxied_with(|o| o.max_connections = Some(0), "").await;
+    let (status, _, body) = v3(proxy.addr).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let v = json(&body);
+    assert_eq!(v["data"]["reason"], "upstream_connect_failed");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains(&mock.addr.to_string()) && message.contains("tls handshake eof"),
+        "{message}"
+    );
+    let m = get_metrics(proxy.admin_addr).await;
+    assert!(
+        metric(
+            &m,
+            "amity_proxy_upstream_handshake_failures_total",
+            &[("reason", "upstream_connect_failed")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "counted as a failed handshake"
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use amity_mtls_proxy::demo::call;
 use amity_mtls_proxy::pki::{now_unix, Validity};
 use common::{
-    closed_port, foreign_ca, json, settles_on, token_status, v3, Env, Load, SERVER_KEY, WITH_KEY,
+    closed_port, foreign_ca, get_metrics, json, metric, settles_on, token_status, v3, Env, Load,
+    SERVER_KEY, WITH_KEY,
 };
 use http::{Method, StatusCode};
 
@@ -148,68 +149,6 @@ async fn rotation_under_load_loses_no_request() {
         !log.contains(SERVER_KEY),
         "the server key reached a log line"
     );
-}
-
-fn scrape(text: &str) -> prometheus_parse::Scrape {
-    // prometheus-parse skips lines it cannot read; insist that every sample line was read.
-    let sample_lines = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .count();
-    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let parsed: usize = s
-        .samples
-        .iter()
-        .map(|s| match &s.value {
-            prometheus_parse::Value::Histogram(b) => b.len(), // _sum and _count come as samples of their own
-            _ => 1,
-        })
-        .sum();
-    assert_eq!(
-        parsed, sample_lines,
-        "some metric lines did not parse:\n{text}"
-    );
-    s
-}
-
-fn metric(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    s.samples
-        .iter()
-        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-}
-
-/// Scrapes both formats: OpenMetrics when asked for (as Prometheus asks), the
-/// classic text otherwise; both must parse to the same samples.
-async fn get_metrics(admin: SocketAddr) -> prometheus_parse::Scrape {
-    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
-    let (status, headers, body) = call(admin, Method::GET, "/metrics", &accept, "")
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
-    let om = std::str::from_utf8(&body).unwrap();
-    assert!(
-        om.ends_with("# EOF\n"),
-        "OpenMetrics text must end with # EOF"
-    );
-    let (status, headers, body) = call(admin, Method::GET, "/metrics", &[], "").await.unwrap();
-    assert_eq!(status, StatusCode::OK);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
-    let classic = scrape(std::str::from_utf8(&body).unwrap());
-    assert_eq!(scrape(om).samples.len(), classic.samples.len());
-    classic
 }
 
 #[tokio::test]

@@ -117,7 +117,7 @@ impl Slot {
     /// beyond the upstream's limit until one ends).
     pub(super) fn least_busy(&self, at_least: usize) -> Option<Lease> {
         let mut held = lock(&self.held);
-        if held.len() < at_least.max(1) {
+        if held.len() < at_least {
             return None;
         }
         let h = held
@@ -190,11 +190,10 @@ fn expire_if_idle(held: &Weak<Padded<Mutex<Vec<Held>>>>, id: &TlsFailure) {
         return;
     };
     let mut held = lock(&held);
-    if let Some(h) = held.iter_mut().find(|h| h.conn.failure.same(id)) {
-        if std::mem::take(&mut h.used) {
-            return;
+    if let Some(i) = held.iter().position(|h| h.conn.failure.same(id)) {
+        if !std::mem::take(&mut held[i].used) {
+            held.remove(i);
         }
-        held.retain(|h| !h.conn.failure.same(id));
     }
 }
 
