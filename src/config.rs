@@ -113,8 +113,9 @@ pub struct UpstreamConfig {
     /// Extra trust roots (PEM) added to the public web roots; for local testing.
     #[serde(default)]
     pub ca: Option<PathBuf>,
-    /// How long an upstream connection is kept without a request, in milliseconds
-    /// (checked every this long, so it closes within twice the time).
+    /// How long an upstream connection is kept without a request, in milliseconds. The
+    /// default is below the usual server idle timeouts (nginx 75 s, cloud load balancers
+    /// 60 s), so the proxy closes a quiet connection before the server does.
     #[serde(default = "default_pool_idle_ms")]
     pub pool_idle_timeout_ms: u64,
     /// How many idle connections the pool keeps per upstream host; HTTP/1.1 upstreams only
@@ -257,7 +258,7 @@ fn default_admin_prefixes() -> Vec<String> {
     vec!["/api/".to_string()]
 }
 fn default_pool_idle_ms() -> u64 {
-    90_000
+    30_000
 }
 fn default_pool_max_idle() -> usize {
     // As many as may be in flight: an HTTP/1.1 upstream needs a connection per

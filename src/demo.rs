@@ -49,6 +49,7 @@ pub fn mock_options(
         record_requests: false,
         max_concurrent_streams: None,
         max_connections: None,
+        idle_timeout: None,
     })
 }
 

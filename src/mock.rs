@@ -67,6 +67,9 @@ pub struct MockOptions {
     /// beyond are closed before the TLS handshake and counted in [`Observed::turned_away`].
     /// `None`: no limit.
     pub max_connections: Option<u64>,
+    /// Close a connection gracefully (HTTP/2: GOAWAY) once it has had no request for this
+    /// long, as nginx's `keepalive_timeout` and cloud load balancers do; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// One request as the stand-in saw it.
@@ -315,18 +318,24 @@ async fn accept_loop(
                 .unwrap_or_default();
             let limit = mock.opts.max_requests_per_connection;
             let streams = mock.opts.max_concurrent_streams;
+            let idle = mock.opts.idle_timeout;
             let counted = Arc::new(AtomicU64::new(0));
             let enough = Arc::new(tokio::sync::Notify::new());
             let reached = enough.clone();
+            let activity = Arc::new(ConnActivity::default());
+            let active = activity.clone();
             let svc = service_fn(move |req| {
                 let mock = mock.clone();
                 let (subject, serial) = (subject.clone(), serial.clone());
                 if counted.fetch_add(1, Ordering::Relaxed) + 1 == limit {
                     reached.notify_one();
                 }
+                let busy = active.begin();
                 async move {
                     let pause = mock.opts.body_pause;
-                    Ok::<_, Infallible>(paced(mock.handle(req, subject, serial).await, pause).await)
+                    let resp = paced(mock.handle(req, subject, serial).await, pause).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(resp)
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -338,9 +347,64 @@ async fn accept_loop(
             tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = enough.notified() => conn.as_mut().graceful_shutdown(),
+                _ = activity.idle_for(idle) => conn.as_mut().graceful_shutdown(),
             }
             let _ = conn.await;
         });
+    }
+}
+
+/// When a connection last started or finished a request, and how many it has in flight.
+struct ConnActivity {
+    start: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Default for ConnActivity {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A request in flight on a connection; on drop, the connection's last activity.
+struct Busy(Arc<ConnActivity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnActivity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.touch();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Resolves once the connection has had no request for `limit`; never without one.
+    async fn idle_for(&self, limit: Option<Duration>) {
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if self.in_flight.load(Ordering::Relaxed) == 0 && last.elapsed() >= limit {
+                return;
+            }
+            tokio::time::sleep_until((last + limit).max(Instant::now() + limit / 8).into()).await;
+        }
     }
 }
 

@@ -529,8 +529,11 @@ impl Upstream {
         out: &Outgoing,
     ) -> Result<Option<Response<UpstreamBody>>, UpstreamError> {
         let slot = &w.slot;
-        let mut again = true;
+        // Each unsent failure lets go of its connection, so this bounds the connections tried,
+        // whatever number of them the upstream closed at once.
+        let mut tries = multiplex::MAX_CONNECTIONS * 2 + 2;
         loop {
+            tries -= 1;
             let lease = match slot.current() {
                 Some(lease) => lease,
                 None => match Box::pin(self.connect_http2(w)).await? {
@@ -546,11 +549,10 @@ impl Upstream {
             }
             let e = match multiplex::exchange(conn.send, open, req, &out.body).await {
                 Ok(resp) => return Ok(Some(resp.map(UpstreamBody::Http2))),
-                Err(multiplex::Failed::Unsent(e)) if again => {
-                    // Closed or going away: the request was never seen, try a new connection.
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection unusable; opening another");
+                Err(multiplex::Failed::Unsent(e)) if tries > 0 => {
+                    // Closed or going away: the request was never seen, try another connection.
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection unusable; trying another");
                     slot.forget(&conn.failure);
-                    again = false;
                     continue;
                 }
                 Err(multiplex::Failed::Unsent(e) | multiplex::Failed::Sent(e)) => e,

@@ -57,6 +57,8 @@ struct Held {
     open: Arc<AtomicUsize>,
     /// A request used it since the last idle check.
     used: bool,
+    /// Idle checks in a row that found it unused.
+    quiet: u32,
 }
 
 impl Held {
@@ -129,7 +131,7 @@ impl Slot {
     /// Lets go of the connection `id` names, if the slot still holds it, so that no
     /// further request uses it.
     pub(super) fn forget(&self, id: &TlsFailure) {
-        lock(&self.held).retain(|h| !h.conn.failure.same(id));
+        remove(&self.held, id);
     }
 
     /// Waits until no other request of this worker is making a connection; the guard holds
@@ -139,7 +141,8 @@ impl Slot {
     }
 
     /// Starts HTTP/2 on a new TLS stream, drives it on this thread's runtime and keeps it
-    /// beside the others. A connection unused for `idle` (checked every `idle`) is let go.
+    /// beside the others. A connection unused for `idle` (checked every quarter of it) is let
+    /// go, and so is one whose connection has ended.
     pub(super) async fn start(&self, io: Watched, idle: Duration) -> Result<Lease, h2::Error> {
         let failure = io.failure.clone();
         let assumed = lock(&self.held).first().map_or(INITIAL_MAX_STREAMS, |h| {
@@ -160,18 +163,25 @@ impl Slot {
             conn: Conn { send, failure },
             open: Arc::default(),
             used: true,
+            quiet: 0,
         };
         let lease = held.lease();
         lock(&self.held).push(held);
         let this = Arc::downgrade(&self.held);
+        let every = idle / IDLE_CHECKS;
         tokio::spawn(async move {
             tokio::pin!(connection);
-            let mut check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+            let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tokio::select! {
                     ended = &mut connection => {
                         if let Err(e) = ended {
                             tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                        }
+                        // Closed by the upstream (after its GOAWAY, or at its idle timeout):
+                        // no request may be handed to it any more.
+                        if let Some(held) = this.upgrade() {
+                            remove(&held, &id);
                         }
                         return;
                     }
@@ -183,15 +193,30 @@ impl Slot {
     }
 }
 
-/// Second idle check without a request: drop the slot's handle. h2 then closes the
-/// connection (GOAWAY) once its last stream is done.
+/// Idle checks per idle timeout: a connection is let go between one and 1 + 1/this idle
+/// timeouts after its last request, so that a default below the usual server timeouts
+/// (nginx 75 s, cloud load balancers 60 s) closes it before the server does.
+const IDLE_CHECKS: u32 = 4;
+
+fn remove(held: &Mutex<Vec<Held>>, id: &TlsFailure) {
+    lock(held).retain(|h| !h.conn.failure.same(id));
+}
+
+/// After [`IDLE_CHECKS`] checks in a row without a request, drop the slot's handle. h2 then
+/// closes the connection (GOAWAY) once its last stream is done.
 fn expire_if_idle(held: &Weak<Padded<Mutex<Vec<Held>>>>, id: &TlsFailure) {
     let Some(held) = held.upgrade() else {
         return;
     };
     let mut held = lock(&held);
     if let Some(i) = held.iter().position(|h| h.conn.failure.same(id)) {
-        if !std::mem::take(&mut held[i].used) {
+        let h = &mut held[i];
+        h.quiet = if std::mem::take(&mut h.used) {
+            0
+        } else {
+            h.quiet + 1
+        };
+        if h.quiet >= IDLE_CHECKS {
             held.remove(i);
         }
     }
