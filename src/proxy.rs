@@ -304,6 +304,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
+    // A message with both is framed by Transfer-Encoding (RFC 9112 section 6.3); the length
+    // is stale once the chunked coding is removed, and passed on it would misframe the body.
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        h.remove(header::CONTENT_LENGTH);
+    }
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         h.remove(n);
     }
@@ -1285,6 +1290,19 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-server-key"));
+    }
+
+    #[test]
+    fn a_length_beside_chunked_coding_is_dropped_with_it() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "100".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "100".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["content-length"], "100", "a length alone stays");
     }
 
     #[test]
