@@ -50,6 +50,7 @@ pub fn mock_options(
         max_concurrent_streams: None,
         max_connections: None,
         idle_timeout: None,
+        max_age: None,
     })
 }
 

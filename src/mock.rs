@@ -70,6 +70,9 @@ pub struct MockOptions {
     /// Close a connection gracefully (HTTP/2: GOAWAY) once it has had no request for this
     /// long, as nginx's `keepalive_timeout` and cloud load balancers do; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Close each connection gracefully (HTTP/2: GOAWAY) this long after it opened, as
+    /// servers that recycle their connections on a schedule do; `None`: never.
+    pub max_age: Option<Duration>,
 }
 
 /// One request as the stand-in saw it.
@@ -319,6 +322,7 @@ async fn accept_loop(
             let limit = mock.opts.max_requests_per_connection;
             let streams = mock.opts.max_concurrent_streams;
             let idle = mock.opts.idle_timeout;
+            let max_age = mock.opts.max_age;
             let counted = Arc::new(AtomicU64::new(0));
             let enough = Arc::new(tokio::sync::Notify::new());
             let reached = enough.clone();
@@ -348,6 +352,7 @@ async fn accept_loop(
                 _ = conn.as_mut() => return,
                 _ = enough.notified() => conn.as_mut().graceful_shutdown(),
                 _ = activity.idle_for(idle) => conn.as_mut().graceful_shutdown(),
+                _ = until(max_age) => conn.as_mut().graceful_shutdown(),
             }
             let _ = conn.await;
         });
@@ -405,6 +410,14 @@ impl ConnActivity {
             }
             tokio::time::sleep_until((last + limit).max(Instant::now() + limit / 8).into()).await;
         }
+    }
+}
+
+/// Resolves after `d`; never without one.
+async fn until(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 
