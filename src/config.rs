@@ -415,7 +415,7 @@ pub enum ConfigError {
 /// Where calls go: scheme is always https.
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
-    /// Base URL without a trailing slash, e.g. `https://api.sg.amity.co`.
+    /// Base URL without a trailing slash, e.g. `https://apix.sg.amity.co`.
     pub base: String,
     /// Host name (or IP) used for SNI and the Host header.
     pub host: String,
@@ -881,12 +881,13 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// The base URL of an Amity region.
+/// The base URL of an Amity region: the `apix` hosts of Amity's current documentation
+/// (older pages name `api.<region>.amity.co`, reachable through `upstream.url`).
 pub fn region_url(region: &str) -> Option<&'static str> {
     match region {
-        "eu" => Some("https://api.eu.amity.co"),
-        "sg" => Some("https://api.sg.amity.co"),
-        "us" => Some("https://api.us.amity.co"),
+        "eu" => Some("https://apix.eu.amity.co"),
+        "sg" => Some("https://apix.sg.amity.co"),
+        "us" => Some("https://apix.us.amity.co"),
         _ => None,
     }
 }
@@ -958,13 +959,30 @@ mod tests {
     }
 
     #[test]
+    fn regions_name_the_hosts_of_amitys_current_documentation() {
+        for (region, host) in [
+            ("eu", "apix.eu.amity.co"),
+            ("sg", "apix.sg.amity.co"),
+            ("us", "apix.us.amity.co"),
+        ] {
+            let u = UpstreamConfig {
+                region: Some(region.into()),
+                ..Default::default()
+            };
+            let t = upstream_target(&u).unwrap();
+            assert_eq!((t.host.as_str(), t.port), (host, 443), "region {region}");
+            assert_eq!(t.path_prefix, "", "region {region}");
+        }
+    }
+
+    #[test]
     fn region_and_url_resolve() {
         let u = UpstreamConfig {
             region: Some("eu".into()),
             ..Default::default()
         };
         let t = upstream_target(&u).unwrap();
-        assert_eq!(t.host, "api.eu.amity.co");
+        assert_eq!(t.host, "apix.eu.amity.co");
         assert_eq!(t.port, 443);
         let u = UpstreamConfig {
             url: Some("https://127.0.0.1:9443/".into()),

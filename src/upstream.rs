@@ -709,7 +709,9 @@ pub async fn probe(
         .await
         .map_err(|_| UpstreamError::ResponseTimeout { ms: t.response_ms })??;
     Ok(format!(
-        "accepted (serial {}; the upstream answered HTTP {} over {:?})",
+        "accepted by {}:{} (serial {}; the upstream answered HTTP {} over {:?})",
+        v.upstream.host,
+        v.upstream.port,
         cert.info.serial,
         resp.status().as_u16(),
         resp.version()
