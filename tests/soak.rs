@@ -114,14 +114,11 @@ async fn a_long_run_through_a_recycling_upstream_with_reloads_fails_nothing() {
         if Instant::now() >= next_reload {
             reloads += 1;
             next_reload += Duration::from_secs(30);
-            let active = if reloads % 2 == 1 {
-                "backend-b"
-            } else {
-                "backend-a"
-            };
+            let even = reloads.is_multiple_of(2);
+            let active = if even { "backend-a" } else { "backend-b" };
             // Alternately by the file watch (the config changes) and by POST /reload.
             std::fs::write(&v.path, with_active(active)).unwrap();
-            if reloads % 2 == 0 {
+            if even {
                 let r = call(admin, Method::POST, "/reload", &[], "").await;
                 assert!(matches!(r, Ok((StatusCode::OK, _, _))), "{r:?}");
             }
