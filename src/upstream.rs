@@ -488,11 +488,6 @@ impl Upstream {
         })
     }
 
-    /// Where this upstream points.
-    pub fn target(&self) -> &UpstreamTarget {
-        &self.target
-    }
-
     /// Sends a request once; the caller decides on retries and bounds the wait.
     pub async fn send(&self, out: &Outgoing) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.metrics.upstream_requests.inc();
