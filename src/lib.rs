@@ -19,6 +19,7 @@ pub mod reload;
 /// systemd readiness notifications (no-ops outside a `Type=notify` unit).
 pub mod sd;
 pub mod server;
+pub mod status;
 pub mod tls;
 pub mod upstream;
 pub mod workers;
