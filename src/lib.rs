@@ -1,28 +1,24 @@
 //! amity-mtls-proxy: an egress gateway that carries Amity Social Cloud
 //! auth-token and admin-token calls over mutual TLS.
 //!
-//! `main.rs` only parses the command line; every job lives in a module here.
+//! `main.rs` only parses the command line. The library is in layers, one folder each, and a
+//! module imports only from its own layer and the layers listed before it
+//! (`scripts/layers.py` checks it; `ARCHITECTURE.md` is the map).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admin;
-pub mod cli;
-pub mod config;
-pub mod conn;
-pub mod demo;
-pub mod logwriter;
-pub mod metrics;
-pub mod mock;
-pub mod pki;
-pub mod proxy;
-pub mod reload;
-/// systemd readiness notifications (no-ops outside a `Type=notify` unit).
-pub mod sd;
-pub mod server;
-pub mod status;
-pub mod tls;
-pub mod upstream;
-pub mod workers;
+// From the bottom layer up.
+pub mod model;
+
+pub mod telemetry;
+
+pub mod data;
+
+pub mod control;
+
+pub mod process;
+
+pub mod tools;
 
 /// Installs the aws-lc-rs crypto provider as rustls' process default.
 ///

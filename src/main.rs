@@ -7,5 +7,5 @@ use clap::Parser;
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
-    amity_mtls_proxy::cli::main(amity_mtls_proxy::cli::Cli::parse())
+    amity_mtls_proxy::tools::cli::main(amity_mtls_proxy::tools::cli::Cli::parse())
 }

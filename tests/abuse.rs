@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::demo::call;
+use amity_mtls_proxy::tools::demo::call;
 use common::{closed_port, v3, Env, V3};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

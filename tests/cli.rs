@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use amity_mtls_proxy::pki::{self, DevCa, Validity};
+use amity_mtls_proxy::model::pki::{self, DevCa, Validity};
 use serde_json::Value;
 
 /// What one run of the binary did.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::demo::call;
+use amity_mtls_proxy::tools::demo::call;
 use common::{closed_port, settles_on, token_status, Env, Load, SERVER_KEY};
 use http::{Method, StatusCode};
 use serde_json::Value;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::demo::call;
-use amity_mtls_proxy::pki::{now_unix, DevCa, Validity};
+use amity_mtls_proxy::model::pki::{now_unix, DevCa, Validity};
+use amity_mtls_proxy::tools::demo::call;
 use common::{closed_port, foreign_ca, json, Env, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
@@ -508,7 +508,7 @@ fn plaintext_on_a_non_loopback_address_needs_an_explicit_yes() {
     let path = env.dir.path().join("config.yaml");
     let base = "listen: 0.0.0.0:8080\nupstream:\n  region: sg\nclient_certs:\n  - name: backend-a\n    cert: certs/backend-a.crt\n    key: certs/backend-a.key\n";
     std::fs::write(&path, base).unwrap();
-    let err = amity_mtls_proxy::config::load(&path)
+    let err = amity_mtls_proxy::model::config::load(&path)
         .unwrap_err()
         .to_string();
     assert!(
@@ -517,13 +517,13 @@ fn plaintext_on_a_non_loopback_address_needs_an_explicit_yes() {
     );
     assert!(err.contains("allow_plaintext_non_loopback"), "{err}");
     std::fs::write(&path, format!("{base}allow_plaintext_non_loopback: true\n")).unwrap();
-    assert!(amity_mtls_proxy::config::load(&path).is_ok());
+    assert!(amity_mtls_proxy::model::config::load(&path).is_ok());
     std::fs::write(
         &path,
         format!("{base}callers:\n  - identity: a\n    routes: [admin]\n"),
     )
     .unwrap();
-    let err = amity_mtls_proxy::config::load(&path)
+    let err = amity_mtls_proxy::model::config::load(&path)
         .unwrap_err()
         .to_string();
     assert!(

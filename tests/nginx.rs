@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::config;
-use amity_mtls_proxy::demo::call;
-use amity_mtls_proxy::pki::{CertName, CertStore, CsrRequest, KeyType};
+use amity_mtls_proxy::model::config;
+use amity_mtls_proxy::model::pki::{CertName, CertStore, CsrRequest, KeyType};
+use amity_mtls_proxy::tools::demo::call;
 use common::closed_port;
 use http::{Method, StatusCode};
 
@@ -234,7 +234,7 @@ http {{
     )
     .unwrap();
     let v = config::load(&cfg).unwrap();
-    let proxy = amity_mtls_proxy::server::start(&v).await.unwrap();
+    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
     for _ in 0..5 {
         let (status, headers, body) = call(
             proxy.addr,
@@ -254,7 +254,7 @@ http {{
         assert_eq!(headers["x-seen-host"], "127.0.0.1");
     }
     // Each worker thread keeps its own pool: one connection per worker that took a call.
-    let workers = amity_mtls_proxy::workers::resolve(v.config.workers) as u64;
+    let workers = amity_mtls_proxy::data::workers::resolve(v.config.workers) as u64;
     let handshakes = proxy.state.metrics.handshakes();
     assert!(
         (1..=workers).contains(&handshakes),

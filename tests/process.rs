@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::demo::call;
+use amity_mtls_proxy::tools::demo::call;
 use common::{closed_port, Env, SERVER_KEY};
 use http::{Method, StatusCode};
 
@@ -96,7 +96,7 @@ fn demo_runs_the_secure_mode_flow_from_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (listen, upstream, admin) = (closed_port(), closed_port(), closed_port());
     let config = dir.path().join("config.yaml");
-    let yaml = amity_mtls_proxy::demo::DEFAULT_CONFIG
+    let yaml = amity_mtls_proxy::tools::demo::DEFAULT_CONFIG
         .replace("127.0.0.1:8080", &listen.to_string())
         .replace("127.0.0.1:9443", &upstream.to_string())
         .replace("127.0.0.1:9901", &admin.to_string());
@@ -128,7 +128,7 @@ fn demo_runs_the_secure_mode_flow_from_nothing() {
         );
     }
     // Three proxied calls; each worker thread that took one opened at most one upstream connection.
-    let workers = amity_mtls_proxy::workers::resolve(0);
+    let workers = amity_mtls_proxy::data::workers::resolve(0);
     let pooled = (1..=workers.min(3))
         .any(|n| stdout.contains(&format!("3 requests over {n} TLS handshake(s)")));
     assert!(pooled, "no pool reuse in:\n{stdout}");

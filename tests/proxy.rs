@@ -4,10 +4,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::conn::PARK_AFTER;
-use amity_mtls_proxy::demo::call;
-use amity_mtls_proxy::pki::Validity;
-use amity_mtls_proxy::server;
+use amity_mtls_proxy::data::conn::PARK_AFTER;
+use amity_mtls_proxy::model::pki::Validity;
+use amity_mtls_proxy::process::server;
+use amity_mtls_proxy::tools::demo::call;
 use bytes::Bytes;
 use common::{
     closed_port, foreign_ca, get_metrics, json, metric, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3,
@@ -166,11 +166,11 @@ async fn denied_calls_never_leave_the_machine() {
 }
 
 async fn expect_cert_rejection(
-    v: amity_mtls_proxy::config::Validated,
-    mock: &amity_mtls_proxy::mock::MockHandle,
+    v: amity_mtls_proxy::model::config::Validated,
+    mock: &amity_mtls_proxy::tools::mock::MockHandle,
     needle: &str,
 ) {
-    let env_proxy = amity_mtls_proxy::server::start(&v).await.unwrap();
+    let env_proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
     let (status, _, body) = v3(env_proxy.addr).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     let v = json(&body);
@@ -224,7 +224,7 @@ async fn pool_reuses_connections() {
     let stats = &proxy.state.metrics;
     assert_eq!(stats.requests(), 100);
     // One pooled connection per worker thread at most.
-    let workers = amity_mtls_proxy::workers::resolve(0) as u64;
+    let workers = amity_mtls_proxy::data::workers::resolve(0) as u64;
     assert!(
         stats.handshakes() <= workers,
         "{} handshakes for 100 requests and {workers} workers",
@@ -327,7 +327,7 @@ async fn an_upstream_without_http2_is_served_over_pooled_http1() {
     assert_eq!(seen.len(), 21);
     assert!(seen.iter().all(|s| !s.http2), "all over HTTP/1.1");
     // The first connection learns the ALPN choice; then one pooled connection per worker.
-    let workers = amity_mtls_proxy::workers::resolve(0) as u64;
+    let workers = amity_mtls_proxy::data::workers::resolve(0) as u64;
     let handshakes = proxy.state.metrics.handshakes();
     assert!(
         handshakes <= workers + 1,

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::demo::call;
-use amity_mtls_proxy::pki::{now_unix, Validity};
+use amity_mtls_proxy::model::pki::{now_unix, Validity};
+use amity_mtls_proxy::tools::demo::call;
 use common::{
     closed_port, foreign_ca, get_metrics, json, metric, settles_on, token_status, v3, Env, Load,
     SERVER_KEY, WITH_KEY,
@@ -427,7 +427,7 @@ async fn metrics_describe_the_pool_and_the_certificates() {
     );
     // Pool reuse: one connection per worker thread at most.
     let handshakes = metric(&m, "amity_proxy_upstream_handshakes_total", &[]).unwrap();
-    let workers = amity_mtls_proxy::workers::resolve(0) as f64;
+    let workers = amity_mtls_proxy::data::workers::resolve(0) as f64;
     assert!(
         (1.0..=workers).contains(&handshakes),
         "{handshakes} handshakes for 20 calls and {workers} workers"

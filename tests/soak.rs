@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::demo::call;
+use amity_mtls_proxy::tools::demo::call;
 use common::{closed_port, Env};
 use http::{Method, StatusCode};
 

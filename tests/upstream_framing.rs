@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use amity_mtls_proxy::{demo, tls};
+use amity_mtls_proxy::{data::tls, tools::demo};
 
 /// An HTTP/1.1-only TLS upstream that answers every request with `response`, as it is.
 async fn raw_upstream(env: &common::Env, response: &'static [u8]) -> std::net::SocketAddr {

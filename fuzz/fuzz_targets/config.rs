@@ -11,9 +11,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let path = Path::new("/nonexistent/fuzz/config.yaml");
-    if let Ok(config) = amity_mtls_proxy::config::parse(path, text) {
+    if let Ok(config) = amity_mtls_proxy::model::config::parse(path, text) {
         // Relative paths resolve into a folder that does not exist, so validation
         // exercises every check without reading the machine's files.
-        let _ = amity_mtls_proxy::config::validate(path, config, Path::new("/nonexistent/fuzz"));
+        let _ = amity_mtls_proxy::model::config::validate(path, config, Path::new("/nonexistent/fuzz"));
     }
 });

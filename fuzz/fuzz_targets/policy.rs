@@ -2,8 +2,8 @@
 //! Input: method, path and `name: value` header lines, separated by newlines.
 #![no_main]
 
-use amity_mtls_proxy::config::RoutesConfig;
-use amity_mtls_proxy::proxy::{strip_hop_by_hop, Policy};
+use amity_mtls_proxy::model::config::RoutesConfig;
+use amity_mtls_proxy::data::proxy::{strip_hop_by_hop, Policy};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use libfuzzer_sys::fuzz_target;
 

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::config::{self, Validated};
-use amity_mtls_proxy::demo;
-use amity_mtls_proxy::mock::{self, MockHandle, MockOptions};
-use amity_mtls_proxy::pki::{self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity};
-use amity_mtls_proxy::server::{self, Running};
+use amity_mtls_proxy::model::config::{self, Validated};
+use amity_mtls_proxy::model::pki::{
+    self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity,
+};
+use amity_mtls_proxy::process::server::{self, Running};
+use amity_mtls_proxy::tools::demo;
+use amity_mtls_proxy::tools::mock::{self, MockHandle, MockOptions};
 
 /// The v3 auth-token call every data-path test makes.
 pub const V3: &str = "/api/v3/authentication/token?userId=alice";

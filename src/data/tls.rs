@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{LoadedCert, LoadedInbound};
+use crate::model::config::{LoadedCert, LoadedInbound};
 
 /// Errors building a TLS configuration.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use super::{TlsFailure, Watched};
-use crate::workers::Padded;
+use crate::data::workers::Padded;
 
 // hyper's HTTP/2 client settings, kept as they were when requests went through hyper.
 const STREAM_WINDOW: u32 = 2 << 20;

@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::pki::CertInfo;
-use crate::tls::{self, TlsError};
+use crate::data::tls::{self, TlsError};
+use crate::model::pki::CertInfo;
 
 /// How long an issued auth token is accepted for a session (Amity: 10 minutes).
 const TOKEN_TTL: Duration = Duration::from_secs(600);

@@ -12,13 +12,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::admin::{self, Admin};
-use crate::config::{self, ConfigError, Validated};
-use crate::conn::{self, Activity, Bounds, Builders, Proto, Socket, Tracked};
-use crate::pki;
-use crate::proxy::{self, ConnInfo, ProxyState};
-use crate::reload::{self, Reloader};
-use crate::tls::TlsError;
+use crate::control::admin::{self, Admin};
+use crate::control::reload::{self, Reloader};
+use crate::data::conn::{self, Activity, Bounds, Builders, Proto, Socket, Tracked};
+use crate::data::proxy::{self, ConnInfo, ProxyState};
+use crate::data::tls::TlsError;
+use crate::model::config::{self, ConfigError, Validated};
+use crate::model::pki;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +204,7 @@ pub async fn serve(
     drop(listener);
     drop(stop_rx);
     let _ = stop_tx.send(true);
-    let worker = crate::workers::index();
+    let worker = crate::data::workers::index();
     tracing::info!(
         worker,
         open_connections = stop_tx.receiver_count(),
@@ -311,6 +311,7 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
     let admin = Admin {
         state: state.clone(),
         reload: reload_tx,
+        history: reloader.history.clone(),
     };
     tokio::spawn(admin::serve(admin_listener, admin, stop_rx.clone()));
     let serving = spawn_workers(listener, v, &state, stop_rx)?;
@@ -337,7 +338,7 @@ fn spawn_workers(
         source,
     };
     let listener = listener.into_std().map_err(io)?;
-    let workers = crate::workers::resolve(v.config.workers);
+    let workers = crate::data::workers::resolve(v.config.workers);
     let slots = Arc::new(Semaphore::new(v.config.limits.max_connections));
     let opts = ConnOptions::from_config(v);
     let (done, all_done) = mpsc::channel(1);
@@ -361,7 +362,7 @@ fn spawn_workers(
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
-                crate::workers::set_index(i);
+                crate::data::workers::set_index(i);
                 rt.block_on(async move {
                     let shutdown = async move {
                         let _ = stop.changed().await;
@@ -419,9 +420,9 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     }
     let terminated = terminate_signal();
     let running = start(&v).await?;
-    crate::sd::ready();
+    crate::control::sd::ready();
     let generation = running.state.current.load();
-    let cert = generation.readiness(crate::pki::now_unix());
+    let cert = generation.readiness(crate::model::pki::now_unix());
     if let Err(reason) = &cert {
         tracing::warn!("{reason}: calls will fail until a usable certificate is configured");
     }
@@ -434,7 +435,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     );
     drop(generation);
     terminated.await;
-    crate::sd::stopping();
+    crate::control::sd::stopping();
     running.shutdown().await;
     Ok(())
 }

@@ -12,9 +12,13 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config;
-use crate::pki;
-use crate::proxy::{Generation, ProxyState};
+use crate::control::status::{ReloadEvent, ReloadHistory};
+use crate::data::proxy::{Generation, ProxyState};
+use crate::model::config;
+use crate::model::pki;
+
+/// What a reload says when the files it was woken for hold what they held.
+const UNCHANGED: &str = "unchanged";
 
 /// Quiet time after the last file event before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -56,6 +60,8 @@ pub struct Reloader {
     admin_listen: SocketAddr,
     workers: usize,
     fingerprint: Mutex<Vec<u8>>,
+    /// Every reload's outcome, for the status page.
+    pub history: Arc<ReloadHistory>,
 }
 
 impl Reloader {
@@ -68,16 +74,30 @@ impl Reloader {
             admin_listen: v.admin_listen,
             workers: v.config.workers,
             fingerprint: Mutex::new(fingerprint(&v.path)),
+            history: Arc::default(),
         }
     }
 
-    /// Loads, validates and swaps in a new generation; on any problem the old one keeps serving.
+    /// Loads, validates and swaps in a new generation; on any problem the old one keeps
+    /// serving. Kept in [`Reloader::history`] unless nothing changed.
     pub fn reload(&self, trigger: Trigger) -> Result<String, String> {
-        let _ready_when_done = crate::sd::reloading();
+        let outcome = self.reload_files(trigger);
+        if outcome.as_deref() != Ok(UNCHANGED) {
+            self.history.record(ReloadEvent {
+                at: pki::now_unix(),
+                trigger: trigger.as_str(),
+                outcome: outcome.clone(),
+            });
+        }
+        outcome
+    }
+
+    fn reload_files(&self, trigger: Trigger) -> Result<String, String> {
+        let _ready_when_done = crate::control::sd::reloading();
         let print = self.fingerprint_now();
         if trigger == Trigger::Files && self.fingerprint.lock().is_ok_and(|f| *f == print) {
             tracing::debug!("files touched but their content is unchanged; nothing to reload");
-            return Ok("unchanged".into());
+            return Ok(UNCHANGED.into());
         }
         let metrics = &self.state.metrics;
         let built = config::load(&self.path)

@@ -20,10 +20,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::AlertDescription;
 use tokio::net::TcpStream;
 
-use crate::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
-use crate::metrics::Metrics;
-use crate::tls::{self, TlsError};
-use crate::workers::{local, Padded};
+use crate::data::tls::{self, TlsError};
+use crate::data::workers::{local, Padded};
+use crate::model::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
+use crate::telemetry::metrics::Metrics;
 
 mod multiplex;
 
@@ -678,7 +678,7 @@ impl Upstream {
 /// `check --live`: one request over a new mTLS connection presenting `cert`.
 /// Any HTTP answer means the handshake was accepted.
 pub async fn probe(
-    v: &crate::config::Validated,
+    v: &crate::model::config::Validated,
     cert: &LoadedCert,
 ) -> Result<String, UpstreamError> {
     let upstream = Upstream::new(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use crate::workers::{local, Padded};
+use crate::data::workers::{local, Padded};
 
 /// One shard per core: workers beyond that share shards, which stays correct (every
 /// update is atomic), only no longer free of sharing.
@@ -155,7 +155,7 @@ mod tests {
             for i in 0..4 {
                 let c = &c;
                 s.spawn(move || {
-                    crate::workers::set_index(i);
+                    crate::data::workers::set_index(i);
                     (0..1000).for_each(|_| c.inc());
                 });
             }

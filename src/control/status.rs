@@ -139,7 +139,7 @@ pub fn render(v: &StatusView) -> String {
             body {
                 header {
                     h1 { "amity-mtls-proxy " small { "v" (env!("CARGO_PKG_VERSION")) } }
-                    p { "As of " time datetime=(crate::pki::rfc3339(v.now)) { (crate::pki::rfc3339(v.now)) } }
+                    p { "As of " time datetime=(crate::model::pki::rfc3339(v.now)) { (crate::model::pki::rfc3339(v.now)) } }
                 }
                 main {
                     h2 id="readiness" { "Readiness" }
@@ -222,7 +222,7 @@ fn reloads(events: &[ReloadEvent]) -> Markup {
                     @if events.is_empty() { tr { td colspan="3" { "No reload since start." } } }
                     @for e in events {
                         tr {
-                            td { (crate::pki::rfc3339(e.at)) }
+                            td { (crate::model::pki::rfc3339(e.at)) }
                             td { (e.trigger) }
                             @match &e.outcome {
                                 Ok(msg) => td class="ok" { "ok: " (msg) },
@@ -317,8 +317,7 @@ struct Summary {
 
 impl Summary {
     fn of(text: &str) -> Self {
-        let Ok(scrape) =
-            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         else {
             return Self::default();
         };
@@ -331,10 +330,8 @@ impl Summary {
                 prometheus_parse::Value::Histogram(buckets)
                     if sample.metric == "amity_proxy_upstream_latency_seconds" =>
                 {
-                    let b: Vec<(f64, f64)> = buckets
-                        .iter()
-                        .map(|b| (b.less_than, b.count))
-                        .collect();
+                    let b: Vec<(f64, f64)> =
+                        buckets.iter().map(|b| (b.less_than, b.count)).collect();
                     s.p50 = quantile(0.5, &b);
                     s.p99 = quantile(0.99, &b);
                     continue;
@@ -372,7 +369,11 @@ fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
                 return Some(lower);
             }
             let within = count - below;
-            let frac = if within > 0.0 { (rank - below) / within } else { 1.0 };
+            let frac = if within > 0.0 {
+                (rank - below) / within
+            } else {
+                1.0
+            };
             return Some(lower + (upper - lower) * frac);
         }
         (lower, below) = (upper, count);
@@ -397,7 +398,12 @@ mod tests {
 
     #[test]
     fn quantiles_interpolate_within_the_bucket() {
-        let b = [(0.01, 50.0), (0.1, 90.0), (1.0, 100.0), (f64::INFINITY, 100.0)];
+        let b = [
+            (0.01, 50.0),
+            (0.1, 90.0),
+            (1.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
         assert_eq!(quantile(0.5, &b), Some(0.01));
         let p99 = quantile(0.99, &b).unwrap();
         assert!((p99 - 0.91).abs() < 1e-9, "{p99}");

@@ -220,7 +220,7 @@ impl Metrics {
         let result = if ok { "ok" } else { "failed" }.to_string();
         self.reloads.get_or_create(&ResultLabels { result }).inc();
         if ok {
-            self.last_reload_success.set(crate::pki::now_unix());
+            self.last_reload_success.set(crate::model::pki::now_unix());
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pki::{self, CertInfo, CertName};
+use crate::model::pki::{self, CertInfo, CertName};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::config::{self, ConfigError};
-use crate::pki::{self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity};
+use crate::model::config::{self, ConfigError};
+use crate::model::pki::{self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity};
 
 /// Egress gateway for Amity Social Cloud's mutual-TLS calls.
 #[derive(Debug, Parser)]
@@ -166,10 +166,10 @@ pub struct MockArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// The server key the stand-in accepts in x-server-key.
-    #[arg(long, env = "AMITY_MOCK_SERVER_KEY", default_value = crate::demo::DEMO_SERVER_KEY, hide_env_values = true)]
+    #[arg(long, env = "AMITY_MOCK_SERVER_KEY", default_value = crate::tools::demo::DEMO_SERVER_KEY, hide_env_values = true)]
     pub server_key: String,
     /// The admin token the stand-in accepts.
-    #[arg(long, env = "AMITY_MOCK_ADMIN_TOKEN", default_value = crate::demo::DEMO_ADMIN_TOKEN, hide_env_values = true)]
+    #[arg(long, env = "AMITY_MOCK_ADMIN_TOKEN", default_value = crate::tools::demo::DEMO_ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: String,
     /// Wait this long before answering each request.
     #[arg(long, default_value_t = 0)]
@@ -192,14 +192,14 @@ fn certs_dir(config: &Path, dir: Option<PathBuf>) -> PathBuf {
 /// background thread (`logwriter`), so a request never waits on a write(2) or wakes a thread
 /// for its access-log line; keep the returned guard alive until exit, when it flushes what is
 /// buffered. On a terminal, lines are written at once, in order with the rest of the output.
-pub fn init_logging(format: LogFormat) -> Option<crate::logwriter::FlushGuard> {
+pub fn init_logging(format: LogFormat) -> Option<crate::telemetry::logwriter::FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let terminal = std::io::stderr().is_terminal();
     let (writer, guard) = if terminal {
         (BoxMakeWriter::new(std::io::stderr), None)
     } else {
-        let (w, g) = crate::logwriter::batched(std::io::stderr());
+        let (w, g) = crate::telemetry::logwriter::batched(std::io::stderr());
         (BoxMakeWriter::new(w), Some(g))
     };
     let builder = tracing_subscriber::fmt()
@@ -233,7 +233,7 @@ fn execute(command: Command, config: &Path) -> Result<ExitCode, String> {
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))
             .and_then(|rt| {
-                rt.block_on(crate::server::run(config))
+                rt.block_on(crate::process::server::run(config))
                     .map_err(|e| e.to_string())
             }),
         // Reports its findings itself, with an exit code of its own.
@@ -241,7 +241,9 @@ fn execute(command: Command, config: &Path) -> Result<ExitCode, String> {
         Command::Cert(c) => cert(config, c),
         Command::DevCa(c) => dev_ca(config, c),
         Command::MockAmity(a) => runtime().and_then(|rt| rt.block_on(mock_amity(config, a))),
-        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(crate::demo::run(config, a.once))),
+        Command::Demo(a) => {
+            runtime().and_then(|rt| rt.block_on(crate::tools::demo::run(config, a.once)))
+        }
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -505,19 +507,19 @@ fn dev_ca(config: &Path, cmd: DevCaCommand) -> Result<(), String> {
 
 async fn mock_amity(config: &Path, a: MockArgs) -> Result<(), String> {
     let dir = certs_dir(config, a.dir);
-    let opts = crate::demo::mock_options(
+    let opts = crate::tools::demo::mock_options(
         &dir,
         a.server_key,
         a.admin_token,
         Duration::from_millis(a.delay_ms),
     )?;
-    let handle = crate::mock::start(a.listen, opts)
+    let handle = crate::tools::mock::start(a.listen, opts)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(addr = %handle.addr, "stand-in Amity serving; client certificates must come from the dev CA");
     tokio::select! {
         _ = handle.wait() => {}
-        _ = crate::server::terminate_signal() => {}
+        _ = crate::process::server::terminate_signal() => {}
     }
     Ok(())
 }
@@ -607,7 +609,7 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
         match runtime() {
             Ok(rt) => {
                 for (i, c) in v.certs.iter().enumerate() {
-                    match rt.block_on(crate::upstream::probe(&v, c)) {
+                    match rt.block_on(crate::data::upstream::probe(&v, c)) {
                         Ok(verdict) => println!("  {}: {verdict}", c.name),
                         Err(e) => {
                             println!("  {}: {e}", c.name);

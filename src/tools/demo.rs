@@ -11,12 +11,14 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::config;
-use crate::metrics::Metrics;
-use crate::mock::{self, MockOptions};
-use crate::pki::{self, CertName, CertState, CertStore, CsrRequest, DevCa, KeyType, Validity};
-use crate::server;
-use crate::upstream::{upstream_path, Outgoing, Upstream};
+use crate::data::upstream::{upstream_path, Outgoing, Upstream};
+use crate::model::config;
+use crate::model::pki::{
+    self, CertName, CertState, CertStore, CsrRequest, DevCa, KeyType, Validity,
+};
+use crate::process::server;
+use crate::telemetry::metrics::Metrics;
+use crate::tools::mock::{self, MockOptions};
 
 /// Server key of the stand-in Amity; a local placeholder, not a secret.
 pub const DEMO_SERVER_KEY: &str = "local-dev-server-key";
@@ -25,7 +27,7 @@ pub const DEMO_ADMIN_TOKEN: &str = "local-dev-admin-token";
 /// Name of the demo's client certificate.
 pub const DEMO_CERT: &str = "local-dev";
 /// The config `demo` writes when none exists: the repository's own config.yaml.
-pub const DEFAULT_CONFIG: &str = include_str!("../config.yaml");
+pub const DEFAULT_CONFIG: &str = include_str!("../../config.yaml");
 
 /// Loads the stand-in's TLS material from a certs folder made by `dev-ca init`.
 pub fn mock_options(
@@ -225,7 +227,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
         "\nupstream: {} requests over {} TLS handshake(s) (pooled: one connection per worker thread while it has room for more streams, {} workers)",
         stats.requests(),
         stats.handshakes(),
-        crate::workers::resolve(v.config.workers)
+        crate::data::workers::resolve(v.config.workers)
     );
     if once {
         proxy.shutdown().await;

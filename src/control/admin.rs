@@ -12,9 +12,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::pki;
-use crate::proxy::ProxyState;
-use crate::reload::{ReloadRequest, Trigger};
+use crate::control::reload::{ReloadRequest, Trigger};
+use crate::control::status::{self, AppView, ReloadHistory, StatusView};
+use crate::data::proxy::ProxyState;
+use crate::model::pki;
 
 /// What the admin endpoints read and where reloads go.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct Admin {
     pub state: Arc<ProxyState>,
     /// The reload queue.
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// The last reloads, for the status page.
+    pub history: Arc<ReloadHistory>,
 }
 
 fn reply(
@@ -48,6 +51,22 @@ impl Admin {
         let now = pki::now_unix();
         let generation = self.state.current.load();
         match (req.method(), req.uri().path()) {
+            (&Method::GET, "/") => {
+                let page = status::render(&self.status_view(now));
+                let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", page);
+                let h = r.headers_mut();
+                h.insert(
+                    "content-security-policy",
+                    header::HeaderValue::from_static(status::CSP),
+                );
+                h.insert(
+                    "x-content-type-options",
+                    header::HeaderValue::from_static("nosniff"),
+                );
+                h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+                r
+            }
+            (&Method::GET, status::CSS_PATH) => reply(StatusCode::OK, "text/css", status::CSS),
             (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
             (&Method::GET, "/readyz") => match generation.readiness(now) {
                 Ok(cert) => json(
@@ -108,7 +127,7 @@ impl Admin {
                     ),
                 }
             }
-            (_, "/healthz" | "/readyz" | "/certs" | "/metrics" | "/reload") => reply(
+            (_, "/" | "/healthz" | "/readyz" | "/certs" | "/metrics" | "/reload") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 "method not allowed\n",
@@ -116,8 +135,32 @@ impl Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found; try /healthz /readyz /certs /metrics or POST /reload\n",
+                "not found; try / (status page), /healthz /readyz /certs /metrics or POST /reload\n",
             ),
+        }
+    }
+}
+
+impl Admin {
+    /// What the status page shows now.
+    fn status_view(&self, now: i64) -> StatusView {
+        let generation = self.state.current.load();
+        generation.publish_active();
+        let certs = generation
+            .cert_report(now)
+            .into_iter()
+            .filter_map(|c| serde_json::from_value(c).ok())
+            .collect();
+        StatusView {
+            now,
+            ready: generation.readiness(now),
+            apps: vec![AppView {
+                name: "default".into(),
+                upstream: generation.upstream_base().to_string(),
+                certs,
+            }],
+            reloads: self.history.recent(),
+            metrics: self.state.metrics.encode_classic(),
         }
     }
 }

@@ -18,12 +18,12 @@ use hyper::body::{Body as _, Incoming};
 use std::num::NonZeroU32;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
-use crate::conn::SpareTimer;
-use crate::metrics::{CertLabels, Metrics};
-use crate::pki::{self, CertInfo};
-use crate::tls::{self, TlsError};
-use crate::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
+use crate::data::conn::SpareTimer;
+use crate::data::tls::{self, TlsError};
+use crate::data::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
+use crate::model::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
+use crate::model::pki::{self, CertInfo};
+use crate::telemetry::metrics::{CertLabels, Metrics};
 
 /// Response body: the upstream's, streamed, or one of ours. Not boxed: no allocation per
 /// response.
@@ -379,6 +379,8 @@ pub struct Generation {
     /// Size limits.
     pub limits: LimitsConfig,
     path_prefix: String,
+    /// The upstream's base URL, for people.
+    upstream_base: String,
     metrics: Arc<Metrics>,
     /// The backend-facing TLS acceptor, with `inbound_tls`.
     pub inbound: Option<TlsAcceptor>,
@@ -447,7 +449,7 @@ impl Generation {
     /// Builds a generation: a fresh TLS config and pool per certificate, so nothing
     /// (no TLS session, no pooled connection) carries over from the previous one.
     pub fn build(v: &Validated, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
-        let workers = crate::workers::resolve(v.config.workers);
+        let workers = crate::data::workers::resolve(v.config.workers);
         let upstream = |cert| {
             Upstream::new(
                 v.upstream.clone(),
@@ -490,6 +492,7 @@ impl Generation {
             policy: Policy::new(&v.config.routes, v.admin_token.is_some()),
             limits: v.config.limits.clone(),
             path_prefix: v.upstream.path_prefix.clone(),
+            upstream_base: v.upstream.base.clone(),
             metrics,
             inbound: v.inbound.as_ref().map(tls::inbound_acceptor).transpose()?,
             callers: v
@@ -608,6 +611,11 @@ impl Generation {
             })
             .ok()
             .map(|_| InFlight(&self.in_flight))
+    }
+
+    /// The upstream's base URL.
+    pub fn upstream_base(&self) -> &str {
+        &self.upstream_base
     }
 
     /// Path prefix of the upstream base URL.
@@ -1240,7 +1248,7 @@ mod tests {
         let r = RoutesConfig {
             auth_token_v3: false,
             admin_prefixes: vec!["/api/v3/users".into()],
-            extra: vec![crate::config::ExtraRoute {
+            extra: vec![crate::model::config::ExtraRoute {
                 method: Some("GET".into()),
                 path: None,
                 prefix: Some("/api/v3/network-settings".into()),

@@ -1,0 +1,3 @@
+//! The process: start, worker threads, shutdown.
+
+pub mod server;
