@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build needs beyond Rust (make and a C compiler, for jemalloc)
 # and the Debian tools the tests use as independent peers and checkers:
-# openssl (CSR and certificate checks), nginx (a real mTLS upstream), curl.
+# openssl (CSR and certificate checks), nginx (a real mTLS upstream), curl, and
+# chromium (the status page, loaded in a real browser).
 #
 #   bash scripts/deps.sh [--build] [TOOL | PACKAGE=PATH ...]
 #
@@ -23,6 +24,7 @@ if [ -n "$tests" ]; then
   need openssl
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   need curl
+  need chromium
 fi
 for spec in "$@"; do
   case "$spec" in
