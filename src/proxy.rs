@@ -399,7 +399,7 @@ pub struct Generation {
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: std::net::SocketAddr,
-    /// Identities in the caller's client certificate (SAN URIs, SAN DNS names, CN), with mTLS.
+    /// Identities in the caller's client certificate, with mTLS (see [`pki::identities`]).
     pub caller: Option<Vec<String>>,
     name: String,
     /// Bounds this connection's waits for the upstream.
@@ -421,7 +421,7 @@ impl ConnInfo {
         }
     }
 
-    /// The caller's name for logs and rate limiting: its first identity, else its IP.
+    /// The caller's name until `callers` matched one: its first identity, else its IP.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -532,8 +532,10 @@ impl Generation {
         Ok(g)
     }
 
-    /// Refuses a caller not allowed this route class (403) or over its rate (429).
-    fn admit(&self, conn: &ConnInfo, route: RouteClass) -> Result<(), Reject> {
+    /// Refuses a caller not allowed this route class (403) or over its rate (429). Returns
+    /// the `callers` identity it matched, if the list is in use: the caller's name from then on.
+    fn admit(&self, conn: &ConnInfo, route: RouteClass) -> Result<Option<&String>, Reject> {
+        let mut matched = None;
         if !self.callers.is_empty() {
             let ids = conn.caller.as_deref().unwrap_or_default();
             let entry = self.callers.iter().find(|(id, _)| ids.contains(id));
@@ -552,16 +554,17 @@ impl Generation {
                         format!("caller {id} may not make {} calls", route.as_str()),
                     ))
                 }
-                Some(_) => {}
+                Some((id, _)) => matched = Some(id),
             }
         }
         if let Some(rate) = &self.rate {
-            if let Err(not_until) = rate.check_key(&conn.name) {
+            let name = matched.unwrap_or(&conn.name);
+            if let Err(not_until) = rate.check_key(name) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let mut r = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
-                    format!("caller {} is over its rate limit", conn.name()),
+                    format!("caller {name} is over its rate limit"),
                 );
                 r.retry_after = Some(wait.as_secs().max(1));
                 return Err(r);
@@ -570,7 +573,7 @@ impl Generation {
                 rate.retain_recent();
             }
         }
-        Ok(())
+        Ok(matched)
     }
 
     /// Puts the proxy's own server key or admin token on the request, dealing with a caller's as configured.
@@ -895,6 +898,8 @@ struct Outcome<'a> {
     route: Option<RouteClass>,
     upstream: Option<Duration>,
     cert: Option<&'a str>,
+    /// The `callers` identity the request was admitted as.
+    caller: Option<&'a str>,
 }
 
 /// Handles one request from a backend with `generation` (the current one, loaded by the
@@ -944,7 +949,7 @@ pub async fn handle(
             total_ms = started.elapsed().as_millis() as u64,
             request_id = rid_text,
             cert = outcome.cert.unwrap_or("-"),
-            caller = conn.name(),
+            caller = outcome.caller.unwrap_or(conn.name()),
             "request"
         );
     }
@@ -961,7 +966,7 @@ async fn forward<'g>(
 ) -> Result<Response<ProxyBody>, Reject> {
     let route = g.policy.classify(req.method(), req.uri(), req.headers())?;
     outcome.route = Some(route);
-    g.admit(conn, route)?;
+    outcome.caller = g.admit(conn, route)?.map(String::as_str);
     let limit = g.limits.max_request_body_bytes;
     let declared = req
         .headers()
