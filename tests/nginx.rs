@@ -161,11 +161,13 @@ fn proxy_client_cert(d: &Path, name: &str, cn: &str, ca: &str) {
 
 /// nginx on a loopback port with `server.crt`, checking client certificates against the CA
 /// `client_ca` as `verify` says (`ssl_verify_client`); `locations` goes inside its server block.
+/// With `http2`, ALPN offers h2 (the proxy then uses it), else HTTP/1.1 only.
 async fn start_nginx(
     nginx: &Path,
     d: &Path,
     client_ca: &str,
     verify: &str,
+    http2: bool,
     locations: &str,
 ) -> (Nginx, SocketAddr) {
     let port = closed_port();
@@ -183,7 +185,7 @@ http {{
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
   server {{
-    listen {port} ssl http2;
+    listen {port} ssl{h2};
     ssl_certificate {dir}/server.crt;
     ssl_certificate_key {dir}/server.key;
     ssl_client_certificate {dir}/{client_ca}.crt;
@@ -192,7 +194,8 @@ http {{
   }}
 }}
 "#,
-        dir = d.display()
+        dir = d.display(),
+        h2 = if http2 { " http2" } else { "" },
     );
     std::fs::write(d.join("nginx.conf"), conf).unwrap();
     let child = Command::new(nginx)
@@ -282,7 +285,7 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
     openssl_ca(d, "ca");
     openssl_server_cert(d, "ca");
     proxy_client_cert(d, "nginx-client", "backend-under-test", "ca");
-    let (_nginx, port) = start_nginx(&nginx, d, "ca", "on", TOKEN_LOCATION).await;
+    let (_nginx, port) = start_nginx(&nginx, d, "ca", "on", true, TOKEN_LOCATION).await;
 
     let v = proxy_config(d, port, "ca", &["nginx-client"], "", "");
     let proxy = amity_mtls_proxy::server::start(&v).await.unwrap();
@@ -370,7 +373,7 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
     openssl_server_cert(d, "ca-x");
     proxy_client_cert(d, "from-y", "from-y", "ca-y");
     proxy_client_cert(d, "from-x", "from-x", "ca-x");
-    let (_nginx, port) = start_nginx(&nginx, d, "ca-x", "on", TOKEN_LOCATION).await;
+    let (_nginx, port) = start_nginx(&nginx, d, "ca-x", "on", true, TOKEN_LOCATION).await;
 
     let v = proxy_config(
         d,
@@ -468,7 +471,8 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
     proxy.shutdown().await;
 }
 
-/// An edge that answers 403 with a page of its own, named in `upstream.cert_rejected_answers`.
+/// An edge that answers 403 with a page of its own, named in `upstream.cert_rejected_answers`;
+/// over HTTP/1.1, where the nginx tests above use HTTP/2.
 #[tokio::test]
 async fn a_configured_refusal_answer_fails_over_too() {
     let Some(nginx) = nginx_or_skip() else {
@@ -489,12 +493,25 @@ async fn a_configured_refusal_answer_fails_over_too() {
       default_type application/json;
       return 403 '{"status":"error","code":400300,"message":"Forbidden error."}';
     }
-"#;
+    location = /api/v3/authentication/forbidden-long {
+      error_page 403 /long.html;
+      return 403;
+    }
+    location = /long.html {
+      internal;
+      root DIR;
+    }
+"#
+    .replace("DIR", &d.display().to_string());
+    // The rule's text, but past the 8 KiB that are looked at: not a refusal.
+    let long = format!("{}client certificate not accepted", "x".repeat(20_000));
+    std::fs::write(d.join("long.html"), &long).unwrap();
     let (_nginx, port) = start_nginx(
         &nginx,
         d,
         "ca-x",
         "optional_no_ca",
+        false,
         &format!("{edge}{TOKEN_LOCATION}"),
     )
     .await;
@@ -504,7 +521,7 @@ async fn a_configured_refusal_answer_fails_over_too() {
         "ca-x",
         &["from-y", "from-x"],
         "  cert_rejected_answers:\n    - status: 403\n      body_contains: client certificate not accepted\n",
-        "active: from-y\nfailover_after: 1\nroutes:\n  extra:\n    - path: /api/v3/authentication/forbidden\n",
+        "active: from-y\nfailover_after: 1\nroutes:\n  extra:\n    - prefix: /api/v3/authentication/forbidden\n",
     );
     let proxy = amity_mtls_proxy::server::start(&v).await.unwrap();
     for n in 0..3 {
@@ -530,6 +547,18 @@ async fn a_configured_refusal_answer_fails_over_too() {
     .unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(json(&body)["code"], 400300);
+    // A long 403 goes on whole: the start that was read, then the rest.
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        "/api/v3/authentication/forbidden-long",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(String::from_utf8_lossy(&body), long);
     let m = get_metrics(proxy.admin_addr).await;
     assert_eq!(metric(&m, "amity_proxy_failovers_total", &[]), Some(1.0));
     proxy.shutdown().await;
