@@ -116,6 +116,49 @@ fn curl(url: &str, ca: &Path, cert: Option<(&Path, &Path)>, extra: &[&str]) -> (
     )
 }
 
+/// The proxy binary with a JSON debug log; stopped (SIGTERM) on drop.
+struct Binary(std::process::Child);
+
+impl Binary {
+    /// Serves `config` (its `listen` moved to a free port, which is returned), logging into `log`.
+    async fn start(config: &Path, log: &Path) -> (Self, std::net::SocketAddr) {
+        let listen = closed_port();
+        let text = std::fs::read_to_string(config).unwrap().replacen(
+            "listen: 127.0.0.1:0",
+            &format!("listen: {listen}"),
+            1,
+        );
+        std::fs::write(config, text).unwrap();
+        let child = Command::new(BIN)
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+            .spawn()
+            .unwrap();
+        let me = Self(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (me, listen)
+    }
+}
+
+/// The access-log lines of a JSON log.
+fn access_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_mtls_admits_only_fleet_certificates() {
     let env = Env::new();
@@ -391,32 +434,13 @@ async fn secrets_are_injected_and_never_logged() {
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::write(secrets.join("server-key"), format!("{SERVER_KEY}\n")).unwrap();
     std::fs::write(secrets.join("admin-token"), ADMIN_TOKEN).unwrap();
-    let listen = closed_port();
     let v = env.config(
         mock.addr,
         &["backend-a"],
         "server_key_file: secrets/server-key\nadmin_token_file: secrets/admin-token\n",
     );
-    let cfg = std::fs::read_to_string(&v.path).unwrap().replacen(
-        "listen: 127.0.0.1:0",
-        &format!("listen: {listen}"),
-        1,
-    );
-    std::fs::write(&v.path, cfg).unwrap();
     let log_path = env.dir.path().join("proxy.log");
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "run", "-c"])
-        .arg(&v.path)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (proxy, listen) = Binary::start(&v.path, &log_path).await;
 
     let (status, _, body) = call(listen, Method::GET, V3, &[], "").await.unwrap();
     assert_eq!(
@@ -461,10 +485,7 @@ async fn secrets_are_injected_and_never_logged() {
         format!("Bearer {ADMIN_TOKEN}").as_str()
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    drop(proxy);
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.lines().count() > 5, "the log was captured: {log}");
     for (i, line) in log.lines().enumerate() {
@@ -478,11 +499,7 @@ async fn secrets_are_injected_and_never_logged() {
         );
     }
     // One access line per request, with what an operator looks for in it.
-    let access: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "access")
-        .collect();
+    let access = access_lines(&log);
     assert_eq!(access.len(), 3, "three access lines: {log}");
     let first = &access[0];
     assert_eq!(first["method"], "GET");
@@ -546,32 +563,6 @@ fn plaintext_on_a_non_loopback_address_needs_an_explicit_yes() {
     );
 }
 
-/// The proxy binary serving `config` with a JSON log into `log`; killed (SIGTERM) on drop.
-struct Binary(std::process::Child);
-
-impl Binary {
-    async fn start(config: &Path, listen: std::net::SocketAddr, log: &Path) -> Self {
-        let child = Command::new(BIN)
-            .args(["--log-format", "json", "run", "-c"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-            .spawn()
-            .unwrap();
-        let me = Self(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while tokio::net::TcpStream::connect(listen).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the proxy did not start: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        me
-    }
-}
-
 impl Drop for Binary {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -617,21 +608,14 @@ async fn a_listed_cn_is_no_identity_for_a_certificate_with_sans() {
         days,
     );
     let mock = env.mock(Duration::ZERO).await;
-    let listen = closed_port();
     let callers = "callers:\n  - identity: ops-tools.fleet.example\n    routes: [auth_token]\n  - identity: payments.fleet.example\n    routes: [auth_token]\n";
     let v = env.config(
         mock.addr,
         &["backend-a"],
         &format!("{}{callers}", fleet.inbound_yaml()),
     );
-    let cfg = std::fs::read_to_string(&v.path).unwrap().replacen(
-        "listen: 127.0.0.1:0",
-        &format!("listen: {listen}"),
-        1,
-    );
-    std::fs::write(&v.path, cfg).unwrap();
     let log_path = env.dir.path().join("proxy.log");
-    let proxy = Binary::start(&v.path, listen, &log_path).await;
+    let (proxy, listen) = Binary::start(&v.path, &log_path).await;
 
     let url = format!("https://{listen}{V3}");
     let ca = fleet.path("dev-ca.crt");
@@ -664,11 +648,7 @@ async fn a_listed_cn_is_no_identity_for_a_certificate_with_sans() {
     drop(proxy);
 
     let log = std::fs::read_to_string(&log_path).unwrap();
-    let access: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "access")
-        .collect();
+    let access = access_lines(&log);
     let callers: Vec<(&str, u64)> = access
         .iter()
         .map(|a| (a["caller"].as_str().unwrap(), a["status"].as_u64().unwrap()))
