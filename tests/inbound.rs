@@ -151,6 +151,15 @@ impl Binary {
     }
 }
 
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// The access-log lines of a JSON log.
 fn access_lines(log: &str) -> Vec<serde_json::Value> {
     log.lines()
@@ -561,15 +570,6 @@ fn plaintext_on_a_non_loopback_address_needs_an_explicit_yes() {
         err.contains("callers: needs inbound_tls.client_ca"),
         "{err}"
     );
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
