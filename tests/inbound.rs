@@ -42,19 +42,33 @@ impl Fleet {
         uri: Option<&str>,
         validity: Validity,
     ) -> (PathBuf, PathBuf) {
+        let sans: Vec<SanType> = uri
+            .map(|u| SanType::URI(u.try_into().unwrap()))
+            .into_iter()
+            .collect();
+        self.caller_with(ca, name, name, sans, validity)
+    }
+
+    /// A caller certificate in `file`.crt/.key with `cn` and `sans`, signed by `ca`.
+    fn caller_with(
+        &self,
+        ca: &DevCa,
+        file: &str,
+        cn: &str,
+        sans: Vec<SanType>,
+        validity: Validity,
+    ) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
+        dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
-        if let Some(u) = uri {
-            params.subject_alt_names = vec![SanType::URI(u.try_into().unwrap())];
-        }
+        params.subject_alt_names = sans;
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         let crt = ca.sign_csr(&csr, validity).unwrap();
         let (c, k) = (
-            self.path(&format!("{name}.crt")),
-            self.path(&format!("{name}.key")),
+            self.path(&format!("{file}.crt")),
+            self.path(&format!("{file}.key")),
         );
         std::fs::write(&c, crt).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
@@ -100,6 +114,58 @@ fn curl(url: &str, ca: &Path, cert: Option<(&Path, &Path)>, extra: &[&str]) -> (
         code.trim().parse().unwrap_or(0),
         body.to_string(),
     )
+}
+
+/// The proxy binary with a JSON debug log; stopped (SIGTERM) on drop.
+struct Binary(std::process::Child);
+
+impl Binary {
+    /// Serves `config` (its `listen` moved to a free port, which is returned), logging into `log`.
+    async fn start(config: &Path, log: &Path) -> (Self, std::net::SocketAddr) {
+        let listen = closed_port();
+        let text = std::fs::read_to_string(config).unwrap().replacen(
+            "listen: 127.0.0.1:0",
+            &format!("listen: {listen}"),
+            1,
+        );
+        std::fs::write(config, text).unwrap();
+        let child = Command::new(BIN)
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+            .spawn()
+            .unwrap();
+        let me = Self(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (me, listen)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The access-log lines of a JSON log.
+fn access_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,32 +443,13 @@ async fn secrets_are_injected_and_never_logged() {
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::write(secrets.join("server-key"), format!("{SERVER_KEY}\n")).unwrap();
     std::fs::write(secrets.join("admin-token"), ADMIN_TOKEN).unwrap();
-    let listen = closed_port();
     let v = env.config(
         mock.addr,
         &["backend-a"],
         "server_key_file: secrets/server-key\nadmin_token_file: secrets/admin-token\n",
     );
-    let cfg = std::fs::read_to_string(&v.path).unwrap().replacen(
-        "listen: 127.0.0.1:0",
-        &format!("listen: {listen}"),
-        1,
-    );
-    std::fs::write(&v.path, cfg).unwrap();
     let log_path = env.dir.path().join("proxy.log");
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "run", "-c"])
-        .arg(&v.path)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (proxy, listen) = Binary::start(&v.path, &log_path).await;
 
     let (status, _, body) = call(listen, Method::GET, V3, &[], "").await.unwrap();
     assert_eq!(
@@ -447,10 +494,7 @@ async fn secrets_are_injected_and_never_logged() {
         format!("Bearer {ADMIN_TOKEN}").as_str()
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    drop(proxy);
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.lines().count() > 5, "the log was captured: {log}");
     for (i, line) in log.lines().enumerate() {
@@ -464,11 +508,7 @@ async fn secrets_are_injected_and_never_logged() {
         );
     }
     // One access line per request, with what an operator looks for in it.
-    let access: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "access")
-        .collect();
+    let access = access_lines(&log);
     assert_eq!(access.len(), 3, "three access lines: {log}");
     let first = &access[0];
     assert_eq!(first["method"], "GET");
@@ -529,5 +569,97 @@ fn plaintext_on_a_non_loopback_address_needs_an_explicit_yes() {
     assert!(
         err.contains("callers: needs inbound_tls.client_ca"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_cn_is_no_identity_for_a_certificate_with_sans() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let fleet = Fleet::new();
+    let days = Validity::days_from_now(30);
+    let uri = |u: &str| SanType::URI(u.try_into().unwrap());
+    let dns = |d: &str| SanType::DnsName(d.try_into().unwrap());
+    // Signed by the fleet CA, but its SAN names someone not listed: the CN claims a listed one.
+    let evil = fleet.caller_with(
+        &fleet.ca,
+        "evil",
+        "ops-tools.fleet.example",
+        vec![uri("spiffe://fleet.example/evil")],
+        days,
+    );
+    // An older certificate without SANs: its CN is its identity.
+    let cn_only = fleet.caller_with(
+        &fleet.ca,
+        "cn-only",
+        "ops-tools.fleet.example",
+        vec![],
+        days,
+    );
+    // Listed by its second SAN: that is the identity the log must name.
+    let payments = fleet.caller_with(
+        &fleet.ca,
+        "payments",
+        "payments",
+        vec![
+            uri("spiffe://fleet.example/payments"),
+            dns("payments.fleet.example"),
+        ],
+        days,
+    );
+    let mock = env.mock(Duration::ZERO).await;
+    let callers = "callers:\n  - identity: ops-tools.fleet.example\n    routes: [auth_token]\n  - identity: payments.fleet.example\n    routes: [auth_token]\n";
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        &format!("{}{callers}", fleet.inbound_yaml()),
+    );
+    let log_path = env.dir.path().join("proxy.log");
+    let (proxy, listen) = Binary::start(&v.path, &log_path).await;
+
+    let url = format!("https://{listen}{V3}");
+    let ca = fleet.path("dev-ca.crt");
+    let key_header = format!("x-server-key: {SERVER_KEY}");
+    let ask = |(crt, key): &(PathBuf, PathBuf)| {
+        let (url, ca, crt, key, h) = (
+            url.clone(),
+            ca.clone(),
+            crt.clone(),
+            key.clone(),
+            key_header.clone(),
+        );
+        tokio::task::spawn_blocking(move || curl(&url, &ca, Some((&crt, &key)), &["-H", &h]))
+    };
+    let (_, status, body) = ask(&evil).await.unwrap();
+    assert_eq!(status, 403, "a CN beside an unlisted SAN: {body}");
+    let refusal = json(body.as_bytes());
+    assert_eq!(refusal["data"]["reason"], "caller_unknown");
+    let message = refusal["message"].as_str().unwrap();
+    assert!(message.contains("spiffe://fleet.example/evil"), "{message}");
+    assert!(
+        mock.observed.requests().is_empty(),
+        "the refused caller reached Amity"
+    );
+    let (_, status, body) = ask(&cn_only).await.unwrap();
+    assert_eq!(status, 200, "a listed CN without SANs: {body}");
+    let (_, status, body) = ask(&payments).await.unwrap();
+    assert_eq!(status, 200, "a listed SAN DNS name: {body}");
+    assert_eq!(mock.observed.requests().len(), 2);
+    drop(proxy);
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let access = access_lines(&log);
+    let callers: Vec<(&str, u64)> = access
+        .iter()
+        .map(|a| (a["caller"].as_str().unwrap(), a["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        callers,
+        [
+            ("spiffe://fleet.example/evil", 403),
+            ("ops-tools.fleet.example", 200),
+            ("payments.fleet.example", 200),
+        ],
+        "each access line names the identity that was matched: {log}"
     );
 }

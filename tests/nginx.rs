@@ -9,10 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::model::config;
-use amity_mtls_proxy::model::pki::{CertName, CertStore, CsrRequest, KeyType};
 use amity_mtls_proxy::tools::demo::call;
-use common::closed_port;
+use amity_mtls_proxy::model::pki::{CertName, CertStore, CsrRequest, KeyType};
+use common::{closed_port, get_metrics, json, metric};
 use http::{Method, StatusCode};
+use std::net::SocketAddr;
 
 fn nginx_binary() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -51,24 +52,8 @@ impl Drop for Nginx {
     }
 }
 
-#[tokio::test]
-async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
-    let Some(nginx) = nginx_binary() else {
-        // CI installs nginx (scripts/deps.sh); there a missing nginx is a failure, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nginx is not installed in CI"
-        );
-        eprintln!("SKIPPED: nginx is not installed here (apt-get install nginx-light)");
-        return;
-    };
-    amity_mtls_proxy::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let certs = d.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-
-    // An openssl CA that signs both nginx's server certificate and our client certificate.
+/// An openssl CA: `dir/{name}.crt` and `.key`.
+fn openssl_ca(d: &Path, name: &str) {
     openssl(
         d,
         &[
@@ -80,15 +65,45 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            "ca.key",
+            &format!("{name}.key"),
             "-out",
-            "ca.crt",
+            &format!("{name}.crt"),
             "-days",
             "2",
             "-subj",
-            "/CN=openssl test CA",
+            &format!("/CN=openssl test CA {name}"),
         ],
     );
+}
+
+/// Signs `csr` (a path under `d`) with the CA `ca` into `out`, with the extensions in `ext`.
+fn openssl_sign(d: &Path, csr: &str, ca: &str, ext: &str, out: &str) {
+    let ext_file = format!("{out}.ext");
+    std::fs::write(d.join(&ext_file), ext).unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+            "-out",
+            out,
+        ],
+    );
+}
+
+/// nginx's server certificate for 127.0.0.1 (`server.crt`, `server.key`), signed by `ca`.
+fn openssl_server_cert(d: &Path, ca: &str) {
     openssl(
         d,
         &[
@@ -106,40 +121,25 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
             "/CN=127.0.0.1",
         ],
     );
-    std::fs::write(
-        d.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
+    openssl_sign(
         d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
+        "server.csr",
+        ca,
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "server.crt",
     );
+}
 
-    // Our key and CSR, signed by the openssl CA, installed with the proxy's own import.
-    let store = CertStore::new(&certs);
-    let name = CertName::parse("nginx-client").unwrap();
+/// Our key and CSR under `d/certs`, signed by the openssl CA `ca`, installed with the proxy's
+/// own import as `name`.
+fn proxy_client_cert(d: &Path, name: &str, cn: &str, ca: &str) {
+    let store = CertStore::new(d.join("certs"));
+    let cert_name = CertName::parse(name).unwrap();
     store
         .new_csr(
             &CsrRequest {
-                name: name.clone(),
-                cn: Some("backend-under-test".into()),
+                name: cert_name.clone(),
+                cn: Some(cn.into()),
                 org: None,
                 sans: vec![],
                 key_type: KeyType::P256,
@@ -148,29 +148,28 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
             &[],
         )
         .unwrap();
-    std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
+    let signed = format!("{name}.signed.crt");
+    openssl_sign(
         d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "certs/nginx-client.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "client.crt",
-        ],
+        &format!("certs/{name}.csr"),
+        ca,
+        "extendedKeyUsage=clientAuth\n",
+        &signed,
     );
-    store.import(&name, &d.join("client.crt"), false).unwrap();
+    store.import(&cert_name, &d.join(signed), false).unwrap();
+}
 
+/// nginx on a loopback port with `server.crt`, checking client certificates against the CA
+/// `client_ca` as `verify` says (`ssl_verify_client`); `locations` goes inside its server block.
+/// With `http2`, ALPN offers h2 (the proxy then uses it), else HTTP/1.1 only.
+async fn start_nginx(
+    nginx: &Path,
+    d: &Path,
+    client_ca: &str,
+    verify: &str,
+    http2: bool,
+    locations: &str,
+) -> (Nginx, SocketAddr) {
     let port = closed_port();
     let conf = format!(
         r#"worker_processes 1;
@@ -186,24 +185,20 @@ http {{
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
   server {{
-    listen {port} ssl http2;
+    listen {port} ssl{h2};
     ssl_certificate {dir}/server.crt;
     ssl_certificate_key {dir}/server.key;
-    ssl_client_certificate {dir}/ca.crt;
-    ssl_verify_client on;
-    location = /api/v3/authentication/token {{
-      add_header X-Client-Subject $ssl_client_s_dn always;
-      add_header X-Seen-Host $host always;
-      default_type application/json;
-      return 200 '"nginx-token"';
-    }}
+    ssl_client_certificate {dir}/{client_ca}.crt;
+    ssl_verify_client {verify};
+{locations}
   }}
 }}
 "#,
-        dir = d.display()
+        dir = d.display(),
+        h2 = if http2 { " http2" } else { "" },
     );
     std::fs::write(d.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(&nginx)
+    let child = Command::new(nginx)
         .args([
             "-p",
             &d.display().to_string(),
@@ -214,7 +209,7 @@ http {{
         .stderr(Stdio::piped())
         .spawn()
         .expect("nginx starts");
-    let _nginx = Nginx(child);
+    let guard = Nginx(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(port).await.is_err() {
         assert!(
@@ -224,16 +219,75 @@ http {{
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (guard, port)
+}
 
+/// nginx, or `None` (the test is skipped) where it is not installed and this is not CI.
+fn nginx_or_skip() -> Option<PathBuf> {
+    let found = nginx_binary();
+    if found.is_none() {
+        // CI installs nginx (scripts/deps.sh); there a missing nginx is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx is not installed in CI"
+        );
+        eprintln!("SKIPPED: nginx is not installed here (apt-get install nginx-light)");
+    }
+    found
+}
+
+/// Writes `d/config.yaml` for an upstream at `port` (trusting `ca`) with `certs`, and loads it;
+/// `upstream` goes in the upstream section, `extra` at the end.
+fn proxy_config(
+    d: &Path,
+    port: SocketAddr,
+    ca: &str,
+    certs: &[&str],
+    upstream: &str,
+    extra: &str,
+) -> config::Validated {
+    let mut y = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: https://{port}\n  ca: {ca}.crt\n{upstream}client_certs:{}\n",
+        if certs.is_empty() { " []" } else { "" }
+    );
+    for c in certs {
+        y.push_str(&format!(
+            "  - name: {c}\n    cert: certs/{c}.crt\n    key: certs/{c}.key\n"
+        ));
+    }
+    y.push_str(extra);
     let cfg = d.join("config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: https://{port}\n  ca: ca.crt\nclient_certs:\n  - name: nginx-client\n    cert: certs/nginx-client.crt\n    key: certs/nginx-client.key\n"
-        ),
-    )
-    .unwrap();
-    let v = config::load(&cfg).unwrap();
+    std::fs::write(&cfg, y).unwrap();
+    config::load(&cfg).unwrap()
+}
+
+const TOKEN_LOCATION: &str = r#"    location = /api/v3/authentication/token {
+      add_header X-Client-Subject $ssl_client_s_dn always;
+      add_header X-Seen-Host $host always;
+      default_type application/json;
+      return 200 '"nginx-token"';
+    }
+    location = /api/v4/authentication/token {
+      add_header X-Client-Subject $ssl_client_s_dn always;
+      default_type text/plain;
+      return 200 '"nginx-token"';
+    }"#;
+
+#[tokio::test]
+async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
+    let Some(nginx) = nginx_or_skip() else {
+        return;
+    };
+    amity_mtls_proxy::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // An openssl CA that signs both nginx's server certificate and our client certificate.
+    openssl_ca(d, "ca");
+    openssl_server_cert(d, "ca");
+    proxy_client_cert(d, "nginx-client", "backend-under-test", "ca");
+    let (_nginx, port) = start_nginx(&nginx, d, "ca", "on", true, TOKEN_LOCATION).await;
+
+    let v = proxy_config(d, port, "ca", &["nginx-client"], "", "");
     let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
     for _ in 0..5 {
         let (status, headers, body) = call(
@@ -260,5 +314,252 @@ http {{
         (1..=workers).contains(&handshakes),
         "{handshakes} connections to nginx for 5 calls and {workers} workers"
     );
+    proxy.shutdown().await;
+}
+
+/// A v3 or v4 token call through the proxy; (status, client subject nginx saw, body).
+async fn token(proxy: SocketAddr, v4: bool) -> (StatusCode, String, String) {
+    let (status, headers, body) = if v4 {
+        call(
+            proxy,
+            Method::POST,
+            "/api/v4/authentication/token",
+            &[("x-server-key", "k"), ("content-type", "application/json")],
+            r#"{"userId":"u1"}"#,
+        )
+        .await
+    } else {
+        call(
+            proxy,
+            Method::GET,
+            "/api/v3/authentication/token?userId=u1",
+            &[("x-server-key", "k")],
+            "",
+        )
+        .await
+    }
+    .unwrap();
+    let subject = headers
+        .get("x-client-subject")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, subject, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// What `/certs` says about the certificate `name`.
+async fn cert_state(admin: SocketAddr, name: &str) -> serde_json::Value {
+    let (_, _, body) = call(admin, Method::GET, "/certs", &[], "").await.unwrap();
+    json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+/// Two certificates, the active one from a CA nginx does not trust; nginx finishes the TLS
+/// handshake anyway and answers 400 "The SSL certificate error" (its 495).
+#[tokio::test]
+async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
+    let Some(nginx) = nginx_or_skip() else {
+        return;
+    };
+    amity_mtls_proxy::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl_ca(d, "ca-x");
+    openssl_ca(d, "ca-y");
+    openssl_server_cert(d, "ca-x");
+    proxy_client_cert(d, "from-y", "from-y", "ca-y");
+    proxy_client_cert(d, "from-x", "from-x", "ca-x");
+    let (_nginx, port) = start_nginx(&nginx, d, "ca-x", "on", true, TOKEN_LOCATION).await;
+
+    let v = proxy_config(
+        d,
+        port,
+        "ca-x",
+        &["from-y", "from-x"],
+        "",
+        "active: from-y\nfailover_after: 2\n",
+    );
+    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    for n in 0..6 {
+        // Every other call has a body, which the retry must send again.
+        let (status, subject, body) = token(proxy.addr, n % 2 == 1).await;
+        assert_eq!(status, StatusCode::OK, "call {n}: {body}");
+        assert_eq!(body, r#""nginx-token""#);
+        assert_eq!(
+            subject, "CN=from-x",
+            "call {n}: the certificate nginx trusts"
+        );
+    }
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        metric(&m, "amity_proxy_failovers_total", &[]),
+        Some(2.0),
+        "retried with the other certificate until failover_after (2) switched"
+    );
+    assert_eq!(
+        metric(&m, "amity_proxy_cert_active", &[("name", "from-x")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_upstream_handshake_failures_total",
+            &[("reason", "client_cert_rejected")]
+        ),
+        Some(2.0),
+        "each rejection counted"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_requests_total",
+            &[("route", "auth_token"), ("status", "200")]
+        ),
+        Some(6.0)
+    );
+    let (good, bad) = (
+        cert_state(proxy.admin_addr, "from-x").await,
+        cert_state(proxy.admin_addr, "from-y").await,
+    );
+    assert_eq!(good["role"], "active");
+    assert_eq!(good["last_handshake"]["accepted"], true);
+    assert_eq!(bad["role"], "standby");
+    assert_eq!(bad["last_handshake"]["accepted"], false, "{bad}");
+    let detail = bad["last_handshake"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("400") && detail.contains("The SSL certificate error"),
+        "{detail}"
+    );
+    proxy.shutdown().await;
+
+    // Only the refused certificate: the caller gets the proxy's 502, not nginx's HTML page.
+    let v = proxy_config(d, port, "ca-x", &["from-y"], "", "");
+    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    for v4 in [false, true] {
+        let (status, _, body) = token(proxy.addr, v4).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        let err = json(body.as_bytes());
+        assert_eq!(err["status"], "error");
+        assert_eq!(err["code"], 900502);
+        assert_eq!(err["data"]["reason"], "client_cert_rejected");
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains("The SSL certificate error") && message.contains("\"from-y\""),
+            "{message}"
+        );
+    }
+    proxy.shutdown().await;
+
+    // No certificate at all: nginx's other page (its 496), the same 502.
+    let v = proxy_config(d, port, "ca-x", &[], "", "");
+    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    let (status, _, body) = token(proxy.addr, false).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let err = json(body.as_bytes());
+    assert_eq!(err["data"]["reason"], "client_cert_rejected");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("No required SSL certificate was sent"),
+        "{err}"
+    );
+    proxy.shutdown().await;
+}
+
+/// An edge that answers 403 with a page of its own, named in `upstream.cert_rejected_answers`;
+/// over HTTP/1.1, where the nginx tests above use HTTP/2.
+#[tokio::test]
+async fn a_configured_refusal_answer_fails_over_too() {
+    let Some(nginx) = nginx_or_skip() else {
+        return;
+    };
+    amity_mtls_proxy::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl_ca(d, "ca-x");
+    openssl_ca(d, "ca-y");
+    openssl_server_cert(d, "ca-x");
+    proxy_client_cert(d, "from-y", "from-y", "ca-y");
+    proxy_client_cert(d, "from-x", "from-x", "ca-x");
+    let edge = r#"    if ($ssl_client_verify != SUCCESS) {
+      return 403 "<html><body>Access denied: client certificate not accepted (edge)</body></html>";
+    }
+    location = /api/v3/authentication/forbidden {
+      default_type application/json;
+      return 403 '{"status":"error","code":400300,"message":"Forbidden error."}';
+    }
+    location = /api/v3/authentication/forbidden-long {
+      error_page 403 /long.html;
+      return 403;
+    }
+    location = /long.html {
+      internal;
+      root DIR;
+    }
+"#
+    .replace("DIR", &d.display().to_string());
+    // The rule's text, but past the 8 KiB that are looked at: not a refusal.
+    let long = format!("{}client certificate not accepted", "x".repeat(20_000));
+    std::fs::write(d.join("long.html"), &long).unwrap();
+    let (_nginx, port) = start_nginx(
+        &nginx,
+        d,
+        "ca-x",
+        "optional_no_ca",
+        false,
+        &format!("{edge}{TOKEN_LOCATION}"),
+    )
+    .await;
+    let v = proxy_config(
+        d,
+        port,
+        "ca-x",
+        &["from-y", "from-x"],
+        "  cert_rejected_answers:\n    - status: 403\n      body_contains: client certificate not accepted\n",
+        "active: from-y\nfailover_after: 1\nroutes:\n  extra:\n    - prefix: /api/v3/authentication/forbidden\n",
+    );
+    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    for n in 0..3 {
+        let (status, subject, body) = token(proxy.addr, false).await;
+        assert_eq!(status, StatusCode::OK, "call {n}: {body}");
+        assert_eq!(subject, "CN=from-x");
+    }
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(metric(&m, "amity_proxy_failovers_total", &[]), Some(1.0));
+    assert_eq!(
+        cert_state(proxy.admin_addr, "from-x").await["role"],
+        "active"
+    );
+    // Amity's own 403 is not a refusal of the certificate: passed on as it is, no failover.
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        "/api/v3/authentication/forbidden",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(json(&body)["code"], 400300);
+    // A long 403 goes on whole: the start that was read, then the rest.
+    let (status, _, body) = call(
+        proxy.addr,
+        Method::GET,
+        "/api/v3/authentication/forbidden-long",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(String::from_utf8_lossy(&body), long);
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(metric(&m, "amity_proxy_failovers_total", &[]), Some(1.0));
     proxy.shutdown().await;
 }

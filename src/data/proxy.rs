@@ -14,20 +14,23 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::num::NonZeroU32;
 use tokio_rustls::TlsAcceptor;
 
+use crate::model::config::{
+    CallerSecrets, CertRejectedAnswer, LimitsConfig, RoutesConfig, Validated,
+    CERT_REJECTED_BODY_BYTES,
+};
 use crate::data::conn::SpareTimer;
+use crate::telemetry::metrics::{CertLabels, Metrics};
+use crate::model::pki::{self, CertInfo};
 use crate::data::tls::{self, TlsError};
 use crate::data::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
-use crate::model::config::{CallerSecrets, LimitsConfig, RoutesConfig, Validated};
-use crate::model::pki::{self, CertInfo};
-use crate::telemetry::metrics::{CertLabels, Metrics};
 
 /// Response body: the upstream's, streamed, or one of ours. Not boxed: no allocation per
 /// response.
-pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+pub type ProxyBody = Either<FromUpstream, Full<Bytes>>;
 
 /// Header carrying the request id both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -339,12 +342,12 @@ pub struct Identity {
 
 impl Identity {
     /// Keeps the verdict of an exchange that began at `now` (Unix seconds).
-    fn record(&self, result: &Result<Response<UpstreamBody>, UpstreamError>, now: i64) {
+    fn record(&self, result: &Result<Response<FromUpstream>, SendError>, now: i64) {
         let (accepted, detail) = match result {
             // Every worker records every success: once a second is enough, and shares no lock.
             Ok(_) if self.accepted_at.load(Ordering::Relaxed) == now => return,
             Ok(_) => (true, "accepted".to_string()),
-            Err(e) if e.is_tls_failure() => (false, e.to_string()),
+            Err(e) if e.is_tls_failure() || e.is_cert_rejection() => (false, e.to_string()),
             // Not about the certificate: keep the last verdict.
             Err(_) => return,
         };
@@ -374,6 +377,8 @@ pub struct Generation {
     active: AtomicUsize,
     rejections: AtomicU32,
     failover_after: u32,
+    /// `upstream.cert_rejected_answers`.
+    cert_refusals: Vec<CertRejectedAnswer>,
     /// The allow-list.
     pub policy: Policy,
     /// Size limits.
@@ -401,7 +406,7 @@ pub struct Generation {
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: std::net::SocketAddr,
-    /// Identities in the caller's client certificate (SAN URIs, SAN DNS names, CN), with mTLS.
+    /// Identities in the caller's client certificate, with mTLS (see [`pki::identities`]).
     pub caller: Option<Vec<String>>,
     name: String,
     /// Bounds this connection's waits for the upstream.
@@ -423,7 +428,7 @@ impl ConnInfo {
         }
     }
 
-    /// The caller's name for logs and rate limiting: its first identity, else its IP.
+    /// The caller's name until `callers` matched one: its first identity, else its IP.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -489,6 +494,7 @@ impl Generation {
             anonymous,
             rejections: AtomicU32::new(0),
             failover_after: v.config.failover_after,
+            cert_refusals: v.config.upstream.cert_rejected_answers.0.clone(),
             policy: Policy::new(&v.config.routes, v.admin_token.is_some()),
             limits: v.config.limits.clone(),
             path_prefix: v.upstream.path_prefix.clone(),
@@ -535,8 +541,10 @@ impl Generation {
         Ok(g)
     }
 
-    /// Refuses a caller not allowed this route class (403) or over its rate (429).
-    fn admit(&self, conn: &ConnInfo, route: RouteClass) -> Result<(), Reject> {
+    /// Refuses a caller not allowed this route class (403) or over its rate (429). Returns
+    /// the `callers` identity it matched, if the list is in use: the caller's name from then on.
+    fn admit(&self, conn: &ConnInfo, route: RouteClass) -> Result<Option<&String>, Reject> {
+        let mut matched = None;
         if !self.callers.is_empty() {
             let ids = conn.caller.as_deref().unwrap_or_default();
             let entry = self.callers.iter().find(|(id, _)| ids.contains(id));
@@ -555,16 +563,17 @@ impl Generation {
                         format!("caller {id} may not make {} calls", route.as_str()),
                     ))
                 }
-                Some(_) => {}
+                Some((id, _)) => matched = Some(id),
             }
         }
         if let Some(rate) = &self.rate {
-            if let Err(not_until) = rate.check_key(&conn.name) {
+            let name = matched.unwrap_or(&conn.name);
+            if let Err(not_until) = rate.check_key(name) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let mut r = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
-                    format!("caller {} is over its rate limit", conn.name()),
+                    format!("caller {name} is over its rate limit"),
                 );
                 r.retry_after = Some(wait.as_secs().max(1));
                 return Err(r);
@@ -573,7 +582,7 @@ impl Generation {
                 rate.retain_recent();
             }
         }
-        Ok(())
+        Ok(matched)
     }
 
     /// Puts the proxy's own server key or admin token on the request, dealing with a caller's as configured.
@@ -717,27 +726,55 @@ impl Generation {
 
     /// Sends upstream with the active certificate. On a TLS failure the request
     /// (never read by the upstream) is retried once: with the other certificate when
-    /// the upstream refused ours and another is usable, else on a new connection.
+    /// the upstream refused ours and another is usable, else on a new connection. An HTTP
+    /// answer refusing the certificate (`upstream.cert_rejected_answers`: the upstream
+    /// handled nothing) is retried with the other certificate only.
     pub async fn send(
         &self,
         out: &Outgoing,
-    ) -> Result<(Response<UpstreamBody>, Option<&str>), Reject> {
+    ) -> Result<(Response<FromUpstream>, Option<&str>), Reject> {
         let Some(anonymous) = &self.anonymous else {
             return self.send_with_cert(out).await;
         };
-        let mut result = anonymous.send(out).await;
-        if result.as_ref().is_err_and(UpstreamError::is_tls_failure) {
-            result = anonymous.send(out).await;
+        let mut result = self.exchange(anonymous, out).await;
+        if result.as_ref().is_err_and(SendError::is_tls_failure) {
+            result = self.exchange(anonymous, out).await;
         }
         result
             .map(|r| (r, None))
             .map_err(|e| upstream_reject(&e, None))
     }
 
+    /// One exchange; an answer that `cert_refusals` recognises is an error.
+    async fn exchange(
+        &self,
+        upstream: &Upstream,
+        out: &Outgoing,
+    ) -> Result<Response<FromUpstream>, SendError> {
+        let resp = upstream.send(out).await.map_err(SendError::Upstream)?;
+        let status = resp.status().as_u16();
+        // Only a status a rule names has its body read: a 200 goes on untouched.
+        if !self.cert_refusals.iter().any(|a| a.status == status) {
+            return Ok(resp.map(FromUpstream::new));
+        }
+        let (parts, body) = resp.into_parts();
+        let (body, start) = FromUpstream::read_start(body).await?;
+        match refusal(&self.cert_refusals, status, &start) {
+            Some(rule) => {
+                self.metrics.handshake_failed("client_cert_rejected");
+                Err(SendError::CertRefused {
+                    status,
+                    says: rule.body_contains.clone(),
+                })
+            }
+            None => Ok(Response::from_parts(parts, body)),
+        }
+    }
+
     async fn send_with_cert(
         &self,
         out: &Outgoing,
-    ) -> Result<(Response<UpstreamBody>, Option<&str>), Reject> {
+    ) -> Result<(Response<FromUpstream>, Option<&str>), Reject> {
         let now = pki::now_unix();
         let mut usable = self.usable(now);
         let Some((first_n, first)) = usable.next() else {
@@ -747,7 +784,7 @@ impl Generation {
                 self.unusable_reason(now),
             ));
         };
-        let result = first.upstream.send(out).await;
+        let result = self.exchange(&first.upstream, out).await;
         first.record(&result, now);
         let err = match result {
             Ok(r) => {
@@ -759,22 +796,26 @@ impl Generation {
                 }
                 return Ok((r, Some(first.name.as_str())));
             }
-            Err(e) if e.is_tls_failure() => e,
+            Err(e) if e.is_tls_failure() || e.is_cert_rejection() => e,
             Err(e) => return Err(upstream_reject(&e, Some(&first.name))),
         };
-        let retry = match (&err, usable.next()) {
-            (UpstreamError::ClientCertRejected { .. }, Some((second_n, second))) => {
+        let retry = match (err.is_cert_rejection(), usable.next()) {
+            (true, Some((second_n, second))) => {
                 self.metrics.failovers.inc();
                 tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
                 self.count_rejection(first_n, second_n);
                 second
+            }
+            // The same certificate would be refused the same way over HTTP.
+            (true, None) if !err.is_tls_failure() => {
+                return Err(upstream_reject(&err, Some(&first.name)))
             }
             _ => {
                 tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
                 first
             }
         };
-        let result = retry.upstream.send(out).await;
+        let result = self.exchange(&retry.upstream, out).await;
         retry.record(&result, now);
         result
             .map(|r| (r, Some(retry.name.as_str())))
@@ -903,6 +944,8 @@ struct Outcome<'a> {
     route: Option<RouteClass>,
     upstream: Option<Duration>,
     cert: Option<&'a str>,
+    /// The `callers` identity the request was admitted as.
+    caller: Option<&'a str>,
 }
 
 /// Handles one request from a backend with `generation` (the current one, loaded by the
@@ -952,7 +995,7 @@ pub async fn handle(
             total_ms = started.elapsed().as_millis() as u64,
             request_id = rid_text,
             cert = outcome.cert.unwrap_or("-"),
-            caller = conn.name(),
+            caller = outcome.caller.unwrap_or(conn.name()),
             "request"
         );
     }
@@ -969,7 +1012,7 @@ async fn forward<'g>(
 ) -> Result<Response<ProxyBody>, Reject> {
     let route = g.policy.classify(req.method(), req.uri(), req.headers())?;
     outcome.route = Some(route);
-    g.admit(conn, route)?;
+    outcome.caller = g.admit(conn, route)?.map(String::as_str);
     let limit = g.limits.max_request_body_bytes;
     let declared = req
         .headers()
@@ -1029,7 +1072,7 @@ async fn forward<'g>(
         let e = UpstreamError::ResponseTimeout {
             ms: g.response_timeout.as_millis() as u64,
         };
-        Err(upstream_reject(&e, None))
+        Err(upstream_reject(&SendError::Upstream(e), None))
     });
     let (resp, cert) = result?;
     outcome.cert = cert;
@@ -1069,22 +1112,165 @@ fn too_large(limit: usize) -> Reject {
     )
 }
 
-fn upstream_reject(e: &UpstreamError, cert: Option<&str>) -> Reject {
-    let status = if e.is_timeout() {
-        StatusCode::GATEWAY_TIMEOUT
-    } else {
-        StatusCode::BAD_GATEWAY
+fn upstream_reject(e: &SendError, cert: Option<&str>) -> Reject {
+    let (status, kind) = match e {
+        SendError::Upstream(u) if u.is_timeout() => (StatusCode::GATEWAY_TIMEOUT, u.kind()),
+        SendError::Upstream(u) => (StatusCode::BAD_GATEWAY, u.kind()),
+        SendError::CertRefused { .. } => (StatusCode::BAD_GATEWAY, "client_cert_rejected"),
     };
-    let message = match (e, cert) {
-        (UpstreamError::ClientCertRejected { .. }, None) => {
-            format!("{e}; no client certificate is configured (see `cert list`)")
-        }
-        (UpstreamError::ClientCertRejected { .. }, Some(name)) => format!(
+    let message = match (e.is_cert_rejection(), cert) {
+        (true, None) => format!("{e}; no client certificate is configured (see `cert list`)"),
+        (true, Some(name)) => format!(
             "{e}; certificate {name:?} was presented: check it is registered in the Amity console and not expired"
         ),
         _ => e.to_string(),
     };
-    Reject::new(status, e.kind(), message)
+    Reject::new(status, kind, message)
+}
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug)]
+enum SendError {
+    /// Connecting, TLS or HTTP failed.
+    Upstream(UpstreamError),
+    /// The upstream answered that it refused our client certificate (a rule of
+    /// `upstream.cert_rejected_answers` matched).
+    CertRefused {
+        /// The answer's status.
+        status: u16,
+        /// The rule's text, which the answer held.
+        says: String,
+    },
+}
+
+impl SendError {
+    /// A TLS failure, before the upstream read the request.
+    fn is_tls_failure(&self) -> bool {
+        matches!(self, Self::Upstream(e) if e.is_tls_failure())
+    }
+
+    /// The upstream refused our client certificate, by a TLS alert or in HTTP.
+    fn is_cert_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::Upstream(UpstreamError::ClientCertRejected { .. }) | Self::CertRefused { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Upstream(e) => e.fmt(f),
+            Self::CertRefused { status, says } => write!(
+                f,
+                "upstream refused our client certificate (HTTP {status} answer saying {says:?})"
+            ),
+        }
+    }
+}
+
+/// The rule of `rules` that an answer with `status` and a body starting with `start` matches.
+fn refusal<'r>(
+    rules: &'r [CertRejectedAnswer],
+    status: u16,
+    start: &[u8],
+) -> Option<&'r CertRejectedAnswer> {
+    rules.iter().find(|r| {
+        let text = r.body_contains.as_bytes();
+        r.status == status && !text.is_empty() && start.windows(text.len()).any(|w| w == text)
+    })
+}
+
+/// An upstream response body, passed on as it comes. After a status that a refusal rule
+/// names, its start was read first (see [`FromUpstream::read_start`]) and is sent before the rest.
+pub struct FromUpstream {
+    /// Frames read already, last first; empty on the usual path.
+    read: Vec<Frame<Bytes>>,
+    /// The rest; `None` once it ended while its start was read.
+    rest: Option<UpstreamBody>,
+}
+
+impl FromUpstream {
+    fn new(body: UpstreamBody) -> Self {
+        Self {
+            read: Vec::new(),
+            rest: Some(body),
+        }
+    }
+
+    /// Reads frames until the body ends or [`CERT_REJECTED_BODY_BYTES`] came; returns the body
+    /// (nothing of it lost) and its first [`CERT_REJECTED_BODY_BYTES`] at most.
+    async fn read_start(body: UpstreamBody) -> Result<(Self, Vec<u8>), SendError> {
+        let mut body = Self::new(body);
+        let mut start = Vec::new();
+        while start.len() < CERT_REJECTED_BODY_BYTES {
+            let Some(rest) = body.rest.as_mut() else {
+                break;
+            };
+            match rest.frame().await {
+                None => body.rest = None,
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        let room = CERT_REJECTED_BODY_BYTES - start.len();
+                        start.extend_from_slice(&d[..d.len().min(room)]);
+                    }
+                    body.read.push(frame);
+                }
+                Some(Err(e)) => {
+                    return Err(SendError::Upstream(UpstreamError::Protocol {
+                        reason: format!("reading the response body: {e}"),
+                    }))
+                }
+            }
+        }
+        body.read.reverse();
+        Ok((body, start))
+    }
+}
+
+impl Body for FromUpstream {
+    type Data = Bytes;
+    type Error = <UpstreamBody as Body>::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.read.pop() {
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        match &mut this.rest {
+            Some(rest) => std::pin::Pin::new(rest).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.as_ref().is_none_or(UpstreamBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), UpstreamBody::size_hint);
+        if self.read.is_empty() {
+            return rest;
+        }
+        let read: u64 = self
+            .read
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + read);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint
+    }
 }
 
 #[cfg(test)]
@@ -1311,6 +1497,59 @@ mod tests {
         h.insert("content-length", "100".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert_eq!(h["content-length"], "100", "a length alone stays");
+    }
+
+    #[test]
+    fn refusal_pages_are_recognised_by_status_and_text() {
+        let rules = crate::model::config::CertRejectedAnswers::default().0;
+        // nginx 1.22's pages for its internal 495 and 496, as sent.
+        let page = |text: &str| {
+            format!("<html>\r\n<head><title>400 {text}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{text}</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+        };
+        let unverified = page("The SSL certificate error");
+        let missing = page("No required SSL certificate was sent");
+        assert_eq!(
+            refusal(&rules, 400, unverified.as_bytes()).map(|r| r.body_contains.as_str()),
+            Some("The SSL certificate error")
+        );
+        assert!(refusal(&rules, 400, missing.as_bytes()).is_some());
+        // Another status, or a 400 of the application's own, is no refusal.
+        assert!(refusal(&rules, 403, unverified.as_bytes()).is_none());
+        assert!(refusal(&rules, 200, unverified.as_bytes()).is_none());
+        assert!(refusal(&rules, 400, br#"{"status":"error","code":400000}"#).is_none());
+        assert!(refusal(&rules, 400, b"").is_none());
+        // Case-sensitive: the rule names the text as the server writes it.
+        assert!(refusal(&rules, 400, b"the ssl certificate error").is_none());
+        let cdn = [CertRejectedAnswer {
+            status: 403,
+            body_contains: "client certificate".into(),
+        }];
+        assert!(refusal(&cdn, 403, b"<p>bad client certificate</p>").is_some());
+        assert!(refusal(
+            &cdn,
+            403,
+            br#"{"code":400300,"message":"Forbidden error."}"#
+        )
+        .is_none());
+        assert!(refusal(&[], 400, unverified.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn cert_refusals_get_the_client_cert_rejected_error() {
+        let e = SendError::CertRefused {
+            status: 400,
+            says: "The SSL certificate error".into(),
+        };
+        assert!(e.is_cert_rejection() && !e.is_tls_failure());
+        let r = upstream_reject(&e, Some("backend-a"));
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(r.kind, "client_cert_rejected");
+        assert!(r.message.contains("HTTP 400"), "{}", r.message);
+        assert!(
+            r.message.contains("\"backend-a\" was presented"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

@@ -122,6 +122,78 @@ pub struct UpstreamConfig {
     /// (with HTTP/2 each worker keeps one connection, more only while each is full).
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
+    /// HTTP answers by which the upstream says, after the handshake, that it refused our client
+    /// certificate; such an answer counts as a rejection (failover). Default: nginx's.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cert_rejected_answers: CertRejectedAnswers,
+}
+
+/// How much of an answer's body is read to look for `body_contains`: a refusal page is small.
+pub const CERT_REJECTED_BODY_BYTES: usize = 8192;
+
+/// An HTTP answer that says the upstream refused our client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRejectedAnswer {
+    /// The status, 400 to 599 (a success is never read).
+    pub status: u16,
+    /// Text (case-sensitive) in the first [`CERT_REJECTED_BODY_BYTES`] of the body.
+    pub body_contains: String,
+}
+
+/// `upstream.cert_rejected_answers`; a list given replaces the default, `[]` recognises none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct CertRejectedAnswers(pub Vec<CertRejectedAnswer>);
+
+impl Default for CertRejectedAnswers {
+    /// nginx with `ssl_verify_client on` completes the handshake, then answers 400 with these
+    /// pages: a certificate it cannot verify (its internal 495), none at all (496).
+    fn default() -> Self {
+        let nginx = |text: &str| CertRejectedAnswer {
+            status: 400,
+            body_contains: text.to_string(),
+        };
+        Self(vec![
+            nginx("The SSL certificate error"),
+            nginx("No required SSL certificate was sent"),
+        ])
+    }
+}
+
+impl CertRejectedAnswers {
+    /// Longest `body_contains` accepted.
+    const MAX_TEXT: usize = 256;
+
+    /// Problems, as (field, reason).
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, a) in self.0.iter().enumerate() {
+            let field = format!("upstream.cert_rejected_answers[{i}]");
+            if !(400..=599).contains(&a.status) {
+                out.push((
+                    format!("{field}.status"),
+                    format!("{} is not an error status (400 to 599)", a.status),
+                ));
+            }
+            if a.body_contains.trim().is_empty() {
+                out.push((
+                    format!("{field}.body_contains"),
+                    "is empty: name text the refusal page holds, so that the upstream's other answers with this status pass".to_string(),
+                ));
+            } else if a.body_contains.len() > Self::MAX_TEXT {
+                out.push((
+                    format!("{field}.body_contains"),
+                    format!(
+                        "is {} bytes long; at most {}",
+                        a.body_contains.len(),
+                        Self::MAX_TEXT
+                    ),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// One client certificate, as registered in the Amity console.
@@ -719,6 +791,9 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
     if config.failover_after == 0 {
         problem("failover_after", "must be greater than 0".to_string());
     }
+    for (field, reason) in config.upstream.cert_rejected_answers.problems() {
+        problem(&field, reason);
+    }
     if config.workers > MAX_WORKERS {
         problem(
             "workers",
@@ -998,6 +1073,45 @@ mod tests {
             ..Default::default()
         };
         assert!(upstream_target(&u).unwrap_err().1.contains("https://"));
+    }
+
+    #[test]
+    fn cert_rejected_answers_default_to_nginx_and_are_checked() {
+        let c = parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\n").unwrap();
+        assert_eq!(
+            c.upstream.cert_rejected_answers,
+            CertRejectedAnswers::default()
+        );
+        assert_eq!(c.upstream.cert_rejected_answers.0[0].status, 400);
+        assert!(c.upstream.cert_rejected_answers.problems().is_empty());
+        let c = parse_str(
+            "listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers: []\n",
+        )
+        .unwrap();
+        assert!(c.upstream.cert_rejected_answers.0.is_empty());
+        let c = parse_str(&format!(
+            "listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {{status: 403, body_contains: denied}}\n    - {{status: 200, body_contains: ' '}}\n    - {{status: 495, body_contains: {}}}\n",
+            "x".repeat(300)
+        ))
+        .unwrap();
+        let problems = c.upstream.cert_rejected_answers.problems();
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "upstream.cert_rejected_answers[1].status",
+                "upstream.cert_rejected_answers[1].body_contains",
+                "upstream.cert_rejected_answers[2].body_contains",
+            ]
+        );
+        assert!(
+            problems[0].1.contains("200 is not an error status"),
+            "{problems:?}"
+        );
+        let e = parse_str("listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {status: 403}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("body_contains"), "{e}");
     }
 
     #[test]

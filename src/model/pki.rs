@@ -242,7 +242,9 @@ impl CertInfo {
     }
 }
 
-/// Identities in a certificate, as `callers` matches them: SAN URIs, then SAN DNS names, then the CN.
+/// Identities in a certificate, as `callers` matches them: SAN URIs, then SAN DNS names; the
+/// CN only when there are neither (RFC 6125 section 6.4.4: beside SANs, a CN names no one, and
+/// a CA that checks SANs may let any CN through).
 pub fn identities(der: &[u8]) -> Vec<String> {
     let Ok((_, x)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
@@ -258,11 +260,14 @@ pub fn identities(der: &[u8]) -> Vec<String> {
             }
         }
     }
-    let cn = x
-        .subject()
+    if !uris.is_empty() || !dns.is_empty() {
+        uris.append(&mut dns);
+        return uris;
+    }
+    x.subject()
         .iter_common_name()
-        .filter_map(|c| c.as_str().ok().map(str::to_string));
-    uris.into_iter().chain(dns).chain(cn).collect()
+        .filter_map(|c| c.as_str().ok().map(str::to_string))
+        .collect()
 }
 
 /// Seconds since the epoch, now.
@@ -955,6 +960,31 @@ mod tests {
         assert_eq!(serial_hex(&[0x00, 0x8A, 0x01]), "8A01");
         assert_eq!(serial_hex(&[0x00, 0x7A]), "007A");
         assert_eq!(serial_hex(&[0x12, 0x34]), "1234");
+    }
+
+    #[test]
+    fn the_cn_is_an_identity_only_without_sans() {
+        use rcgen::SanType;
+        let cert = |sans: Vec<SanType>| {
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(DnType::CommonName, "listed-cn");
+            p.subject_alt_names = sans;
+            let key = KeyPair::generate().unwrap();
+            identities(p.self_signed(&key).unwrap().der())
+        };
+        assert_eq!(cert(vec![]), ["listed-cn"]);
+        assert_eq!(
+            cert(vec![
+                SanType::DnsName("svc.fleet".try_into().unwrap()),
+                SanType::URI("spiffe://fleet/svc".try_into().unwrap()),
+            ]),
+            ["spiffe://fleet/svc", "svc.fleet"]
+        );
+        assert_eq!(
+            cert(vec![SanType::IpAddress([127, 0, 0, 1].into())]),
+            ["listed-cn"],
+            "an IP SAN is no identity, so the CN still is"
+        );
     }
 
     #[test]
