@@ -395,12 +395,23 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML did not parse or did not fit the schema (unknown key, wrong type).
-    #[error("{path}: {message}")]
+    #[error("{path}: {message}{}", snippet.as_deref().map(|s| format!("\n{s}")).unwrap_or_default())]
     Parse {
         /// The config file.
         path: PathBuf,
         /// The parser's message, with line and column.
         message: String,
+        /// The lines around the error, only for a file that looks like a configuration
+        /// (never for one that may be a secret); never sent over HTTP.
+        snippet: Option<String>,
+    },
+    /// The file holds PEM data, e.g. a private key: reported by kind, its content never shown.
+    #[error("{path}: holds {kind}, not a YAML configuration; its content is not shown (does -c name the right file?)")]
+    NotConfig {
+        /// The file.
+        path: PathBuf,
+        /// What it holds, e.g. `a PEM private key (EC PRIVATE KEY)`.
+        kind: String,
     },
     /// The YAML parsed but the values are wrong; every problem is listed.
     #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -410,6 +421,16 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
+}
+
+impl ConfigError {
+    /// The error without the file's lines, for answers that leave the machine (`POST /reload`).
+    pub fn without_snippet(&self) -> String {
+        match self {
+            ConfigError::Parse { path, message, .. } => format!("{}: {message}", path.display()),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Where calls go: scheme is always https.
@@ -539,11 +560,70 @@ pub fn load(path: &Path) -> Result<Validated, ConfigError> {
     validate(path, config, &base_dir)
 }
 
-/// Parses YAML text into a [`Config`]; errors carry line and column.
+/// Parses YAML text into a [`Config`]; errors carry line and column. A file holding PEM
+/// data is refused unread, and the lines around an error are kept only for a file that
+/// looks like a configuration: a key or secret file named by mistake is never echoed.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    serde_saphyr::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    if let Some(kind) = pem_kind(text) {
+        return Err(ConfigError::NotConfig {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    serde_saphyr::from_str::<Config>(text).map_err(|e| {
+        let message = e.without_snippet().to_string();
+        let (message, snippet) = if looks_like_config(text) {
+            let name = path.display().to_string();
+            let mut options = serde_saphyr::RenderOptions::default();
+            options.source_name = Some(&name);
+            // The first line repeats the message; the lines around the error follow.
+            let full = e.render_with_options(options);
+            let snippet = full.split_once('\n').map(|(_, s)| s.trim_end().to_string());
+            (message, snippet.filter(|s| !s.is_empty()))
+        } else {
+            let at = e
+                .location()
+                .map(|l| format!(" (line {} column {})", l.line(), l.column()))
+                .unwrap_or_default();
+            let message = format!(
+                "does not look like a configuration (no line starts with a key such as listen:){at}; its content is not shown (does -c name the right file?)"
+            );
+            (message, None)
+        };
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+            snippet,
+        }
+    })
+}
+
+/// What PEM data `text` holds, if any: `a PEM private key (EC PRIVATE KEY)`,
+/// `PEM data (CERTIFICATE)`. A config file holds none.
+fn pem_kind(text: &str) -> Option<String> {
+    let label = text.split_once("-----BEGIN ").map(|(_, rest)| {
+        let label = rest.split_once("-----").map_or("", |(l, _)| l);
+        label.chars().take(40).collect::<String>()
+    });
+    if text.contains("PRIVATE KEY") {
+        let label = label.filter(|l| l.contains("PRIVATE KEY"));
+        return Some(format!(
+            "a PEM private key ({})",
+            label.as_deref().unwrap_or("PRIVATE KEY")
+        ));
+    }
+    label.map(|l| format!("PEM data ({l})"))
+}
+
+/// Whether a line starts with a mapping key (`listen:`), as every config does and a
+/// one-line secret (a server key, an admin token) does not.
+fn looks_like_config(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.split_once(':').is_some_and(|(key, rest)| {
+            key.starts_with(|c: char| c.is_ascii_alphabetic())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && (rest.is_empty() || rest.starts_with([' ', '\t']))
+        })
     })
 }
 

@@ -80,21 +80,26 @@ impl Reloader {
             return Ok("unchanged".into());
         }
         let metrics = &self.state.metrics;
+        // The log may show the config's lines around a parse error; the answer (which
+        // `POST /reload` sends over HTTP) never does.
         let built = config::load(&self.path)
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), e.without_snippet()))
             .and_then(|v| {
-                let g = Generation::build(&v, metrics.clone()).map_err(|e| e.to_string())?;
+                let g = Generation::build(&v, metrics.clone()).map_err(|e| {
+                    let e = e.to_string();
+                    (e.clone(), e)
+                })?;
                 Ok((v, g))
             });
         let (v, generation) = match built {
             Ok(b) => b,
-            Err(e) => {
+            Err((logged, answer)) => {
                 metrics.reload(false);
                 tracing::error!(
                     trigger = trigger.as_str(),
-                    "reload failed; still serving the previous configuration: {e}"
+                    "reload failed; still serving the previous configuration: {logged}"
                 );
-                return Err(e);
+                return Err(answer);
             }
         };
         if v.config.workers != self.workers {
