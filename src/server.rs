@@ -403,8 +403,8 @@ pub fn terminate_signal() -> impl Future<Output = ()> {
 /// `run`: load, validate, serve until SIGTERM/SIGINT.
 pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     let v = config::load(config_path)?;
-    if !v.listen.ip().is_loopback() && v.inbound.is_none() {
-        tracing::warn!(listen = %v.listen, "plain HTTP on a non-loopback address (allow_plaintext_non_loopback): anyone who reaches it can use the proxy's certificates");
+    for w in &v.warnings {
+        tracing::warn!("{w}");
     }
     // Each HTTP/1 backend connection takes two file descriptors (the second watches for a
     // caller hanging up); the soft limit is often 1024.
