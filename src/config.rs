@@ -901,9 +901,13 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         }
     }
     if let Some(a) = admin_listen.filter(|a| !a.ip().is_loopback()) {
+        let token = match config.admin_auth_token_file {
+            Some(_) => "",
+            None => " and consider admin_auth_token_file",
+        };
         warnings.push(Problem {
             field: "admin_listen".into(),
-            reason: format!("{a} is not a loopback address: whoever reaches it can read /certs and /metrics and ask for reloads; let only probes and scrapers reach it (on Kubernetes, the NetworkPolicy in deploy/kubernetes) and consider admin_auth_token_file"),
+            reason: format!("{a} is not a loopback address: whoever reaches it can read /certs and /metrics and ask for reloads; let only probes and scrapers reach it (on Kubernetes, the NetworkPolicy in deploy/kubernetes){token}"),
         });
     }
     let has_client_ca = config

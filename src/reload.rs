@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,6 +57,7 @@ pub struct Reloader {
     admin_listen: SocketAddr,
     workers: usize,
     fingerprint: Mutex<Vec<u8>>,
+    admin_auth: Arc<ArcSwapOption<config::Secret>>,
 }
 
 impl Reloader {
@@ -68,7 +70,13 @@ impl Reloader {
             admin_listen: v.admin_listen,
             workers: v.config.workers,
             fingerprint: Mutex::new(fingerprint(&v.path)),
+            admin_auth: Arc::new(ArcSwapOption::new(v.admin_auth_token.clone().map(Arc::new))),
         }
+    }
+
+    /// The admin listener's bearer token, replaced by each successful reload.
+    pub fn admin_auth(&self) -> Arc<ArcSwapOption<config::Secret>> {
+        self.admin_auth.clone()
     }
 
     /// Loads, validates and swaps in a new generation; on any problem the old one keeps serving.
@@ -124,6 +132,8 @@ impl Reloader {
         warn_expiring(&generation);
         // In-flight requests keep the old generation; its idle pooled connections close when they finish.
         self.state.current.store(Arc::new(generation));
+        self.admin_auth
+            .store(v.admin_auth_token.clone().map(Arc::new));
         if let Ok(mut f) = self.fingerprint.lock() {
             *f = print;
         }
@@ -189,6 +199,7 @@ fn referenced_files(path: &Path) -> Vec<PathBuf> {
         .chain(c.upstream.ca.iter())
         .chain(c.server_key_file.iter())
         .chain(c.admin_token_file.iter())
+        .chain(c.admin_auth_token_file.iter())
         .map(|p| config::resolve(base, p))
         .collect()
 }

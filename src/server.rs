@@ -311,6 +311,7 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
     let admin = Admin {
         state: state.clone(),
         reload: reload_tx,
+        auth: reloader.admin_auth(),
     };
     tokio::spawn(admin::serve(admin_listener, admin, stop_rx.clone()));
     let serving = spawn_workers(listener, v, &state, stop_rx)?;
