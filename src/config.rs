@@ -617,18 +617,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 /// What PEM data `text` holds, if any: `a PEM private key (EC PRIVATE KEY)`,
 /// `PEM data (CERTIFICATE)`. A config file holds none.
 fn pem_kind(text: &str) -> Option<String> {
-    let label = text.split_once("-----BEGIN ").map(|(_, rest)| {
-        let label = rest.split_once("-----").map_or("", |(l, _)| l);
-        label.chars().take(40).collect::<String>()
-    });
-    if text.contains("PRIVATE KEY") {
-        let label = label.filter(|l| l.contains("PRIVATE KEY"));
-        return Some(format!(
-            "a PEM private key ({})",
-            label.as_deref().unwrap_or("PRIVATE KEY")
-        ));
+    let labels: Vec<String> = text
+        .split("-----BEGIN ")
+        .skip(1)
+        .map(|rest| {
+            let label = rest.split_once("-----").map_or("", |(l, _)| l);
+            label.chars().take(40).collect()
+        })
+        .collect();
+    // A key may follow a certificate in one file: any key block decides the kind.
+    match labels.iter().find(|l| l.contains("PRIVATE KEY")) {
+        Some(key) => Some(format!("a PEM private key ({key})")),
+        None => labels.first().map(|l| format!("PEM data ({l})")),
     }
-    label.map(|l| format!("PEM data ({l})"))
 }
 
 /// Whether a line starts with a mapping key (`listen:`), as every config does and a
@@ -1177,6 +1178,22 @@ mod tests {
             ..Default::default()
         };
         assert!(upstream_target(&u).unwrap_err().1.contains("https://"));
+    }
+
+    #[test]
+    fn pem_files_are_named_by_kind() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----\n";
+        assert_eq!(pem_kind(cert).as_deref(), Some("PEM data (CERTIFICATE)"));
+        let both = format!("{cert}{key}");
+        assert_eq!(
+            pem_kind(&both).as_deref(),
+            Some("a PEM private key (EC PRIVATE KEY)")
+        );
+        let config = "# the client PRIVATE KEY path goes under client_certs\nlisten: 127.0.0.1:1\n";
+        assert_eq!(pem_kind(config), None);
+        assert!(looks_like_config(config));
+        assert!(!looks_like_config("sk-0123:abc\neyJhbGciOi.x.y\n"));
     }
 
     #[test]
