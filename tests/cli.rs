@@ -790,3 +790,150 @@ fn check_rejects_bad_configs_naming_the_field() {
         out.stderr_has(&["check failed"]);
     }
 }
+
+/// `inbound_tls` with the dev CA's server certificate for the gateway.
+fn inbound_yaml(client_ca: bool) -> String {
+    let ca = if client_ca {
+        "  client_ca: certs/dev-ca.crt\n"
+    } else {
+        ""
+    };
+    format!("inbound_tls:\n  cert: certs/dev-server.crt\n  key: certs/dev-server.key\n{ca}")
+}
+
+#[test]
+fn check_refuses_an_open_gateway_that_injects_secrets() {
+    let env = env_with_certs();
+    fs::write(env.path("server-key"), "a-server-key\n").unwrap();
+    fs::write(env.path("admin-token"), "an-admin-token\n").unwrap();
+    let open = config_yaml(&[own_entry("svc")]).replace("127.0.0.1:8080", "0.0.0.0:8080");
+    for secret in [
+        "server_key_file: server-key",
+        "admin_token_file: admin-token",
+    ] {
+        env.write_config(&format!("{open}{}{secret}\n", inbound_yaml(false)));
+        env.run(&["check"]).failure().stderr_has(&[
+            "inbound_tls.client_ca",
+            "0.0.0.0:8080",
+            secret.split(':').next().unwrap(),
+            "allow_unauthenticated_callers: true",
+        ]);
+
+        env.write_config(&format!(
+            "{open}{}{secret}\nallow_unauthenticated_callers: true\n",
+            inbound_yaml(false)
+        ));
+        env.run(&["check"])
+            .success()
+            .stderr_has(&["warning: ", "allow_unauthenticated_callers"]);
+    }
+    // With client_ca, or with no secret to inject, or on loopback, nothing is said.
+    let quiet = [
+        format!("{open}{}server_key_file: server-key\n", inbound_yaml(true)),
+        format!("{open}{}", inbound_yaml(false)),
+        format!(
+            "{}{}server_key_file: server-key\n",
+            config_yaml(&[own_entry("svc")]),
+            inbound_yaml(false)
+        ),
+    ];
+    for yaml in &quiet {
+        env.write_config(yaml);
+        let out = env.run(&["check"]).success();
+        assert!(!out.stderr.contains("warning"), "{out}");
+    }
+}
+
+#[test]
+fn check_warns_about_an_admin_listener_off_loopback() {
+    let env = env_with_certs();
+    let yaml = config_yaml(&[own_entry("svc")]);
+    env.write_config(&format!("{yaml}admin_listen: 0.0.0.0:9901\n"));
+    env.run(&["check"]).success().stderr_has(&[
+        "warning: admin_listen",
+        "0.0.0.0:9901",
+        "NetworkPolicy",
+    ]);
+    env.write_config(&format!("{yaml}admin_listen: 127.0.0.1:9901\n"));
+    let out = env.run(&["check"]).success();
+    assert!(!out.stderr.contains("warning"), "{out}");
+}
+
+#[test]
+fn check_describes_a_tls_listener_and_refuses_its_expired_certificate() {
+    let env = env_with_certs();
+    let yaml = config_yaml(&[own_entry("svc")]);
+    env.write_config(&format!("{yaml}{}", inbound_yaml(true)));
+    let out = env.run(&["check"]).success();
+    out.stdout_has(&["listen:   127.0.0.1:8080 (TLS, callers need a certificate from"]);
+    assert!(!out.stdout.contains("plain HTTP"), "{out}");
+    env.write_config(&format!("{yaml}{}", inbound_yaml(false)));
+    env.run(&["check"])
+        .success()
+        .stdout_has(&["listen:   127.0.0.1:8080 (TLS, no client certificate asked)"]);
+    env.write_config(&yaml);
+    env.run(&["check"])
+        .success()
+        .stdout_has(&["listen:   127.0.0.1:8080 (plain HTTP)"]);
+
+    env.cert_new("gateway");
+    let expired = env.expired_cert("gateway");
+    let inbound = format!(
+        "inbound_tls:\n  cert: {}\n  key: certs/gateway.key\n  client_ca: certs/dev-ca.crt\n",
+        s(&expired)
+    );
+    env.write_config(&format!("{yaml}{inbound}"));
+    env.run(&["check"])
+        .failure()
+        .stderr_has(&["inbound_tls.cert", s(&expired), "expired on"]);
+}
+
+#[test]
+fn check_and_run_warn_about_a_private_key_others_can_read() {
+    let env = env_with_certs();
+    let key = env.cert_file("svc", "key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    // Ports nothing listens on, so that `run` can start.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        })
+        .collect();
+    env.write_config(&format!(
+        "{}admin_listen: 127.0.0.1:{}\n",
+        config_yaml(&[own_entry("svc")]).replace("8080", &ports[0].to_string()),
+        ports[1]
+    ));
+    let needles = [s(&key), "mode 0644", "chmod 600"];
+    env.run(&["check"])
+        .success()
+        .stderr_has(&needles)
+        .stderr_has(&["warning: client_certs[0].key"]);
+
+    let child = Command::new(env!("CARGO_BIN_EXE_amity-mtls-proxy"))
+        .arg("-c")
+        .arg(env.path("config.yaml"))
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", ports[1])).is_err() {
+        assert!(std::time::Instant::now() < deadline, "run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("wait for run");
+    let log = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(log.contains(n), "the log at start lacks {n:?}:\n{log}");
+    }
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.run(&["check"]).success();
+    assert!(!out.stderr.contains("warning"), "{out}");
+}

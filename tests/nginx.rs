@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::model::config;
-use amity_mtls_proxy::tools::demo::call;
 use amity_mtls_proxy::model::pki::{CertName, CertStore, CsrRequest, KeyType};
+use amity_mtls_proxy::tools::demo::call;
 use common::{closed_port, get_metrics, json, metric};
 use http::{Method, StatusCode};
 use std::net::SocketAddr;

@@ -1,7 +1,16 @@
 //! The admin listener: `/healthz`, `/readyz`, `/certs`, `/metrics`, `POST /reload`.
+//!
+//! It resists browsers: a page open on the same machine can send requests to it, and
+//! through DNS rebinding read the answers. So state-changing requests that carry an
+//! `Origin` are refused, and so is every request but the probes whose `Host` names
+//! something other than this listener (a rebinding attack always uses a name). With
+//! `admin_auth_token_file`, all but the probes also need the bearer token.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -14,7 +23,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::reload::{ReloadRequest, Trigger};
 use crate::control::status::{self, AppView, ReloadHistory, StatusView};
-use crate::data::proxy::ProxyState;
+use crate::data::proxy::{ProxyState, Reject};
+use crate::model::config::Secret;
 use crate::model::pki;
 
 /// What the admin endpoints read and where reloads go.
@@ -26,6 +36,9 @@ pub struct Admin {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// The last reloads, for the status page.
     pub history: Arc<ReloadHistory>,
+    /// The bearer token every endpoint but the probes requires, when configured;
+    /// replaced on reload.
+    pub auth: Arc<ArcSwapOption<Secret>>,
 }
 
 fn reply(
@@ -46,8 +59,107 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     reply(status, "application/json", v.to_string())
 }
 
+fn refuse(status: StatusCode, kind: &'static str, message: String) -> Reject {
+    Reject {
+        status,
+        kind,
+        message,
+        retry_after: None,
+    }
+}
+
+/// A refusal in the proxy's Amity-shaped error body.
+fn refusal(reject: Reject) -> Response<Full<Bytes>> {
+    let status = reject.status;
+    let mut r = reply(status, "application/json", reject.body("-"));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+/// Whether `host` (a Host header) names this listener: `localhost`, an address it is bound
+/// to or was reached on, or, when bound to every address, any IP literal.
+fn host_allowed(host: &str, bound: SocketAddr, reached: SocketAddr) -> bool {
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host();
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let Ok(ip) = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
+        return false;
+    };
+    bound.ip().is_unspecified() || ip == bound.ip() || ip == reached.ip() || ip.is_loopback()
+}
+
+/// Where a connection came in: the listener's bound address and the address it reached.
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    bound: SocketAddr,
+    reached: SocketAddr,
+}
+
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Refuses what a browser page or a rebinding attack could send, and requests without
+    /// the token when one is configured; the probes are never refused, so that the kubelet
+    /// (which sends its own Host) keeps working.
+    fn admit<B>(&self, req: &Request<B>, local: Local) -> Result<(), Reject> {
+        if matches!(req.uri().path(), "/healthz" | "/readyz") {
+            return Ok(());
+        }
+        let headers = req.headers();
+        let host = headers
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or("(not text)"));
+        if let Some(host) = host.filter(|h| !host_allowed(h, local.bound, local.reached)) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "admin_host_refused",
+                format!("Host {host:?} is neither this admin listener's address nor localhost"),
+            ));
+        }
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+        if !safe && headers.contains_key(header::ORIGIN) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "admin_origin_refused",
+                format!(
+                    "{} {} from a web page (it carries Origin) is refused",
+                    req.method(),
+                    req.uri().path()
+                ),
+            ));
+        }
+        if let Some(token) = self.auth.load().as_deref() {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .unwrap_or_default();
+            let expected = token.expose().as_bytes();
+            if aws_lc_rs::constant_time::verify_slices_are_equal(given, expected).is_err() {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "admin_token_required",
+                    "this admin endpoint needs Authorization: Bearer with the token in admin_auth_token_file".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request<Incoming>, local: Local) -> Response<Full<Bytes>> {
+        if let Err(refused) = self.admit(&req, local) {
+            return refusal(refused);
+        }
         let now = pki::now_unix();
         let generation = self.state.current.load();
         match (req.method(), req.uri().path()) {
@@ -167,6 +279,9 @@ impl Admin {
 
 /// Serves the admin endpoints until `stop` turns true.
 pub async fn serve(listener: TcpListener, admin: Admin, mut stop: watch::Receiver<bool>) {
+    let Ok(bound) = listener.local_addr() else {
+        return tracing::error!("the admin listener has no local address; not serving it");
+    };
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
@@ -179,10 +294,14 @@ pub async fn serve(listener: TcpListener, admin: Admin, mut stop: watch::Receive
             _ = stop.changed() => return,
         };
         let admin = admin.clone();
+        let local = Local {
+            bound,
+            reached: stream.local_addr().unwrap_or(bound),
+        };
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                async move { Ok::<_, Infallible>(admin.handle(req, local).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -190,5 +309,43 @@ pub async fn serve(listener: TcpListener, admin: Admin, mut stop: watch::Receive
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn host_names_this_listener_or_is_refused() {
+        let at = |s: &str| s.parse().unwrap();
+        let (pod, other_pod) = ("10.1.2.3:9901", "10.9.9.9:9901");
+        // Bound to every address (a pod): the kubelet and Prometheus use the pod's IP.
+        let any = at("0.0.0.0:9901");
+        for host in [
+            pod,
+            other_pod,
+            "[fd00::1]:9901",
+            "localhost:8001",
+            "127.0.0.1",
+        ] {
+            assert!(host_allowed(host, any, at(pod)), "{host}");
+        }
+        // Bound to one address: that address (any port: a port-forward changes it) and loopback.
+        let one = at(pod);
+        for host in [pod, "10.1.2.3", "localhost", "[::1]:9901"] {
+            assert!(host_allowed(host, one, one), "{host}");
+        }
+        assert!(!host_allowed(other_pod, one, one));
+        // A name is what DNS rebinding needs; none is accepted but localhost.
+        for host in [
+            "evil.example",
+            "localhost.evil.example",
+            "10.1.2.3.nip.io",
+            "",
+            "a b",
+        ] {
+            assert!(!host_allowed(host, any, at(pod)), "{host}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,6 +63,7 @@ pub struct Reloader {
     fingerprint: Mutex<Vec<u8>>,
     /// Every reload's outcome, for the status page.
     pub history: Arc<ReloadHistory>,
+    admin_auth: Arc<ArcSwapOption<config::Secret>>,
 }
 
 impl Reloader {
@@ -75,7 +77,13 @@ impl Reloader {
             workers: v.config.workers,
             fingerprint: Mutex::new(fingerprint(&v.path)),
             history: Arc::default(),
+            admin_auth: Arc::new(ArcSwapOption::new(v.admin_auth_token.clone().map(Arc::new))),
         }
+    }
+
+    /// The admin listener's bearer token, replaced by each successful reload.
+    pub fn admin_auth(&self) -> Arc<ArcSwapOption<config::Secret>> {
+        self.admin_auth.clone()
     }
 
     /// Loads, validates and swaps in a new generation; on any problem the old one keeps
@@ -100,21 +108,26 @@ impl Reloader {
             return Ok(UNCHANGED.into());
         }
         let metrics = &self.state.metrics;
+        // The log may show the config's lines around a parse error; the answer (which
+        // `POST /reload` sends over HTTP) never does.
         let built = config::load(&self.path)
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), e.without_snippet()))
             .and_then(|v| {
-                let g = Generation::build(&v, metrics.clone()).map_err(|e| e.to_string())?;
+                let g = Generation::build(&v, metrics.clone()).map_err(|e| {
+                    let e = e.to_string();
+                    (e.clone(), e)
+                })?;
                 Ok((v, g))
             });
         let (v, generation) = match built {
             Ok(b) => b,
-            Err(e) => {
+            Err((logged, answer)) => {
                 metrics.reload(false);
                 tracing::error!(
                     trigger = trigger.as_str(),
-                    "reload failed; still serving the previous configuration: {e}"
+                    "reload failed; still serving the previous configuration: {logged}"
                 );
-                return Err(e);
+                return Err(answer);
             }
         };
         if v.config.workers != self.workers {
@@ -139,6 +152,8 @@ impl Reloader {
         warn_expiring(&generation);
         // In-flight requests keep the old generation; its idle pooled connections close when they finish.
         self.state.current.store(Arc::new(generation));
+        self.admin_auth
+            .store(v.admin_auth_token.clone().map(Arc::new));
         if let Ok(mut f) = self.fingerprint.lock() {
             *f = print;
         }
@@ -204,6 +219,7 @@ fn referenced_files(path: &Path) -> Vec<PathBuf> {
         .chain(c.upstream.ca.iter())
         .chain(c.server_key_file.iter())
         .chain(c.admin_token_file.iter())
+        .chain(c.admin_auth_token_file.iter())
         .map(|p| config::resolve(base, p))
         .collect()
 }

@@ -18,15 +18,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::num::NonZeroU32;
 use tokio_rustls::TlsAcceptor;
 
+use crate::data::conn::SpareTimer;
+use crate::data::tls::{self, TlsError};
+use crate::data::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
 use crate::model::config::{
     CallerSecrets, CertRejectedAnswer, LimitsConfig, RoutesConfig, Validated,
     CERT_REJECTED_BODY_BYTES,
 };
-use crate::data::conn::SpareTimer;
-use crate::telemetry::metrics::{CertLabels, Metrics};
 use crate::model::pki::{self, CertInfo};
-use crate::data::tls::{self, TlsError};
-use crate::data::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
+use crate::telemetry::metrics::{CertLabels, Metrics};
 
 /// Response body: the upstream's, streamed, or one of ours. Not boxed: no allocation per
 /// response.

@@ -22,6 +22,10 @@ pub struct Config {
     /// Allow plain HTTP on a non-loopback `listen` (a warning is logged at start).
     #[serde(default)]
     pub allow_plaintext_non_loopback: bool,
+    /// Allow `inbound_tls` without `client_ca` on a non-loopback `listen` while the proxy
+    /// injects a server key or admin token (a warning is logged at start and by `check`).
+    #[serde(default)]
+    pub allow_unauthenticated_callers: bool,
     /// Fleet identities allowed to call, and which route classes each may use (needs `inbound_tls.client_ca`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub callers: Vec<CallerConfig>,
@@ -40,6 +44,10 @@ pub struct Config {
     /// Address of the admin listener (health, readiness, certificates, metrics, reload).
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
+    /// File holding a token the admin listener requires as `Authorization: Bearer` on every
+    /// endpoint but `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub admin_auth_token_file: Option<PathBuf>,
     /// Where calls are forwarded.
     pub upstream: UpstreamConfig,
     /// Client certificates registered in the Amity console (at most 2).
@@ -467,12 +475,23 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML did not parse or did not fit the schema (unknown key, wrong type).
-    #[error("{path}: {message}")]
+    #[error("{path}: {message}{}", snippet.as_deref().map(|s| format!("\n{s}")).unwrap_or_default())]
     Parse {
         /// The config file.
         path: PathBuf,
         /// The parser's message, with line and column.
         message: String,
+        /// The lines around the error, only for a file that looks like a configuration
+        /// (never for one that may be a secret); never sent over HTTP.
+        snippet: Option<String>,
+    },
+    /// The file holds PEM data, e.g. a private key: reported by kind, its content never shown.
+    #[error("{path}: holds {kind}, not a YAML configuration; its content is not shown (does -c name the right file?)")]
+    NotConfig {
+        /// The file.
+        path: PathBuf,
+        /// What it holds, e.g. `a PEM private key (EC PRIVATE KEY)`.
+        kind: String,
     },
     /// The YAML parsed but the values are wrong; every problem is listed.
     #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -482,6 +501,16 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
+}
+
+impl ConfigError {
+    /// The error without the file's lines, for answers that leave the machine (`POST /reload`).
+    pub fn without_snippet(&self) -> String {
+        match self {
+            ConfigError::Parse { path, message, .. } => format!("{}: {message}", path.display()),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Where calls go: scheme is always https.
@@ -539,11 +568,19 @@ pub struct Validated {
     pub server_key: Option<Secret>,
     /// The admin token to inject.
     pub admin_token: Option<Secret>,
+    /// The token the admin listener requires.
+    pub admin_auth_token: Option<Secret>,
+    /// What is allowed but unsafe; logged at start and printed by `check`.
+    pub warnings: Vec<Problem>,
 }
 
 /// `inbound_tls` with its files read.
 #[derive(Debug)]
 pub struct LoadedInbound {
+    /// Resolved certificate path.
+    pub cert_path: PathBuf,
+    /// What the gateway's leaf certificate says.
+    pub info: CertInfo,
     /// The gateway's chain.
     pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// The gateway's key.
@@ -611,11 +648,71 @@ pub fn load(path: &Path) -> Result<Validated, ConfigError> {
     validate(path, config, &base_dir)
 }
 
-/// Parses YAML text into a [`Config`]; errors carry line and column.
+/// Parses YAML text into a [`Config`]; errors carry line and column. A file holding PEM
+/// data is refused unread, and the lines around an error are kept only for a file that
+/// looks like a configuration: a key or secret file named by mistake is never echoed.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    serde_saphyr::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    if let Some(kind) = pem_kind(text) {
+        return Err(ConfigError::NotConfig {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    serde_saphyr::from_str::<Config>(text).map_err(|e| {
+        let message = e.without_snippet().to_string();
+        let (message, snippet) = if looks_like_config(text) {
+            let name = path.display().to_string();
+            let mut options = serde_saphyr::RenderOptions::default();
+            options.source_name = Some(&name);
+            // The first line repeats the message; the lines around the error follow.
+            let full = e.render_with_options(options);
+            let snippet = full.split_once('\n').map(|(_, s)| s.trim_end().to_string());
+            (message, snippet.filter(|s| !s.is_empty()))
+        } else {
+            let at = e
+                .location()
+                .map(|l| format!(" (line {} column {})", l.line(), l.column()))
+                .unwrap_or_default();
+            let message = format!(
+                "does not look like a configuration (no line starts with a key such as listen:){at}; its content is not shown (does -c name the right file?)"
+            );
+            (message, None)
+        };
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+            snippet,
+        }
+    })
+}
+
+/// What PEM data `text` holds, if any: `a PEM private key (EC PRIVATE KEY)`,
+/// `PEM data (CERTIFICATE)`. A config file holds none.
+fn pem_kind(text: &str) -> Option<String> {
+    let labels: Vec<String> = text
+        .split("-----BEGIN ")
+        .skip(1)
+        .map(|rest| {
+            let label = rest.split_once("-----").map_or("", |(l, _)| l);
+            label.chars().take(40).collect()
+        })
+        .collect();
+    // A key may follow a certificate in one file: any key block decides the kind.
+    match labels.iter().find(|l| l.contains("PRIVATE KEY")) {
+        Some(key) => Some(format!("a PEM private key ({key})")),
+        None => labels.first().map(|l| format!("PEM data ({l})")),
+    }
+}
+
+/// Whether a line starts with a mapping key (`listen:`), as every config does and a
+/// one-line secret (a server key, an admin token) does not.
+fn looks_like_config(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.split_once(':').is_some_and(|(key, rest)| {
+            key.starts_with(|c: char| c.is_ascii_alphabetic())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && (rest.is_empty() || rest.starts_with([' ', '\t']))
+        })
     })
 }
 
@@ -631,6 +728,7 @@ pub fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
 /// Checks every value and loads every file named; lists all problems at once.
 pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut problem = |field: &str, reason: String| {
         problems.push(Problem {
             field: field.to_string(),
@@ -710,6 +808,7 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
                 );
                 continue;
             }
+            warnings.extend(key_too_open(&format!("{field}.key"), &key_path));
             certs.push(LoadedCert {
                 name: c.name.clone(),
                 cert_path,
@@ -802,7 +901,8 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
     }
 
     let inbound = config.inbound_tls.as_ref().and_then(|t| {
-        let chain = pki::read_cert_chain(&resolve(base_dir, &t.cert))
+        let cert_path = resolve(base_dir, &t.cert);
+        let chain = pki::read_cert_chain(&cert_path)
             .map_err(|e| problem("inbound_tls.cert", e.to_string()))
             .ok();
         let key_path = resolve(base_dir, &t.key);
@@ -817,27 +917,74 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
                 .ok(),
         };
         let (chain, key, client_ca) = (chain?, key?, client_ca?);
-        let matches = CertInfo::from_der(&chain[0]).and_then(|i| pki::key_matches(&key, &i));
-        if let Err(e) = matches {
-            problem("inbound_tls.key", format!("{}: {e}", key_path.display()));
-            return None;
-        }
+        let info =
+            CertInfo::from_der(&chain[0]).and_then(|i| pki::key_matches(&key, &i).map(|()| i));
+        let info = match info {
+            Ok(i) => i,
+            Err(e) => {
+                problem("inbound_tls.key", format!("{}: {e}", key_path.display()));
+                return None;
+            }
+        };
+        warnings.extend(key_too_open("inbound_tls.key", &key_path));
         Some(LoadedInbound {
+            cert_path,
+            info,
             chain,
             key,
             client_ca,
         })
     });
-    if let Some(l) = listen {
-        if !l.ip().is_loopback()
-            && config.inbound_tls.is_none()
-            && !config.allow_plaintext_non_loopback
-        {
-            problem(
-                "listen",
-                format!("{l} is not a loopback address and inbound_tls is not set: anyone who reaches it could use the proxy's keys; set inbound_tls (with client_ca), or allow_plaintext_non_loopback: true"),
-            );
+    if let Some(l) = listen.filter(|l| !l.ip().is_loopback()) {
+        if config.inbound_tls.is_none() {
+            if config.allow_plaintext_non_loopback {
+                warnings.push(Problem {
+                    field: "allow_plaintext_non_loopback".into(),
+                    reason: format!("plain HTTP on {l}, which is not a loopback address: anyone who reaches it can use the proxy's certificates"),
+                });
+            } else {
+                problem(
+                    "listen",
+                    format!("{l} is not a loopback address and inbound_tls is not set: anyone who reaches it could use the proxy's keys; set inbound_tls (with client_ca), or allow_plaintext_non_loopback: true"),
+                );
+            }
         }
+        let injected: Vec<&str> = [
+            ("server_key_file", config.server_key_file.is_some()),
+            ("server_key_env", config.server_key_env.is_some()),
+            ("admin_token_file", config.admin_token_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect();
+        let no_client_ca = config
+            .inbound_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_none());
+        if no_client_ca && !injected.is_empty() {
+            let injected = injected.join(" and ");
+            if config.allow_unauthenticated_callers {
+                warnings.push(Problem {
+                    field: "allow_unauthenticated_callers".into(),
+                    reason: format!("inbound_tls has no client_ca on {l}, which is not a loopback address, and the proxy injects {injected}: anyone who reaches it can mint tokens"),
+                });
+            } else {
+                problem(
+                    "inbound_tls.client_ca",
+                    format!("is not set, but listen {l} is not a loopback address and the proxy injects {injected}: anyone who reaches it could mint tokens; set inbound_tls.client_ca, or allow_unauthenticated_callers: true"),
+                );
+            }
+        }
+    }
+    if let Some(a) = admin_listen.filter(|a| !a.ip().is_loopback()) {
+        let token = match config.admin_auth_token_file {
+            Some(_) => "",
+            None => " and consider admin_auth_token_file",
+        };
+        warnings.push(Problem {
+            field: "admin_listen".into(),
+            reason: format!("{a} is not a loopback address: whoever reaches it can read /certs and /metrics and ask for reloads; let only probes and scrapers reach it (on Kubernetes, the NetworkPolicy in deploy/kubernetes){token}"),
+        });
     }
     let has_client_ca = config
         .inbound_tls
@@ -898,11 +1045,15 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
             "the server key is longer than Amity's 150 characters".to_string(),
         );
     }
-    let admin_token = config.admin_token_file.as_ref().and_then(|f| {
-        Secret::from_file(&resolve(base_dir, f))
-            .map_err(|e| problem("admin_token_file", e))
-            .ok()
-    });
+    let mut secret_file = |field: &str, f: &Option<PathBuf>| {
+        f.as_ref().and_then(|f| {
+            Secret::from_file(&resolve(base_dir, f))
+                .map_err(|e| problem(field, e))
+                .ok()
+        })
+    };
+    let admin_token = secret_file("admin_token_file", &config.admin_token_file);
+    let admin_auth_token = secret_file("admin_auth_token_file", &config.admin_auth_token_file);
     if let Some(rl) = &config.limits.rate_limit {
         if rl.per_second == 0 || rl.burst == 0 {
             problem(
@@ -941,6 +1092,8 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
                 inbound,
                 server_key,
                 admin_token,
+                admin_auth_token,
+                warnings,
             })
         }
         _ => Err(ConfigError::Invalid {
@@ -948,6 +1101,33 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
             problems,
         }),
     }
+}
+
+/// A warning when users other than this service's may read the private key at `path`:
+/// any access for others, or for a group this process is not in (a Kubernetes Secret
+/// mounted 0440 with the pod's `fsGroup` is fine).
+fn key_too_open(field: &str, path: &Path) -> Option<Problem> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    let group_ok = mode & 0o070 == 0 || own_groups().contains(&meta.gid());
+    (mode & 0o007 != 0 || !group_ok).then(|| Problem {
+        field: field.to_string(),
+        reason: format!(
+            "{} is readable by others (mode {mode:04o}); chmod 600 it (or 640 with a group only this service is in)",
+            path.display()
+        ),
+    })
+}
+
+/// This process's group ids (real, effective and supplementary), as Linux reports them.
+fn own_groups() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("Gid:").or_else(|| l.strip_prefix("Groups:")))
+        .flat_map(|l| l.split_whitespace().filter_map(|g| g.parse().ok()))
+        .collect()
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -1112,6 +1292,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("body_contains"), "{e}");
+    }
+
+    #[test]
+    fn pem_files_are_named_by_kind() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----\n";
+        assert_eq!(pem_kind(cert).as_deref(), Some("PEM data (CERTIFICATE)"));
+        let both = format!("{cert}{key}");
+        assert_eq!(
+            pem_kind(&both).as_deref(),
+            Some("a PEM private key (EC PRIVATE KEY)")
+        );
+        let config = "# the client PRIVATE KEY path goes under client_certs\nlisten: 127.0.0.1:1\n";
+        assert_eq!(pem_kind(config), None);
+        assert!(looks_like_config(config));
+        assert!(!looks_like_config("sk-0123:abc\neyJhbGciOi.x.y\n"));
     }
 
     #[test]

@@ -312,6 +312,7 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         state: state.clone(),
         reload: reload_tx,
         history: reloader.history.clone(),
+        auth: reloader.admin_auth(),
     };
     tokio::spawn(admin::serve(admin_listener, admin, stop_rx.clone()));
     let serving = spawn_workers(listener, v, &state, stop_rx)?;
@@ -404,8 +405,8 @@ pub fn terminate_signal() -> impl Future<Output = ()> {
 /// `run`: load, validate, serve until SIGTERM/SIGINT.
 pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     let v = config::load(config_path)?;
-    if !v.listen.ip().is_loopback() && v.inbound.is_none() {
-        tracing::warn!(listen = %v.listen, "plain HTTP on a non-loopback address (allow_plaintext_non_loopback): anyone who reaches it can use the proxy's certificates");
+    for w in &v.warnings {
+        tracing::warn!("{w}");
     }
     // Each HTTP/1 backend connection takes two file descriptors (the second watches for a
     // caller hanging up); the soft limit is often 1024.

@@ -524,6 +524,24 @@ async fn mock_amity(config: &Path, a: MockArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The problem with a certificate that is expired or not yet valid at `now`.
+fn out_of_validity(field: &str, path: &Path, info: &pki::CertInfo, now: i64) -> Option<String> {
+    let path = path.display();
+    if now > info.not_after {
+        Some(format!(
+            "{field}: {path} expired on {}",
+            pki::rfc3339(info.not_after)
+        ))
+    } else if now < info.not_before {
+        Some(format!(
+            "{field}: {path} is not valid before {}",
+            pki::rfc3339(info.not_before)
+        ))
+    } else {
+        None
+    }
+}
+
 /// `check`: validate everything a `run` would load and print a summary;
 /// with `live`, also try each certificate against the upstream.
 pub fn check(config: &Path, live: bool) -> ExitCode {
@@ -546,7 +564,14 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
     let now = pki::now_unix();
     let mut problems = Vec::new();
     println!("config:   {}", v.path.display());
-    println!("listen:   {} (plain HTTP)", v.listen);
+    let listener = match (&v.inbound, &v.config.inbound_tls) {
+        (Some(_), Some(t)) => match &t.client_ca {
+            Some(ca) => format!("TLS, callers need a certificate from {}", ca.display()),
+            None => "TLS, no client certificate asked".to_string(),
+        },
+        _ => "plain HTTP".to_string(),
+    };
+    println!("listen:   {} ({listener})", v.listen);
     println!("admin:    {}", v.admin_listen);
     println!(
         "upstream: {}{}",
@@ -573,18 +598,9 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
             pki::rfc3339(c.info.not_after),
             days
         );
-        if now > c.info.not_after {
-            problems.push(format!(
-                "client_certs[{i}].cert: {} expired on {}",
-                c.cert_path.display(),
-                pki::rfc3339(c.info.not_after)
-            ));
-        } else if now < c.info.not_before {
-            problems.push(format!(
-                "client_certs[{i}].cert: {} is not valid before {}",
-                c.cert_path.display(),
-                pki::rfc3339(c.info.not_before)
-            ));
+        let field = format!("client_certs[{i}].cert");
+        if let Some(p) = out_of_validity(&field, &c.cert_path, &c.info, now) {
+            problems.push(p);
         } else if days < pki::RENEW_DAYS {
             eprintln!(
                 "warning: {}: {days} days left; renew at least {} days before expiry",
@@ -598,6 +614,23 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
                 c.cert_path.display()
             ));
         }
+    }
+    if let Some(t) = &v.inbound {
+        println!(
+            "inbound certificate: CN={} expires {} ({} days left)",
+            t.info.cn.as_deref().unwrap_or("-"),
+            pki::rfc3339(t.info.not_after),
+            t.info.days_left(now)
+        );
+        problems.extend(out_of_validity(
+            "inbound_tls.cert",
+            &t.cert_path,
+            &t.info,
+            now,
+        ));
+    }
+    for w in &v.warnings {
+        eprintln!("warning: {w}");
     }
     if v.certs.is_empty() {
         problems.push(
