@@ -525,7 +525,7 @@ impl Upstream {
     ) -> Result<Option<Response<UpstreamBody>>, UpstreamError> {
         let slot = &w.slot;
         // Each unsent failure lets go of its connection, so this bounds the connections tried,
-        // whatever number of them the upstream closed at once.
+        // whatever number of them the upstream closed at once (and the streams it refused).
         let mut tries = multiplex::MAX_CONNECTIONS * 2 + 2;
         loop {
             tries -= 1;
@@ -550,7 +550,16 @@ impl Upstream {
                     slot.forget(&conn.failure);
                     continue;
                 }
-                Err(multiplex::Failed::Unsent(e) | multiplex::Failed::Sent(e)) => e,
+                Err(multiplex::Failed::Refused(e)) if tries > 0 => {
+                    // The connection is good; by now it knows how many streams it may open.
+                    tracing::debug!(error = %e, "upstream refused a stream; sending it again");
+                    continue;
+                }
+                Err(
+                    multiplex::Failed::Unsent(e)
+                    | multiplex::Failed::Refused(e)
+                    | multiplex::Failed::Sent(e),
+                ) => e,
             };
             if e.is_io() || e.is_go_away() {
                 slot.forget(&conn.failure);

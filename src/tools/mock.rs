@@ -284,6 +284,9 @@ async fn accept_loop(
             .is_some_and(|max| open.load(Ordering::Relaxed) >= max)
         {
             mock.observed.turned_away.fetch_add(1, Ordering::Relaxed);
+            // With a FIN, not a reset: dropped with the client's hello unread, the socket would
+            // answer with a reset, and the client would see that or an end of stream by timing.
+            tokio::spawn(lingering_close(tcp));
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);

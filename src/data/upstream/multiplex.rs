@@ -84,6 +84,9 @@ pub(super) struct Slot {
     /// Requests that find no room wait for the connection being made rather than make their
     /// own. It holds when opening another connection last failed.
     connecting: tokio::sync::Mutex<Option<Instant>>,
+    /// Streams the upstream allowed on a connection, as last seen; what a new connection
+    /// assumes once the others are gone (0: not seen yet).
+    streams_seen: AtomicUsize,
 }
 
 /// Connections per worker and certificate at most; beyond, streams queue in the least busy one.
@@ -145,9 +148,17 @@ impl Slot {
     /// go, and so is one whose connection has ended.
     pub(super) async fn start(&self, io: Watched, idle: Duration) -> Result<Lease, h2::Error> {
         let failure = io.failure.clone();
-        let assumed = lock(&self.held).first().map_or(INITIAL_MAX_STREAMS, |h| {
-            h.conn.send.current_max_send_streams()
-        });
+        let assumed = match lock(&self.held).first() {
+            Some(h) => {
+                let n = h.conn.send.current_max_send_streams();
+                self.streams_seen.store(n, Ordering::Relaxed);
+                n
+            }
+            None => match self.streams_seen.load(Ordering::Relaxed) {
+                0 => INITIAL_MAX_STREAMS,
+                n => n,
+            },
+        };
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -224,9 +235,12 @@ fn expire_if_idle(held: &Weak<Padded<Mutex<Vec<Held>>>>, id: &TlsFailure) {
 
 /// How an exchange failed.
 pub(super) enum Failed {
-    /// The upstream never saw the request: the connection was already closed, or it
-    /// refused the stream. Safe to send again on another connection.
+    /// The upstream never saw the request: the connection was already closed or going
+    /// away. Safe to send again on another connection.
     Unsent(h2::Error),
+    /// The upstream refused the stream (REFUSED_STREAM: more streams than it allows at
+    /// once, before its SETTINGS said so) and processed nothing; the connection is good.
+    Refused(h2::Error),
     /// The request may have reached the upstream.
     Sent(h2::Error),
 }
@@ -250,8 +264,10 @@ pub(super) async fn exchange(
     }
     let resp = response.await.map_err(|e| {
         // GOAWAY refuses streams above its last id, REFUSED_STREAM one stream: both unprocessed.
-        if (e.is_go_away() && e.is_remote()) || e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        if e.is_go_away() && e.is_remote() {
             Failed::Unsent(e)
+        } else if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            Failed::Refused(e)
         } else {
             Failed::Sent(e)
         }
