@@ -528,8 +528,7 @@ async fn drive<C: Graceful>(
                     return Ok(());
                 }
                 if activity.quiet() && now >= activity.last() + bounds.idle {
-                    c.graceful();
-                    return c.await;
+                    return close_idle(c, activity).await;
                 }
                 if let Some(h) = hangup.as_deref_mut() {
                     match activity.busy_since() {
@@ -550,6 +549,32 @@ async fn drive<C: Graceful>(
                     activity.park.store(true, Ordering::Relaxed);
                 }
             }
+        }
+    }
+}
+
+/// How long an idle connection asked to close may take to do so while no request is in flight.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Closes an idle connection: gracefully, within [`CLOSE_WAIT`] while it stays idle.
+///
+/// hyper's HTTP/2 graceful close sends GOAWAY and a PING, and sends its final GOAWAY only once
+/// the client acknowledges that PING: a client that never does (sending PINGs of its own, or
+/// nothing) would hold the connection open for good. Requests that raced the GOAWAY are still
+/// waited for; they have bounds of their own.
+async fn close_idle<C: Graceful>(c: &mut C, activity: &Activity) -> hyper::Result<()> {
+    c.graceful();
+    loop {
+        match tokio::time::timeout(CLOSE_WAIT, &mut *c).await {
+            Ok(r) => return r,
+            Err(_) if activity.quiet() => {
+                tracing::debug!(
+                    close_wait_ms = CLOSE_WAIT.as_millis() as u64,
+                    "an idle connection did not finish closing after GOAWAY; dropping it"
+                );
+                return Ok(());
+            }
+            Err(_) => {}
         }
     }
 }
