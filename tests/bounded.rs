@@ -114,3 +114,141 @@ async fn an_http2_client_sending_pings_is_closed_after_idle_ms() {
         start.elapsed()
     );
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
+
+/// The binary, run as users run it, its log (stderr) in a file.
+struct Process {
+    child: std::process::Child,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Runs `amity-mtls-proxy run` with the config `v` was loaded from, on fixed ports.
+    async fn start(env: &common::Env, v: &amity_mtls_proxy::model::config::Validated) -> Self {
+        let (listen, admin) = (common::closed_port(), common::closed_port());
+        let cfg = std::fs::read_to_string(&v.path)
+            .unwrap()
+            .replacen("listen: 127.0.0.1:0", &format!("listen: {listen}"), 1)
+            .replacen(
+                "admin_listen: 127.0.0.1:0",
+                &format!("admin_listen: {admin}"),
+                1,
+            );
+        std::fs::write(&v.path, cfg).unwrap();
+        let log = env.dir.path().join("proxy.log");
+        let child = std::process::Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&v.path)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(admin).await.is_err() || TcpStream::connect(listen).await.is_err()
+        {
+            assert!(Instant::now() < deadline, "the proxy did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            listen,
+            admin,
+            log,
+        }
+    }
+
+    /// Log lines (after the batch writer has flushed) that contain every one of `words`.
+    async fn lines_with(&self, words: &[&str]) -> Vec<String> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("target=\"access\"") && !l.contains(" access:"))
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// `n` token calls at once, each on a connection of its own; returns their statuses.
+async fn burst(addr: std::net::SocketAddr, n: usize) -> Vec<http::StatusCode> {
+    let calls: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(async move { common::v3(addr).await.0 }))
+        .collect();
+    let mut out = Vec::new();
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+/// Runs `n` calls at once against a proxy configured with `yaml` and the stand-in answering
+/// after `delay`; the refusals with `status` must each be counted in the metrics and
+/// summarised in the log (lines naming `kind`): a few lines, not one per request.
+async fn refusals_are_summarised(yaml: &str, delay: Duration, status: u16, kind: &str) {
+    let env = common::Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(delay).await;
+    let v = env.config(mock.addr, &["backend-a"], yaml);
+    let p = Process::start(&env, &v).await;
+    let statuses = burst(p.listen, 300).await;
+    let refused = statuses.iter().filter(|s| s.as_u16() == status).count();
+    assert!(refused >= 250, "expected most calls refused: {statuses:?}");
+    let scrape = common::get_metrics(p.admin).await;
+    let counted = common::metric(
+        &scrape,
+        "amity_proxy_requests_total",
+        &[("route", "auth_token"), ("status", &status.to_string())],
+    );
+    assert_eq!(
+        counted,
+        Some(refused as f64),
+        "the metric must count every {status}"
+    );
+    // The summary of the first second comes when it ends.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let lines = p.lines_with(&[kind]).await;
+    assert!(
+        !lines.is_empty() && lines.len() <= 4,
+        "{refused} refusals ({status}) wrote {} log lines about it (want 1 to 4):\n{}",
+        lines.len(),
+        lines[..lines.len().min(6)].join("\n")
+    );
+    let summarised: u64 = lines
+        .iter()
+        .filter_map(|l| l.split("suppressed=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        summarised + lines.len() as u64
+            - lines.iter().filter(|l| l.contains("suppressed=")).count() as u64,
+        refused as u64,
+        "the lines written and the counts in the summaries must add up to the refusals:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// Under overload (503, `limits.max_in_flight`), one line and a summary, not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_warnings_are_summarised_and_counted_exactly() {
+    let yaml = "limits:\n  max_in_flight: 1\n";
+    refusals_are_summarised(yaml, Duration::from_millis(1500), 503, "overloaded").await;
+}
+
+/// Over a caller's rate (429, `limits.rate_limit`): logged, but summarised as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_warnings_are_summarised_and_counted_exactly() {
+    let yaml = "limits:\n  rate_limit: { per_second: 1, burst: 1 }\n";
+    refusals_are_summarised(yaml, Duration::ZERO, 429, "rate_limited").await;
+}

@@ -966,7 +966,10 @@ pub async fn handle(
     let mut resp = match forward(&generation, req, &conn, &rid, started, &mut outcome).await {
         Ok(resp) => resp,
         Err(reject) => {
-            if reject.status.is_server_error() {
+            // Per request, so summarised: a flood of them cannot fill the disk.
+            if (reject.status.is_server_error() || reject.status == StatusCode::TOO_MANY_REQUESTS)
+                && crate::telemetry::logthrottle::allow(reject.kind)
+            {
                 tracing::warn!(
                     request_id = rid_text,
                     reason = reject.kind,

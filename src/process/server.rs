@@ -148,7 +148,9 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    if crate::telemetry::logthrottle::allow("accept_failed") {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
