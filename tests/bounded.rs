@@ -252,3 +252,219 @@ async fn rate_limit_warnings_are_summarised_and_counted_exactly() {
     let yaml = "limits:\n  rate_limit: { per_second: 1, burst: 1 }\n";
     refusals_are_summarised(yaml, Duration::ZERO, 429, "rate_limited").await;
 }
+
+/// The fleet's CA and the gateway's server certificate, for `inbound_tls`.
+struct Fleet {
+    dir: tempfile::TempDir,
+    ca: amity_mtls_proxy::pki::DevCa,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = amity_mtls_proxy::pki::DevCa::init(dir.path(), false).unwrap();
+        ca.issue_server_cert(dir.path(), &["127.0.0.1".into()])
+            .unwrap();
+        Self { dir, ca }
+    }
+
+    fn yaml(&self) -> String {
+        let p = |f: &str| self.dir.path().join(f).display().to_string();
+        format!(
+            "inbound_tls:\n  cert: {}\n  key: {}\n  client_ca: {}\n",
+            p("dev-server.crt"),
+            p("dev-server.key"),
+            p("dev-ca.crt")
+        )
+    }
+
+    /// A caller certificate and key signed by `ca`, valid over `validity`.
+    fn caller(
+        &self,
+        ca: &amity_mtls_proxy::pki::DevCa,
+        validity: amity_mtls_proxy::pki::Validity,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "backend");
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let crt = self.dir.path().join("caller.crt");
+        std::fs::write(&crt, ca.sign_csr(&csr, validity).unwrap()).unwrap();
+        let chain = amity_mtls_proxy::pki::read_cert_chain(&crt).unwrap();
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        (chain, der.into())
+    }
+
+    /// A TLS handshake with the proxy, presenting `cert` if given; whether it completed
+    /// (the proxy answering a request on it).
+    async fn handshake(
+        &self,
+        addr: std::net::SocketAddr,
+        cert: Option<(
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in
+            amity_mtls_proxy::pki::read_cert_chain(&self.dir.path().join("dev-ca.crt")).unwrap()
+        {
+            roots.add(c).unwrap();
+        }
+        let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let cfg = match cert {
+            Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let Ok(mut tls) = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+        else {
+            return false;
+        };
+        // With TLS 1.3 the server checks the client's certificate after the client is done:
+        // the verdict shows on the first exchange.
+        let req = b"GET /api/v3/authentication/token?userId=a HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut buf = [0u8; 16];
+        tls.write_all(req).await.is_ok() && matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+    }
+}
+
+/// Waits (briefly: the count follows the close the caller sees) until `name{reason}` is `n`.
+async fn counted(admin: std::net::SocketAddr, name: &str, reason: &str, n: f64) {
+    let what = format!("{name}{{reason={reason}}} = {n}");
+    common::eventually(Duration::from_secs(3), &what, || async {
+        let s = common::get_metrics(admin).await;
+        match common::metric(&s, name, &[("reason", reason)]) {
+            Some(v) if v == n => Ok(()),
+            v => Err(format!("{v:?}")),
+        }
+    })
+    .await;
+}
+
+async fn counted_once(admin: std::net::SocketAddr, name: &str, reason: &str) {
+    counted(admin, name, reason, 1.0).await;
+}
+
+/// Failed inbound handshakes are counted by reason: no certificate, a certificate from
+/// another CA, an expired one, something that is not TLS, and a caller that says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_inbound_handshakes_are_counted_by_reason() {
+    use amity_mtls_proxy::pki::{now_unix, Validity};
+    let fleet = Fleet::new();
+    let yaml = format!("{}timeouts:\n  inbound_handshake_ms: 500\n", fleet.yaml());
+    let (_env, _mock, proxy) = proxied(&yaml).await;
+    let (addr, admin) = (proxy.addr, proxy.admin_addr);
+    const NAME: &str = "amity_proxy_inbound_handshake_failures_total";
+
+    let good = fleet.caller(&fleet.ca, Validity::days_from_now(30));
+    assert!(
+        fleet.handshake(addr, Some(good)).await,
+        "a fleet certificate was refused"
+    );
+
+    assert!(!fleet.handshake(addr, None).await);
+    counted_once(admin, NAME, "no_certificate").await;
+
+    let (_dir, other_ca) = common::foreign_ca();
+    let foreign = fleet.caller(&other_ca, Validity::days_from_now(30));
+    assert!(!fleet.handshake(addr, Some(foreign)).await);
+    counted_once(admin, NAME, "unknown_ca").await;
+
+    let now = now_unix();
+    let old = Validity {
+        not_before: now - 20 * 86_400,
+        not_after: now - 86_400,
+    };
+    let expired = fleet.caller(&fleet.ca, old);
+    assert!(!fleet.handshake(addr, Some(expired)).await);
+    counted_once(admin, NAME, "expired").await;
+
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = plain.read(&mut [0u8; 64]).await;
+    counted_once(admin, NAME, "protocol").await;
+
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    counted_once(admin, NAME, "timeout").await;
+
+    drop(TcpStream::connect(addr).await.unwrap());
+    counted_once(admin, NAME, "closed").await;
+}
+
+/// Requests refused before routing are counted by reason: a malformed request (400), a head
+/// over `limits.max_header_bytes` (431), a head not complete within `header_read_ms` (408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_refused_before_routing_are_counted_by_reason() {
+    let (_env, _mock, proxy) = proxied("timeouts:\n  header_read_ms: 500\n").await;
+    let (addr, admin) = (proxy.addr, proxy.admin_addr);
+    const NAME: &str = "amity_proxy_inbound_refused_total";
+    let answer = |head: Vec<u8>| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&head).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+
+    let status = answer(b"GET /a b c HTTP/1.1\r\n\r\n".to_vec()).await;
+    assert!(status.contains(" 400 "), "{status}");
+    counted_once(admin, NAME, "bad_request").await;
+
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\n\r\n",
+        "h".repeat(40_000)
+    );
+    let status = answer(huge.into_bytes()).await;
+    assert!(status.contains(" 431 "), "{status}");
+    counted_once(admin, NAME, "header_too_large").await;
+
+    let status = answer(b"GET /api/v3/authentication/token HTTP/1.1\r\nhost".to_vec()).await;
+    assert_eq!(status, "", "a head cut short is closed without an answer");
+    counted_once(admin, NAME, "header_timeout").await;
+}
+
+/// Refusals before routing are summarised in the log like other repeated warnings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_routing_are_summarised_in_the_log() {
+    let env = common::Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["backend-a"], "");
+    let p = Process::start(&env, &v).await;
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(p.listen).await.unwrap();
+        s.write_all(b"GET /a b c HTTP/1.1\r\n\r\n").await.unwrap();
+        let _ = s.read_to_end(&mut Vec::new()).await;
+    }
+    counted(
+        p.admin,
+        "amity_proxy_inbound_refused_total",
+        "bad_request",
+        100.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let lines = p.lines_with(&["bad_request"]).await;
+    assert!(
+        (1..=4).contains(&lines.len()),
+        "100 refusals wrote {} log lines (want 1 to 4):\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+}

@@ -19,10 +19,14 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use crate::telemetry::metrics::FixedReason;
 
 /// Quiet time after which an HTTP/1 connection gives back hyper's buffers.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
@@ -346,6 +350,8 @@ pub struct Bounds {
     pub stop: watch::Receiver<bool>,
     /// Connections parked now.
     pub parked: Gauge,
+    /// Requests refused before routing, by reason (here: `header_timeout`).
+    pub refused: Family<FixedReason, Counter>,
 }
 
 /// A hyper connection that can be asked to finish after its current requests.
@@ -521,10 +527,19 @@ async fn drive<C: Graceful>(
             Woke::Tick => {
                 let now = Instant::now();
                 if head.is_some_and(|h| now >= h) && activity.head_deadline(bounds.head) == head {
-                    tracing::debug!(
-                        header_read_ms = bounds.head.as_millis() as u64,
-                        "request head not complete within timeouts.header_read_ms; closing"
-                    );
+                    bounds
+                        .refused
+                        .get_or_create(&FixedReason {
+                            reason: "header_timeout",
+                        })
+                        .inc();
+                    if crate::telemetry::logthrottle::allow("header_timeout") {
+                        tracing::warn!(
+                            reason = "header_timeout",
+                            header_read_ms = bounds.head.as_millis() as u64,
+                            "request head not complete within timeouts.header_read_ms; closing"
+                        );
+                    }
                     return Ok(());
                 }
                 if activity.quiet() && now >= activity.last() + bounds.idle {
