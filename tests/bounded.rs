@@ -256,13 +256,13 @@ async fn rate_limit_warnings_are_summarised_and_counted_exactly() {
 /// The fleet's CA and the gateway's server certificate, for `inbound_tls`.
 struct Fleet {
     dir: tempfile::TempDir,
-    ca: amity_mtls_proxy::pki::DevCa,
+    ca: amity_mtls_proxy::model::pki::DevCa,
 }
 
 impl Fleet {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca = amity_mtls_proxy::pki::DevCa::init(dir.path(), false).unwrap();
+        let ca = amity_mtls_proxy::model::pki::DevCa::init(dir.path(), false).unwrap();
         ca.issue_server_cert(dir.path(), &["127.0.0.1".into()])
             .unwrap();
         Self { dir, ca }
@@ -281,8 +281,8 @@ impl Fleet {
     /// A caller certificate and key signed by `ca`, valid over `validity`.
     fn caller(
         &self,
-        ca: &amity_mtls_proxy::pki::DevCa,
-        validity: amity_mtls_proxy::pki::Validity,
+        ca: &amity_mtls_proxy::model::pki::DevCa,
+        validity: amity_mtls_proxy::model::pki::Validity,
     ) -> (
         Vec<rustls::pki_types::CertificateDer<'static>>,
         rustls::pki_types::PrivateKeyDer<'static>,
@@ -295,7 +295,7 @@ impl Fleet {
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         let crt = self.dir.path().join("caller.crt");
         std::fs::write(&crt, ca.sign_csr(&csr, validity).unwrap()).unwrap();
-        let chain = amity_mtls_proxy::pki::read_cert_chain(&crt).unwrap();
+        let chain = amity_mtls_proxy::model::pki::read_cert_chain(&crt).unwrap();
         let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
         (chain, der.into())
     }
@@ -311,8 +311,8 @@ impl Fleet {
         )>,
     ) -> bool {
         let mut roots = rustls::RootCertStore::empty();
-        for c in
-            amity_mtls_proxy::pki::read_cert_chain(&self.dir.path().join("dev-ca.crt")).unwrap()
+        for c in amity_mtls_proxy::model::pki::read_cert_chain(&self.dir.path().join("dev-ca.crt"))
+            .unwrap()
         {
             roots.add(c).unwrap();
         }
@@ -358,7 +358,7 @@ async fn counted_once(admin: std::net::SocketAddr, name: &str, reason: &str) {
 /// another CA, an expired one, something that is not TLS, and a caller that says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_inbound_handshakes_are_counted_by_reason() {
-    use amity_mtls_proxy::pki::{now_unix, Validity};
+    use amity_mtls_proxy::model::pki::{now_unix, Validity};
     let fleet = Fleet::new();
     let yaml = format!("{}timeouts:\n  inbound_handshake_ms: 500\n", fleet.yaml());
     let (_env, _mock, proxy) = proxied(&yaml).await;
@@ -466,5 +466,103 @@ async fn refusals_before_routing_are_summarised_in_the_log() {
         "100 refusals wrote {} log lines (want 1 to 4):\n{}",
         lines.len(),
         lines.join("\n")
+    );
+}
+
+/// HTTP/2 calls for a large response on one connection whose stream window is 0: the caller
+/// never takes any of it. Returns the connection's task (ends when the proxy closes it).
+async fn stalled_readers(
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> tokio::task::JoinHandle<Result<(), h2::Error>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut bodies = Vec::new();
+    for _ in 0..n {
+        let req = http::Request::get(format!("http://{addr}/api/v3/users"))
+            .header("x-admin-token", common::ADMIN_TOKEN)
+            .body(())
+            .unwrap();
+        let mut send = send.clone().ready().await.unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+            .await
+            .expect("no response head")
+            .unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        bodies.push(resp.into_body());
+    }
+    // Held, never read, until the connection ends.
+    tokio::spawn(async move {
+        let r = conn.await.unwrap();
+        drop(bodies);
+        r
+    })
+}
+
+/// Callers that never take their large responses do not hold up other callers' responses
+/// on the same upstream connection; their streams are dropped after `timeouts.send_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_never_reads_does_not_stall_the_others() {
+    let (_env, _mock, proxy) = common::proxied_with(
+        |o| o.users_body_bytes = 4 << 20,
+        "workers: 1\ntimeouts:\n  send_ms: 1500\n",
+    )
+    .await;
+    let addr = proxy.addr;
+    assert_eq!(common::v3(addr).await.0, http::StatusCode::OK);
+    let stalled = stalled_readers(addr, 3).await;
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while start.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        let call = tokio::time::timeout(Duration::from_secs(2), common::v3(addr)).await;
+        let status = call.map(|r| r.0);
+        assert_eq!(
+            status,
+            Ok(http::StatusCode::OK),
+            "a token call got no full answer within 2 s while 3 callers left their responses unread"
+        );
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "the slowest token call took {slowest:?} while others left their responses unread"
+    );
+    // send_ms after the last frame taken, the unread responses are dropped (counted) and the
+    // stalled caller's connection is closed.
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled).await;
+    assert!(
+        closed.is_ok(),
+        "the connection of the caller that never read was still open 5 s after the token calls (send_ms 1.5 s)"
+    );
+    let s = common::get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        common::metric(&s, "amity_proxy_send_timeouts_total", &[]),
+        Some(3.0)
+    );
+    assert_eq!(common::v3(addr).await.0, http::StatusCode::OK);
+}
+
+/// A body the upstream itself is slow to send is not given up on: the bound is on the
+/// caller taking it, not on the upstream producing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_body_is_not_cut_by_send_ms() {
+    let (_env, _mock, proxy) = common::proxied_with(
+        |o| o.body_pause = Duration::from_millis(1500),
+        "timeouts:\n  send_ms: 300\n",
+    )
+    .await;
+    let (status, _, body) = common::v3(proxy.addr).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(
+        common::json(&body).is_string(),
+        "the token came cut short: {body:?}"
     );
 }

@@ -305,6 +305,12 @@ pub struct TimeoutsConfig {
     /// A backend connection with no traffic and no request in flight for this long is closed.
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
+    /// A response body the backend does not take for this long (an HTTP/2 caller that keeps
+    /// its window closed, an HTTP/1 caller that does not read) is dropped: its upstream stream
+    /// is reset, freeing the upstream connection's window, and the backend connection is
+    /// closed once its other requests are done.
+    #[serde(default = "default_send_ms")]
+    pub send_ms: u64,
     /// TLS handshake with a backend (with `inbound_tls`).
     #[serde(default = "default_inbound_handshake_ms")]
     pub inbound_handshake_ms: u64,
@@ -366,6 +372,9 @@ fn default_header_read_ms() -> u64 {
 fn default_idle_ms() -> u64 {
     60_000
 }
+fn default_send_ms() -> u64 {
+    10_000
+}
 fn default_inbound_handshake_ms() -> u64 {
     5_000
 }
@@ -411,6 +420,7 @@ impl Default for TimeoutsConfig {
             response_ms: default_response_ms(),
             header_read_ms: default_header_read_ms(),
             idle_ms: default_idle_ms(),
+            send_ms: default_send_ms(),
             inbound_handshake_ms: default_inbound_handshake_ms(),
             shutdown_grace_ms: default_grace_ms(),
         }
@@ -437,6 +447,10 @@ impl TimeoutsConfig {
     /// Idle backend connection bound.
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
+    }
+    /// Bound on a response body the backend does not take.
+    pub fn send(&self) -> Duration {
+        Duration::from_millis(self.send_ms)
     }
     /// Inbound TLS handshake bound.
     pub fn inbound_handshake(&self) -> Duration {
@@ -1069,6 +1083,7 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         ),
         ("limits.max_in_flight", config.limits.max_in_flight as u64),
         ("timeouts.idle_ms", config.timeouts.idle_ms),
+        ("timeouts.send_ms", config.timeouts.send_ms),
         (
             "timeouts.inbound_handshake_ms",
             config.timeouts.inbound_handshake_ms,

@@ -55,6 +55,8 @@ pub struct ConnOptions {
     pub idle: Duration,
     /// Bound on the inbound TLS handshake.
     pub handshake: Duration,
+    /// Bound on a response body the backend does not take.
+    pub send: Duration,
 }
 
 impl ConnOptions {
@@ -67,6 +69,7 @@ impl ConnOptions {
             grace: t.shutdown_grace(),
             idle: t.idle(),
             handshake: t.inbound_handshake(),
+            send: t.send(),
         }
     }
 
@@ -172,6 +175,7 @@ pub async fn serve(
                 stop,
                 parked: state.metrics.connections_parked.clone(),
                 refused: state.metrics.inbound_refused.clone(),
+                send: opts.send,
             };
             let acceptor = state.current.load().inbound.clone();
             let Some(acceptor) = acceptor else {
@@ -292,7 +296,10 @@ async fn serve_conn<S: Socket>(
     builders: &Builders,
     bounds: Bounds,
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::with_send_bound(
+        bounds.send,
+        state.metrics.send_timeouts.clone(),
+    ));
     let act = activity.clone();
     let peer = conn.peer;
     let shared = state.clone();

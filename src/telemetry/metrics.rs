@@ -79,6 +79,8 @@ pub struct Metrics {
     pub inbound_handshake_failures: Family<FixedReason, Counter>,
     /// Backend requests refused before routing (malformed, head too large, head too slow).
     pub inbound_refused: Family<FixedReason, Counter>,
+    /// Responses dropped as not taken by the backend within `timeouts.send_ms`.
+    pub send_timeouts: Counter,
     /// `requests` with status 200 for each forwarded route class, looked up once: the
     /// common case then costs no label hashing.
     ok: [(&'static str, ShardedCounter); 3],
@@ -109,6 +111,7 @@ impl Metrics {
             connections_parked: Gauge::default(),
             inbound_handshake_failures: Family::default(),
             inbound_refused: Family::default(),
+            send_timeouts: Counter::default(),
             ok: Default::default(),
             registry: Registry::default(),
         };
@@ -181,6 +184,11 @@ impl Metrics {
             "inbound_refused",
             "Backend requests refused before routing, by reason: bad_request (400), header_too_large (431), header_timeout (408: head not complete within timeouts.header_read_ms)",
             m.inbound_refused.clone(),
+        );
+        registry.register(
+            "send_timeouts",
+            "Responses dropped because the backend did not take them within timeouts.send_ms (its connection is then closed)",
+            m.send_timeouts.clone(),
         );
         let ok = ["auth_token", "admin", "extra"].map(|route| {
             let c = m
