@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use amity_mtls_proxy::tools::demo;
 use common::proxied;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -341,7 +342,11 @@ impl Fleet {
 async fn counted(admin: std::net::SocketAddr, name: &str, reason: &str, n: f64) {
     let what = format!("{name}{{reason={reason}}} = {n}");
     common::eventually(Duration::from_secs(3), &what, || async {
-        let s = common::get_metrics(admin).await;
+        // One scrape (`get_metrics` takes two and compares them; a count may come between).
+        let (_, _, body) = demo::call(admin, http::Method::GET, "/metrics", &[], "")
+            .await
+            .unwrap();
+        let s = common::scrape(std::str::from_utf8(&body).unwrap());
         match common::metric(&s, name, &[("reason", reason)]) {
             Some(v) if v == n => Ok(()),
             v => Err(format!("{v:?}")),

@@ -262,7 +262,7 @@ async fn watchdog<B>(w: std::sync::Weak<Watch<B>>, activity: Arc<Activity>) {
         drop(body);
         activity.send_timeouts.inc();
         activity.wake.wake();
-        if crate::telemetry::logthrottle::allow("send_timeout") {
+        if crate::telemetry::logthrottle::allow("response", "send_timeout") {
             tracing::warn!(
                 reason = "send_timeout",
                 send_ms = send.as_millis() as u64,
@@ -722,7 +722,10 @@ async fn drive<C: Graceful>(
                             reason: "header_timeout",
                         })
                         .inc();
-                    if crate::telemetry::logthrottle::allow("header_timeout") {
+                    if crate::telemetry::logthrottle::allow(
+                        "refused_before_routing",
+                        "header_timeout",
+                    ) {
                         tracing::warn!(
                             reason = "header_timeout",
                             header_read_ms = bounds.head.as_millis() as u64,

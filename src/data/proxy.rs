@@ -968,7 +968,7 @@ pub async fn handle(
         Err(reject) => {
             // Per request, so summarised: a flood of them cannot fill the disk.
             if (reject.status.is_server_error() || reject.status == StatusCode::TOO_MANY_REQUESTS)
-                && crate::telemetry::logthrottle::allow(reject.kind)
+                && crate::telemetry::logthrottle::allow("request_failed", reject.kind)
             {
                 tracing::warn!(
                     request_id = rid_text,

@@ -151,7 +151,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    if crate::telemetry::logthrottle::allow("accept_failed") {
+                    if crate::telemetry::logthrottle::allow("accept", "failed") {
                         tracing::warn!(error = %e, "accept failed");
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -266,7 +266,7 @@ fn handshake_failed(state: &ProxyState, reason: &'static str, peer: SocketAddr, 
     if reason == "closed" {
         return tracing::debug!(%peer, error, "inbound TLS handshake: the caller closed");
     }
-    if crate::telemetry::logthrottle::allow(reason) {
+    if crate::telemetry::logthrottle::allow("inbound_handshake", reason) {
         tracing::warn!(%peer, reason, error, "inbound TLS handshake failed");
     }
 }
@@ -282,7 +282,7 @@ fn connection_ended(state: &ProxyState, peer: SocketAddr, e: &hyper::Error) {
         return tracing::debug!(%peer, error = %e, "connection ended with an error");
     };
     state.metrics.refused(reason);
-    if crate::telemetry::logthrottle::allow(reason) {
+    if crate::telemetry::logthrottle::allow("refused_before_routing", reason) {
         tracing::warn!(%peer, reason, error = %e, "request refused before routing");
     }
 }

@@ -4,7 +4,7 @@
 //! follows when the period ends. Metrics keep the exact counts; the log says what and how often.
 //!
 //! ```ignore
-//! if logthrottle::allow(reject.kind) {
+//! if logthrottle::allow("request_failed", reject.kind) {
 //!     tracing::warn!(reason = reject.kind, "...");
 //! }
 //! ```
@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 /// At most one line per kind per period, plus one summary line.
 pub const PERIOD: Duration = Duration::from_secs(1);
 
+/// What a warning is about, and why: `("inbound_handshake", "unknown_ca")`.
+type Kind = (&'static str, &'static str);
+
 #[derive(Debug)]
 struct Window {
-    kind: &'static str,
+    kind: Kind,
     until: Instant,
     suppressed: u64,
 }
@@ -37,7 +40,7 @@ enum Verdict {
 struct Throttle(Mutex<Vec<Window>>);
 
 impl Throttle {
-    fn check(&self, kind: &'static str, now: Instant) -> Verdict {
+    fn check(&self, kind: Kind, now: Instant) -> Verdict {
         let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(w) = windows.iter_mut().find(|w| w.kind == kind) else {
             windows.push(Window {
@@ -62,7 +65,7 @@ impl Throttle {
     }
 
     /// The count left out in the window of `kind` that ends at `until`, taken once.
-    fn take_summary(&self, kind: &'static str, until: Instant) -> u64 {
+    fn take_summary(&self, kind: Kind, until: Instant) -> u64 {
         let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         windows
             .iter_mut()
@@ -73,20 +76,22 @@ impl Throttle {
 
 static THROTTLE: Throttle = Throttle(Mutex::new(Vec::new()));
 
-fn summarise(kind: &'static str, suppressed: u64) {
+fn summarise((kind, reason): Kind, suppressed: u64) {
     tracing::warn!(
         kind,
+        reason,
         suppressed,
         period_ms = PERIOD.as_millis() as u64,
-        "{suppressed} more {kind} warnings in the past second, left out of the log (the metrics count each one)"
+        "{suppressed} more {kind} warnings ({reason}) in the past second, left out of the log (the metrics count each one)"
     );
 }
 
-/// Whether to write a warning of `kind` now. The first of each [`PERIOD`] is written; the
+/// Whether to write a warning about `kind` for `reason` now. The first of each [`PERIOD`] is written; the
 /// others are counted, and a summary line with their number follows when the period ends
 /// (written by a timer on the current tokio runtime, or else before the next warning of
 /// that kind).
-pub fn allow(kind: &'static str) -> bool {
+pub fn allow(kind: &'static str, reason: &'static str) -> bool {
+    let kind = (kind, reason);
     match THROTTLE.check(kind, Instant::now()) {
         Verdict::Write { summary } => {
             if let Some(n) = summary {
@@ -117,15 +122,17 @@ mod tests {
 
     #[test]
     fn one_line_per_kind_and_period_then_the_count() {
+        const A: Kind = ("request_failed", "overloaded");
+        const B: Kind = ("request_failed", "rate_limited");
         let t = Throttle::default();
         let t0 = Instant::now();
-        assert_eq!(t.check("a", t0), Verdict::Write { summary: None });
+        assert_eq!(t.check(A, t0), Verdict::Write { summary: None });
         let until = t0 + PERIOD;
-        assert_eq!(t.check("a", t0), Verdict::Counted { first: true, until });
-        assert_eq!(t.check("b", t0), Verdict::Write { summary: None });
+        assert_eq!(t.check(A, t0), Verdict::Counted { first: true, until });
+        assert_eq!(t.check(B, t0), Verdict::Write { summary: None });
         for _ in 0..998 {
             assert_eq!(
-                t.check("a", t0 + PERIOD / 2),
+                t.check(A, t0 + PERIOD / 2),
                 Verdict::Counted {
                     first: false,
                     until
@@ -133,16 +140,16 @@ mod tests {
             );
         }
         // The summary is taken once, by the timer or by the next warning.
-        assert_eq!(t.take_summary("a", until), 999);
-        assert_eq!(t.take_summary("a", until), 0);
-        assert_eq!(t.check("a", t0 + PERIOD), Verdict::Write { summary: None });
+        assert_eq!(t.take_summary(A, until), 999);
+        assert_eq!(t.take_summary(A, until), 0);
+        assert_eq!(t.check(A, t0 + PERIOD), Verdict::Write { summary: None });
         assert!(matches!(
-            t.check("a", t0 + PERIOD),
+            t.check(A, t0 + PERIOD),
             Verdict::Counted { first: true, .. }
         ));
         // No timer ran: the next warning after the window carries the count.
         assert_eq!(
-            t.check("a", t0 + PERIOD * 3),
+            t.check(A, t0 + PERIOD * 3),
             Verdict::Write { summary: Some(1) }
         );
     }
