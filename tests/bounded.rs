@@ -571,3 +571,34 @@ async fn a_slow_upstream_body_is_not_cut_by_send_ms() {
         "the token came cut short: {body:?}"
     );
 }
+
+/// With a certificate the upstream refuses, every call fails: each is retried and answered
+/// 502, and both the retry and the 502 are summarised, not logged per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failure_warnings_are_summarised() {
+    let env = common::Env::new();
+    let (_dir, other) = common::foreign_ca();
+    env.client_cert_from(
+        &other,
+        "refused",
+        amity_mtls_proxy::model::pki::Validity::days_from_now(30),
+    );
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["refused"], "");
+    let p = Process::start(&env, &v).await;
+    let statuses = burst(p.listen, 100).await;
+    assert!(
+        statuses.iter().all(|s| *s == http::StatusCode::BAD_GATEWAY),
+        "{statuses:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for what in ["retrying", "client_cert_rejected"] {
+        let lines = p.lines_with(&["WARN", what]).await;
+        assert!(
+            (1..=4).contains(&lines.len()),
+            "100 failed calls wrote {} warnings with {what:?} (want 1 to 4):\n{}",
+            lines.len(),
+            lines[..lines.len().min(6)].join("\n")
+        );
+    }
+}

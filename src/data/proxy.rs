@@ -802,7 +802,9 @@ impl Generation {
         let retry = match (err.is_cert_rejection(), usable.next()) {
             (true, Some((second_n, second))) => {
                 self.metrics.failovers.inc();
-                tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
+                if crate::telemetry::logthrottle::allow("failover", "client_cert_rejected") {
+                    tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
+                }
                 self.count_rejection(first_n, second_n);
                 second
             }
@@ -811,7 +813,9 @@ impl Generation {
                 return Err(upstream_reject(&err, Some(&first.name)))
             }
             _ => {
-                tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
+                if crate::telemetry::logthrottle::allow("upstream_retry", "tls_failure") {
+                    tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
+                }
                 first
             }
         };
