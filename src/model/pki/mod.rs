@@ -20,8 +20,8 @@ pub use dev_ca::{default_server_sans, DevCa, Validity};
 pub use files::{
     key_matches, read_bounded, read_cert_chain, read_private_key, write_file, MAX_FILE_BYTES,
 };
-pub use store::{CertEntry, CertState, CertStore, ImportReport};
-pub use x509::{identities, sha256_fingerprint, CertInfo};
+pub use store::{CertEntry, CertStore, EntryState, ImportReport};
+pub use x509::{identities, sha256_fingerprint, CertInfo, CertState};
 
 /// Amity accepts at most this many client certificates per application.
 pub const MAX_CERTS: usize = 2;

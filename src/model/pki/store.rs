@@ -7,7 +7,8 @@ use serde::Serialize;
 use super::files::{parse_cert_chain, read};
 use super::{
     generate_csr, key_matches, now_unix, read_cert_chain, read_private_key, rfc3339, write_file,
-    CertInfo, CertName, CsrRequest, NewCsr, PkiError, DEV_CA, DEV_SERVER, MAX_CERTS, RENEW_DAYS,
+    CertInfo, CertName, CertState, CsrRequest, NewCsr, PkiError, DEV_CA, DEV_SERVER, MAX_CERTS,
+    RENEW_DAYS,
 };
 
 /// The certs folder: `NAME.key`, `NAME.csr`, `NAME.crt`, and the dev CA.
@@ -20,7 +21,7 @@ pub struct CertStore {
 /// State of one certificate name in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CertState {
+pub enum EntryState {
     /// Key and CSR made; waiting for the signed certificate.
     PendingCsr,
     /// Certificate installed and valid now.
@@ -37,17 +38,17 @@ pub enum CertState {
     Unreadable,
 }
 
-impl CertState {
+impl EntryState {
     /// Short text for tables.
     pub fn label(self) -> &'static str {
         match self {
-            CertState::PendingCsr => "pending CSR",
-            CertState::Installed => "installed",
-            CertState::Expired => "expired",
-            CertState::NotYetValid => "not yet valid",
-            CertState::KeyMismatch => "key mismatch",
-            CertState::MissingKey => "missing key",
-            CertState::Unreadable => "unreadable",
+            EntryState::PendingCsr => "pending CSR",
+            EntryState::Installed => "installed",
+            EntryState::Expired => "expired",
+            EntryState::NotYetValid => "not yet valid",
+            EntryState::KeyMismatch => "key mismatch",
+            EntryState::MissingKey => "missing key",
+            EntryState::Unreadable => "unreadable",
         }
     }
 }
@@ -58,7 +59,7 @@ pub struct CertEntry {
     /// Console name.
     pub name: String,
     /// State.
-    pub state: CertState,
+    pub state: EntryState,
     /// Whether config.yaml lists it under client_certs.
     pub configured: bool,
     /// The certificate's details, once installed.
@@ -177,13 +178,14 @@ impl CertStore {
             path: file.to_path_buf(),
             reason,
         };
-        if now > info.not_after {
+        let state = info.state(now);
+        if state == CertState::Expired {
             return Err(bad(format!(
                 "the certificate expired on {}",
                 rfc3339(info.not_after)
             )));
         }
-        if now < info.not_before {
+        if state == CertState::NotYetValid {
             return Err(bad(format!(
                 "the certificate is not valid before {}",
                 rfc3339(info.not_before)
@@ -196,8 +198,7 @@ impl CertStore {
             ));
         }
         let mut warnings = Vec::new();
-        let days = info.days_left(now);
-        if days < RENEW_DAYS {
+        if let CertState::Expiring { days_left: days } = state {
             warnings.push(format!(
                 "only {days} days left (expires {}); renew at least {RENEW_DAYS} days before expiry",
                 rfc3339(info.not_after)
@@ -263,7 +264,7 @@ fn entry(
 ) -> CertEntry {
     let mut e = CertEntry {
         name,
-        state: CertState::Unreadable,
+        state: EntryState::Unreadable,
         configured,
         cert: None,
         days_left: None,
@@ -273,10 +274,10 @@ fn entry(
     };
     if !cert_path.exists() {
         e.state = if key_path.exists() && store.path(&e.name, "csr").exists() {
-            CertState::PendingCsr
+            EntryState::PendingCsr
         } else {
             e.detail = Some(format!("{} not found", cert_path.display()));
-            CertState::Unreadable
+            EntryState::Unreadable
         };
         return e;
     }
@@ -294,16 +295,18 @@ fn entry(
     };
     e.days_left = Some(info.days_left(now));
     e.state = match read_private_key(&key_path) {
-        Err(PkiError::Read { .. }) => CertState::MissingKey,
+        Err(PkiError::Read { .. }) => EntryState::MissingKey,
         Err(err) => {
             e.detail = Some(err.to_string());
-            CertState::Unreadable
+            EntryState::Unreadable
         }
         Ok(key) => match key_matches(&key, &info) {
-            Err(_) => CertState::KeyMismatch,
-            Ok(()) if now > info.not_after => CertState::Expired,
-            Ok(()) if now < info.not_before => CertState::NotYetValid,
-            Ok(()) => CertState::Installed,
+            Err(_) => EntryState::KeyMismatch,
+            Ok(()) => match info.state(now) {
+                CertState::Expired => EntryState::Expired,
+                CertState::NotYetValid => EntryState::NotYetValid,
+                CertState::Valid | CertState::Expiring { .. } => EntryState::Installed,
+            },
         },
     };
     e.cert = Some(info);

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::RENEW_DAYS;
+
 /// SHA-256 of `bytes` as colon-separated upper-case hex, as `openssl -fingerprint` prints it.
 pub fn sha256_fingerprint(bytes: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
@@ -87,9 +89,43 @@ impl CertInfo {
         (self.not_after - now).div_euclid(86_400)
     }
 
-    /// Whether the certificate is within its validity period at `now`.
-    pub fn valid_at(&self, now: i64) -> bool {
-        self.not_before <= now && now <= self.not_after
+    /// Where the certificate stands at `now`: the one place that decides it. Both ends of the
+    /// validity period count as valid (RFC 5280 section 4.1.2.5); past `not_after` wins over
+    /// before `not_before`, so a certificate that ends before it starts is expired.
+    pub fn state(&self, now: i64) -> CertState {
+        if now > self.not_after {
+            CertState::Expired
+        } else if now < self.not_before {
+            CertState::NotYetValid
+        } else {
+            match self.days_left(now) {
+                days_left if days_left < RENEW_DAYS => CertState::Expiring { days_left },
+                _ => CertState::Valid,
+            }
+        }
+    }
+}
+
+/// Where a certificate stands in its validity period at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertState {
+    /// Before its not-before.
+    NotYetValid,
+    /// Valid, with at least [`RENEW_DAYS`] whole days left.
+    Valid,
+    /// Valid, with fewer than [`RENEW_DAYS`] whole days left: time to renew.
+    Expiring {
+        /// Whole days left (0 on the last day).
+        days_left: i64,
+    },
+    /// Past its not-after.
+    Expired,
+}
+
+impl CertState {
+    /// Whether the certificate may be presented: valid, expiring or not.
+    pub fn is_usable(self) -> bool {
+        matches!(self, CertState::Valid | CertState::Expiring { .. })
     }
 }
 
@@ -156,5 +192,63 @@ mod tests {
             ["listed-cn"],
             "an IP SAN is no identity, so the CN still is"
         );
+    }
+
+    /// A certificate valid for `days` days from unix time 1,000,000.
+    fn valid_for(days: i64) -> (CertInfo, i64, i64) {
+        let (nb, na) = (1_000_000, 1_000_000 + days * 86_400);
+        let info = CertInfo {
+            subject: "CN=t".into(),
+            cn: Some("t".into()),
+            issuer: "CN=ca".into(),
+            serial: "01".into(),
+            not_before: nb,
+            not_after: na,
+            sha256: String::new(),
+            client_auth: Some(true),
+            spki: Vec::new(),
+        };
+        (info, nb, na)
+    }
+
+    #[test]
+    fn validity_starts_at_not_before_and_ends_after_not_after() {
+        let (c, nb, na) = valid_for(90);
+        assert_eq!(c.state(nb - 1), CertState::NotYetValid);
+        assert_eq!(c.state(nb), CertState::Valid);
+        assert!(c.state(nb).is_usable());
+        assert_eq!(c.state(na), CertState::Expiring { days_left: 0 });
+        assert!(c.state(na).is_usable(), "the last second still counts");
+        assert_eq!(c.state(na + 1), CertState::Expired);
+        assert!(!c.state(na + 1).is_usable());
+        assert!(!c.state(nb - 1).is_usable());
+    }
+
+    #[test]
+    fn renewal_is_due_under_thirty_whole_days() {
+        let (c, _, na) = valid_for(90);
+        let day = 86_400;
+        assert_eq!(c.state(na - RENEW_DAYS * day), CertState::Valid);
+        assert_eq!(
+            c.state(na - RENEW_DAYS * day + 1),
+            CertState::Expiring { days_left: 29 }
+        );
+        assert_eq!(c.state(na - 7 * day), CertState::Expiring { days_left: 7 });
+        assert_eq!(c.state(na - 1), CertState::Expiring { days_left: 0 });
+    }
+
+    #[test]
+    fn a_short_certificate_is_expiring_from_its_first_second() {
+        let (c, nb, _) = valid_for(10);
+        assert_eq!(c.state(nb), CertState::Expiring { days_left: 10 });
+        assert_eq!(c.state(nb - 1), CertState::NotYetValid);
+    }
+
+    #[test]
+    fn a_certificate_ending_before_it_starts_is_expired() {
+        let (mut c, nb, _) = valid_for(1);
+        c.not_after = nb - 10;
+        assert_eq!(c.state(nb), CertState::Expired);
+        assert_eq!(c.state(nb - 5), CertState::Expired);
     }
 }
