@@ -65,7 +65,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    pub(crate) fn generate(self) -> Result<KeyPair, PkiError> {
+    pub(super) fn generate(self) -> Result<KeyPair, PkiError> {
         let rsa = |size| KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size);
         match self {
             KeyType::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),

@@ -31,7 +31,7 @@ pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
+pub(super) fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
     read_bounded(path).map_err(|source| PkiError::Read {
         path: path.to_path_buf(),
         source,
@@ -44,7 +44,7 @@ pub fn read_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiE
     parse_cert_chain(path, &bytes)
 }
 
-pub(crate) fn parse_cert_chain(
+pub(super) fn parse_cert_chain(
     path: &Path,
     bytes: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, PkiError> {

@@ -1,18 +1,19 @@
 //! Keys, CSRs, the local dev CA, and certificate inspection.
 //!
 //! Generation and signing use rcgen; reading PEM uses rustls' `PemObject`;
-//! inspection uses x509-parser. One job per file: [`x509`] reads what a certificate says and
-//! classifies its validity, [`clock`] tells the time, [`files`] reads and writes bounded files,
-//! [`csr`] makes keys and CSRs, [`store`] keeps the certs folder, [`dev_ca`] is the local CA.
+//! inspection uses x509-parser. One job per file: `x509` reads what a certificate says and
+//! classifies its validity, `clock` tells the time, `files` reads and writes bounded files,
+//! `csr` makes keys and CSRs, `store` keeps the certs folder, `dev_ca` is the local CA.
+//! Every public item is re-exported here, so callers name it `pki::Item`.
 
 use std::path::PathBuf;
 
-pub mod clock;
-pub mod csr;
-pub mod dev_ca;
-pub mod files;
-pub mod store;
-pub mod x509;
+mod clock;
+mod csr;
+mod dev_ca;
+mod files;
+mod store;
+mod x509;
 
 pub use clock::{now_unix, rfc3339};
 pub use csr::{generate_csr, CertName, CsrRequest, KeyType, NewCsr};
@@ -82,6 +83,6 @@ pub enum PkiError {
     },
 }
 
-pub(crate) fn rcgen_err(context: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
+fn rcgen_err(context: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
     move |source| PkiError::Rcgen { context, source }
 }
