@@ -242,10 +242,11 @@ pub fn warn_expiring(g: &Generation) {
     let now = pki::now_unix();
     for i in &g.identities {
         let days = match i.info.state(now) {
+            CertState::Valid => continue,
             CertState::Expiring { days_left } => days_left,
-            // Its negative days are under every limit, so it is warned of as the most urgent.
-            CertState::Expired => i.info.days_left(now),
-            CertState::Valid | CertState::NotYetValid => continue,
+            // Outside its validity, its days left still rank it: an expired one's are negative,
+            // under every limit.
+            CertState::Expired | CertState::NotYetValid => i.info.days_left(now),
         };
         if let Some(limit) = [7, 14, pki::RENEW_DAYS].into_iter().find(|l| days < *l) {
             tracing::warn!(
