@@ -44,7 +44,7 @@ RUST_VERSION="$(sed -n 's/^ARG RUST_VERSION=//p' deploy/docker/Dockerfile)"
 # The name `FROM rust:...` means, as Docker and podman both resolve it.
 BUILD_BASE="docker.io/library/rust:$RUST_VERSION-slim-bookworm"
 # Bumped when a stand-in's recipe changes, so that an older one is made again.
-STANDIN_RECIPE=2
+STANDIN_RECIPE=3
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 WORK="$STATE/work.$$"
 NAME="amity-mtls-proxy-check-$$"
@@ -181,7 +181,8 @@ EOF
     chroot "$r" update-ca-certificates >>"$dir/debootstrap.log" 2>&1
   fi
   mkdir -p "$r/usr/local/rustup/toolchains/$have-$triple" "$r/usr/local/cargo/bin"
-  cp -a "$sysroot/." "$r/usr/local/rustup/toolchains/$have-$triple/"
+  # Without rust-docs (800 MB), as rustup's minimal profile, which the image uses.
+  tar -C "$sysroot" --exclude=./share/doc -cf - . | tar -C "$r/usr/local/rustup/toolchains/$have-$triple" -xf -
   cp -a "$(dirname "$(command -v rustup)")/." "$r/usr/local/cargo/bin/"
   printf 'version = "12"\ndefault_toolchain = "%s"\nprofile = "minimal"\nauto_self_update = "disable"\n' \
     "$have-$triple" >"$r/usr/local/rustup/settings.toml"
@@ -202,7 +203,6 @@ EOF
 build_image() {
   local started=$SECONDS
   if [ -n "$FULL" ]; then
-    make_build_base
     log "podman build: the whole Dockerfile (build stage: scripts/build-optimized.sh)"
     podman build --pull=never --network host -f deploy/docker/Dockerfile -t "$IMAGE" .
   else
@@ -526,6 +526,7 @@ configure_podman
 mkdir -p "$WORK"
 STEP="the stand-in base images"
 make_runtime_base
+[ -z "$FULL" ] || make_build_base
 STEP="podman build"
 build_image
 pick_port LISTEN_PORT && pick_port ADMIN_PORT && pick_port AMITY_PORT
