@@ -988,7 +988,7 @@ pub async fn handle(
     let status = resp.status().as_u16();
     generation.metrics.count_request(route, status);
     if let Some(d) = outcome.upstream {
-        generation.metrics.upstream_latency.observe(d);
+        generation.metrics.upstream_latency.observe(d.as_secs_f64());
     }
     if let Some((method, uri)) = logged {
         tracing::info!(
