@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::model::config::RouteClass;
+
 mod shards;
 pub use shards::{DurationHistogram, ShardedCounter};
 
@@ -159,7 +161,7 @@ impl Metrics {
             "Idle HTTP/1 backend connections parked without buffers, until their next request",
             m.connections_parked.clone(),
         );
-        let ok = ["auth_token", "admin", "extra"].map(|route| {
+        let ok = RouteClass::NAMES.map(|route| {
             let c = m
                 .requests
                 .get_or_create(&RequestLabels { route, status: 200 })
