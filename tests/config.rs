@@ -60,7 +60,7 @@ async fn a_reload_names_every_setting_that_needs_a_restart() {
     let (env, _mock, proxy) = proxied("").await;
     let path = env.dir.path().join("config.yaml");
     let changed = std::fs::read_to_string(&path).unwrap()
-        + "workers: 3\nlimits:\n  max_connections: 77\n  max_header_bytes: 9000\n  max_in_flight: 5\ntimeouts:\n  idle_ms: 1234\n  header_read_ms: 2345\n  inbound_handshake_ms: 3456\n  shutdown_grace_ms: 4567\n  response_ms: 5678\n";
+        + "workers: 3\nlimits:\n  max_connections: 77\n  max_header_bytes: 9000\n  max_in_flight: 5\ntimeouts:\n  idle_ms: 1234\n  send_ms: 6789\n  header_read_ms: 2345\n  inbound_handshake_ms: 3456\n  shutdown_grace_ms: 4567\n  response_ms: 5678\n";
     std::fs::write(&path, changed).unwrap();
     let (status, _, body) = call(proxy.admin_addr, Method::POST, "/reload", &[], "")
         .await
@@ -70,8 +70,8 @@ async fn a_reload_names_every_setting_that_needs_a_restart() {
     assert!(
         message.ends_with(
             "; restart to apply workers, limits.max_connections, limits.max_header_bytes, \
-             timeouts.header_read_ms, timeouts.idle_ms, timeouts.inbound_handshake_ms, \
-             timeouts.shutdown_grace_ms"
+             timeouts.header_read_ms, timeouts.idle_ms, timeouts.send_ms, \
+             timeouts.inbound_handshake_ms, timeouts.shutdown_grace_ms"
         ),
         "{message}"
     );

@@ -13,8 +13,9 @@ use serde::Deserialize;
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'none'; \
                        base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The page's stylesheet, served at [`CSS_PATH`]. Readable on a phone: tables scroll
-/// sideways rather than squeeze.
+/// The page's stylesheet, served at [`CSS_PATH`]. Readable on a phone: on a narrow screen
+/// the certificate and reload tables show each row as a card, each cell named by its column
+/// (the header row stays for screen readers); the others scroll sideways.
 pub const CSS: &str = "\
 body{font:16px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;color:#1b1b1b}\
 h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.15rem;margin:1.6rem 0 .4rem}\
@@ -22,7 +23,11 @@ h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.15rem;margin:1.6rem 0 .4rem}\
 th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}\
 caption{text-align:left;font-weight:600;padding:.3rem 0}\
 .ok{color:#0a6b2d}.bad{color:#a4161a}.warn{color:#8a5a00}\
-meter{width:8rem;height:1rem}small{color:#555}";
+meter{width:8rem;height:1rem}small{color:#555}\
+@media (max-width:40rem){table.cards thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}\
+table.cards tr{display:block;border-bottom:2px solid #ddd;padding:.4rem 0}\
+table.cards th[scope=row],table.cards td{display:block;border:0;padding:.15rem .2rem}\
+table.cards td::before{content:attr(data-label) \": \";font-weight:600}}";
 
 /// Where the stylesheet is served.
 pub const CSS_PATH: &str = "/status.css";
@@ -162,7 +167,7 @@ fn certs(app: &AppView, now: i64) -> Markup {
         h2 { "Certificates of " (app.name) }
         p { "Upstream: " code { (app.upstream) } }
         div class="scroll" {
-            table {
+            table class="cards" {
                 caption { "Client certificates of app " (app.name) ", as registered in the Amity console" }
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Serial" }
@@ -177,17 +182,17 @@ fn certs(app: &AppView, now: i64) -> Markup {
                         @let days = c.seconds_left.div_euclid(86_400);
                         tr {
                             th scope="row" { (c.name) }
-                            td class=(role_class(&c.role)) { (role_text(&c.role)) }
-                            td { code { (c.serial) } }
-                            td { (c.not_after) }
-                            td {
+                            td data-label="Role" class=(role_class(&c.role)) { (role_text(&c.role)) }
+                            td data-label="Serial" { code { (c.serial) } }
+                            td data-label="Not after" { (c.not_after) }
+                            td data-label="Days left" {
                                 // A meter is coloured by the browser from low/high/optimum,
                                 // and screen readers read its value.
                                 meter min="0" max="90" low=(URGENT_DAYS) high=(RENEW_DAYS) optimum="90"
                                     value=(days.clamp(0, 90)) aria-label=(format!("{days} days left")) {}
                                 " " span class=(days_class(days)) { (days) " days" }
                             }
-                            td {
+                            td data-label="Last handshake" {
                                 @match &c.last_handshake {
                                     None => "not presented yet",
                                     Some(h) => {
@@ -215,18 +220,18 @@ fn reloads(events: &[ReloadEvent]) -> Markup {
             p class="bad" { "Last failed reload: " (why) " " small { "(the previous configuration kept serving)" } }
         }
         div class="scroll" {
-            table {
+            table class="cards" {
                 caption { "The last reloads, newest first" }
                 thead { tr { th scope="col" { "When" } th scope="col" { "Asked by" } th scope="col" { "Result" } } }
                 tbody {
                     @if events.is_empty() { tr { td colspan="3" { "No reload since start." } } }
                     @for e in events {
                         tr {
-                            td { (crate::model::pki::rfc3339(e.at)) }
-                            td { (e.trigger) }
+                            td data-label="When" { (crate::model::pki::rfc3339(e.at)) }
+                            td data-label="Asked by" { (e.trigger) }
                             @match &e.outcome {
-                                Ok(msg) => td class="ok" { "ok: " (msg) },
-                                Err(why) => td class="bad" { "failed: " (why) },
+                                Ok(msg) => td data-label="Result" class="ok" { "ok: " (msg) },
+                                Err(why) => td data-label="Result" class="bad" { "failed: " (why) },
                             }
                         }
                     }

@@ -16,13 +16,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use crate::telemetry::metrics::FixedReason;
+
+/// `timeouts.send_ms`'s default, for an [`Activity`] made without one.
+const DEFAULT_SEND: Duration = Duration::from_secs(10);
 
 /// Quiet time after which an HTTP/1 connection gives back hyper's buffers.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
@@ -60,6 +68,15 @@ pub struct Activity {
     head_ms: AtomicU64,
     /// When the latest request began, in ms since `start`.
     began_ms: AtomicU64,
+    /// Responses given up on as not taken within `send` (see [`Tracked`]), still counted in
+    /// `in_flight` until hyper lets go of them.
+    stalled: AtomicUsize,
+    /// How long a response body may go untaken.
+    send: Duration,
+    /// Counts the responses given up on.
+    send_timeouts: Counter,
+    /// Wakes [`drive`] when a response is given up on.
+    wake: AtomicWaker,
 }
 
 impl Activity {
@@ -73,6 +90,20 @@ impl Activity {
             unanswered: AtomicBool::new(false),
             head_ms: AtomicU64::new(0),
             began_ms: AtomicU64::new(0),
+            stalled: AtomicUsize::new(0),
+            send: DEFAULT_SEND,
+            send_timeouts: Counter::default(),
+            wake: AtomicWaker::new(),
+        }
+    }
+
+    /// A connection that starts now, whose response bodies the backend must take within
+    /// `send`; those it does not are counted in `timeouts`.
+    pub fn with_send_bound(send: Duration, timeouts: Counter) -> Self {
+        Self {
+            send,
+            send_timeouts: timeouts,
+            ..Self::new()
         }
     }
 
@@ -131,35 +162,186 @@ impl Drop for Busy {
 
 /// A response body that keeps its request counted as in flight until hyper drops it (written
 /// to the end, or abandoned): a connection streaming a slow body is neither idle nor parkable.
+///
+/// It also bounds how long the backend may leave it untaken. hyper polls a body only when
+/// the caller has room for more (HTTP/2 flow-control window, HTTP/1 socket buffer); an upstream
+/// HTTP/2 stream that nobody reads keeps its share of the upstream connection's window, which
+/// the other callers' responses on that connection need. A body still streaming after a frame
+/// is watched: once hyper has not taken a frame for `timeouts.send_ms` (and is not waiting on
+/// the upstream for one), the body is dropped, which resets the upstream stream and frees its
+/// window, and the backend connection is closed once its other requests are done (see
+/// [`drive`]). A body that is complete with its first frame, as a token response is, is never
+/// watched: no timer, no task.
 pub struct Tracked<B> {
-    body: B,
-    _busy: Busy,
+    body: Sent<B>,
+    busy: Busy,
+}
+
+enum Sent<B> {
+    /// Not watched (yet).
+    Direct(B),
+    /// Streaming, shared with its watchdog.
+    Watched(Arc<Watch<B>>),
+    /// Only while moving from `Direct` to `Watched`.
+    Moving,
+}
+
+struct Watch<B> {
+    /// `None` once given up on.
+    body: std::sync::Mutex<Option<B>>,
+    /// When hyper last took a frame, in ms since the connection's start.
+    taken_ms: AtomicU64,
+    /// hyper waits on the upstream for the next frame: the caller is not the one holding up.
+    waiting: AtomicBool,
+}
+
+/// The error hyper gets, instead of the rest of the body, for a response given up on.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend did not take the response within timeouts.send_ms ({0} ms)")]
+pub struct SendTimeout(u64);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while it is held; a poisoned lock still holds good state.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<B> Tracked<B> {
     /// `body`, counted by `busy` until dropped.
     pub fn new(body: B, busy: Busy) -> Self {
-        Self { body, _busy: busy }
+        Self {
+            body: Sent::Direct(body),
+            busy,
+        }
     }
 }
 
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+impl<B: Send + 'static> Tracked<B> {
+    /// Starts watching the body: hyper has just taken a frame and there is more to come.
+    fn watch(&mut self) {
+        let Sent::Direct(body) = std::mem::replace(&mut self.body, Sent::Moving) else {
+            return;
+        };
+        let activity = self.busy.0.clone();
+        let w = Arc::new(Watch {
+            body: std::sync::Mutex::new(Some(body)),
+            taken_ms: AtomicU64::new(activity.since_start()),
+            waiting: AtomicBool::new(false),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(watchdog(Arc::downgrade(&w), activity));
+        }
+        self.body = Sent::Watched(w);
+    }
+}
+
+/// Gives up on `w`'s body once hyper has not taken a frame of it for the connection's `send`
+/// bound; ends when the body is dropped (then `w` is gone) or given up on.
+async fn watchdog<B>(w: std::sync::Weak<Watch<B>>, activity: Arc<Activity>) {
+    let send = activity.send;
+    let mut at = Instant::now() + send;
+    loop {
+        tokio::time::sleep_until(at.into()).await;
+        let Some(w) = w.upgrade() else { return };
+        let now = Instant::now();
+        let due = activity.start + Duration::from_millis(w.taken_ms.load(Ordering::Relaxed)) + send;
+        if w.waiting.load(Ordering::Relaxed) || now < due {
+            at = due.max(now + send.min(PARK_AFTER));
+            continue;
+        }
+        let body = {
+            let mut slot = lock(&w.body);
+            let body = slot.take();
+            if body.is_some() {
+                activity.stalled.fetch_add(1, Ordering::Relaxed);
+            }
+            body
+        };
+        // Dropping the upstream body resets its stream and gives its window back.
+        drop(body);
+        activity.send_timeouts.inc();
+        activity.wake.wake();
+        if crate::telemetry::logthrottle::allow("response", "send_timeout") {
+            tracing::warn!(
+                reason = "send_timeout",
+                send_ms = send.as_millis() as u64,
+                "a backend did not take its response within timeouts.send_ms; dropped it (the upstream stream is reset) and closing that backend connection"
+            );
+        }
+        return;
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Sent::Watched(w) = &self.body {
+            if lock(&w.body).is_none() {
+                self.busy.0.stalled.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Tracked<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, BoxError>>> {
+        let this = self.get_mut();
+        let r = match &mut this.body {
+            Sent::Direct(body) => {
+                let r = Pin::new(&mut *body).poll_frame(cx);
+                let more = matches!(&r, Poll::Ready(Some(Ok(_)))) && !body.is_end_stream();
+                if more {
+                    this.watch();
+                }
+                r
+            }
+            Sent::Watched(w) => {
+                let mut slot = lock(&w.body);
+                let Some(body) = slot.as_mut() else {
+                    let ms = this.busy.0.send.as_millis() as u64;
+                    return Poll::Ready(Some(Err(SendTimeout(ms).into())));
+                };
+                let r = Pin::new(body).poll_frame(cx);
+                w.waiting.store(r.is_pending(), Ordering::Relaxed);
+                if r.is_ready() {
+                    w.taken_ms
+                        .store(this.busy.0.since_start(), Ordering::Relaxed);
+                }
+                r
+            }
+            Sent::Moving => Poll::Ready(None),
+        };
+        r.map(|f| f.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.body {
+            Sent::Direct(body) => body.is_end_stream(),
+            // Given up on: not the end, or hyper would end the caller's stream as complete.
+            Sent::Watched(w) => lock(&w.body).as_ref().is_some_and(|b| b.is_end_stream()),
+            Sent::Moving => true,
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        match &self.body {
+            Sent::Direct(body) => body.size_hint(),
+            Sent::Watched(w) => lock(&w.body)
+                .as_ref()
+                .map(|b| b.size_hint())
+                .unwrap_or_default(),
+            Sent::Moving => hyper::body::SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -346,6 +528,10 @@ pub struct Bounds {
     pub stop: watch::Receiver<bool>,
     /// Connections parked now.
     pub parked: Gauge,
+    /// Requests refused before routing, by reason (here: `header_timeout`).
+    pub refused: Family<FixedReason, Counter>,
+    /// Bound on a response body the backend does not take (see [`Tracked`]).
+    pub send: Duration,
 }
 
 /// A hyper connection that can be asked to finish after its current requests.
@@ -485,9 +671,17 @@ async fn drive<C: Graceful>(
                 }
             });
             let (mut first_stop, mut first_sleep) = (true, true);
+            // Registered once: a task's waker does not change (see `fired`).
+            let mut first_wake = true;
             std::future::poll_fn(|cx| {
+                if std::mem::take(&mut first_wake) {
+                    activity.wake.register(cx.waker());
+                }
                 if let Poll::Ready(r) = Pin::new(&mut *c).poll(cx) {
                     return Poll::Ready(Woke::Done(r));
+                }
+                if activity.stalled.load(Ordering::Relaxed) > 0 {
+                    return Poll::Ready(Woke::Stalled);
                 }
                 // This runs at every wake-up of the connection; the shutdown signal, like the
                 // timer (see `fired`), takes a lock at each poll and keeps its first waker.
@@ -508,6 +702,7 @@ async fn drive<C: Graceful>(
         };
         match woke {
             Woke::Done(r) => return r,
+            Woke::Stalled => return close(c, activity).await,
             Woke::Stop => {
                 c.graceful();
                 return c.await;
@@ -521,15 +716,26 @@ async fn drive<C: Graceful>(
             Woke::Tick => {
                 let now = Instant::now();
                 if head.is_some_and(|h| now >= h) && activity.head_deadline(bounds.head) == head {
-                    tracing::debug!(
-                        header_read_ms = bounds.head.as_millis() as u64,
-                        "request head not complete within timeouts.header_read_ms; closing"
-                    );
+                    bounds
+                        .refused
+                        .get_or_create(&FixedReason {
+                            reason: "header_timeout",
+                        })
+                        .inc();
+                    if crate::telemetry::logthrottle::allow(
+                        "refused_before_routing",
+                        "header_timeout",
+                    ) {
+                        tracing::warn!(
+                            reason = "header_timeout",
+                            header_read_ms = bounds.head.as_millis() as u64,
+                            "request head not complete within timeouts.header_read_ms; closing"
+                        );
+                    }
                     return Ok(());
                 }
                 if activity.quiet() && now >= activity.last() + bounds.idle {
-                    c.graceful();
-                    return c.await;
+                    return close(c, activity).await;
                 }
                 if let Some(h) = hangup.as_deref_mut() {
                     match activity.busy_since() {
@@ -554,9 +760,43 @@ async fn drive<C: Graceful>(
     }
 }
 
-/// What woke [`drive`]'s connection: it ended, shutdown, the hang-up watch, or its timer.
+/// How long a connection asked to close may take to do so once no request is in flight.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Closes a connection (idle, or with a response given up on): gracefully, and within
+/// [`CLOSE_WAIT`] once nothing is in flight but responses given up on.
+///
+/// hyper's HTTP/2 graceful close sends GOAWAY and a PING, and sends its final GOAWAY only once
+/// the client acknowledges that PING: a client that never does (sending PINGs of its own, or
+/// nothing) would hold the connection open for good; and a response the caller does not take
+/// is never finished. Requests that raced the GOAWAY are still waited for; they have bounds
+/// of their own.
+async fn close<C: Graceful>(c: &mut C, activity: &Activity) -> hyper::Result<()> {
+    c.graceful();
+    loop {
+        match tokio::time::timeout(CLOSE_WAIT, &mut *c).await {
+            Ok(r) => return r,
+            Err(_)
+                if activity.in_flight.load(Ordering::Relaxed)
+                    <= activity.stalled.load(Ordering::Relaxed) =>
+            {
+                tracing::debug!(
+                    close_wait_ms = CLOSE_WAIT.as_millis() as u64,
+                    "a connection did not finish closing after GOAWAY; dropping it"
+                );
+                return Ok(());
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// What woke [`drive`]'s connection: it ended, a response given up on, shutdown, the hang-up
+/// watch, or its timer.
 enum Woke {
     Done(hyper::Result<()>),
+    /// A response was given up on (see [`Tracked`]).
+    Stalled,
     Stop,
     HangUp,
     Tick,
@@ -617,5 +857,32 @@ where
         if !woken {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    #[tokio::test]
+    async fn only_a_body_still_streaming_after_a_frame_is_watched() {
+        let activity = Arc::new(Activity::new());
+        let (busy, _) = activity.begin();
+        let mut whole = Tracked::new(Full::new(Bytes::from_static(b"token")), busy);
+        assert!(whole.frame().await.unwrap().unwrap().is_data());
+        assert!(
+            matches!(whole.body, Sent::Direct(_)),
+            "a complete body got a watchdog"
+        );
+
+        let (busy, _) = activity.begin();
+        let frames = futures_util::stream::iter([b"a".as_slice(), b"b"].map(|b| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b)))
+        }));
+        let mut streaming = Tracked::new(StreamBody::new(frames), busy);
+        assert!(streaming.frame().await.unwrap().unwrap().is_data());
+        assert!(matches!(streaming.body, Sent::Watched(_)));
     }
 }

@@ -762,7 +762,9 @@ impl Generation {
         let retry = match (err.is_cert_rejection(), usable.next()) {
             (true, Some((second_n, second))) => {
                 self.metrics.failovers.inc();
-                tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
+                if crate::telemetry::logthrottle::allow("failover", "client_cert_rejected") {
+                    tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
+                }
                 self.count_rejection(first_n, second_n);
                 second
             }
@@ -771,7 +773,9 @@ impl Generation {
                 return Err(upstream_reject(&err, Some(&first.name)))
             }
             _ => {
-                tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
+                if crate::telemetry::logthrottle::allow("upstream_retry", "tls_failure") {
+                    tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
+                }
                 first
             }
         };
@@ -926,7 +930,10 @@ pub async fn handle(
     let mut resp = match forward(&generation, req, &conn, &rid, started, &mut outcome).await {
         Ok(resp) => resp,
         Err(reject) => {
-            if reject.status.is_server_error() {
+            // Per request, so summarised: a flood of them cannot fill the disk.
+            if (reject.status.is_server_error() || reject.status == StatusCode::TOO_MANY_REQUESTS)
+                && crate::telemetry::logthrottle::allow("request_failed", reject.kind)
+            {
                 tracing::warn!(
                     request_id = rid_text,
                     reason = reject.kind,

@@ -55,6 +55,8 @@ pub struct ConnOptions {
     pub idle: Duration,
     /// Bound on the inbound TLS handshake.
     pub handshake: Duration,
+    /// Bound on a response body the backend does not take.
+    pub send: Duration,
 }
 
 impl ConnOptions {
@@ -67,6 +69,7 @@ impl ConnOptions {
             grace: s.shutdown_grace,
             idle: s.idle,
             handshake: s.inbound_handshake,
+            send: s.send,
         }
     }
 
@@ -148,7 +151,9 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    if crate::telemetry::logthrottle::allow("accept", "failed") {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -169,6 +174,8 @@ pub async fn serve(
                 head: opts.header_read_timeout,
                 stop,
                 parked: state.metrics.connections_parked.clone(),
+                refused: state.metrics.inbound_refused.clone(),
+                send: opts.send,
             };
             let acceptor = state.current.load().inbound.clone();
             let Some(acceptor) = acceptor else {
@@ -183,9 +190,13 @@ pub async fn serve(
             let tls = match handshake.await {
                 Ok(Ok(tls)) => Box::new(tls),
                 Ok(Err(e)) => {
-                    return tracing::debug!(%peer, error = %e, "inbound TLS handshake failed")
+                    let reason = handshake_failure(&e);
+                    return handshake_failed(&state, reason, peer, &e.to_string());
                 }
-                Err(_) => return tracing::debug!(%peer, "inbound TLS handshake timed out"),
+                Err(_) => {
+                    let waited = format!("not complete within {} ms", opts.handshake.as_millis());
+                    return handshake_failed(&state, "timeout", peer, &waited);
+                }
             };
             let session = tls.get_ref().1;
             let caller = session
@@ -217,6 +228,65 @@ pub async fn serve(
     }
 }
 
+/// Why an inbound TLS handshake failed, as `inbound_handshake_failures` counts it.
+fn handshake_failure(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError as Cert, Error as Tls};
+    // tokio-rustls carries rustls' error as the I/O error's payload.
+    match e.get_ref().and_then(|e| e.downcast_ref::<Tls>()) {
+        Some(Tls::NoCertificatesPresented) => "no_certificate",
+        Some(Tls::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature)) => "unknown_ca",
+        Some(Tls::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        )) => "expired",
+        Some(Tls::InvalidCertificate(_)) => "bad_certificate",
+        // The caller refused the handshake, usually not trusting the proxy's certificate.
+        Some(Tls::AlertReceived(_)) => "caller_alert",
+        Some(_) => "protocol",
+        None if matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+        ) =>
+        {
+            "closed"
+        }
+        None => "protocol",
+    }
+}
+
+/// Counts a failed inbound handshake and logs it, summarised (see [`crate::telemetry::logthrottle`]).
+/// A caller that closes before or during the handshake (a TCP health check, a port scan)
+/// is counted but logged only at debug level.
+fn handshake_failed(state: &ProxyState, reason: &'static str, peer: SocketAddr, error: &str) {
+    state.metrics.inbound_handshake_failed(reason);
+    if reason == "closed" {
+        return tracing::debug!(%peer, error, "inbound TLS handshake: the caller closed");
+    }
+    if crate::telemetry::logthrottle::allow("inbound_handshake", reason) {
+        tracing::warn!(%peer, reason, error, "inbound TLS handshake failed");
+    }
+}
+
+/// Counts a connection that hyper ended over a request it could not accept (it answered 400 or
+/// 431 first), and logs it, summarised; other errors (the caller left) are only debug lines.
+fn connection_ended(state: &ProxyState, peer: SocketAddr, e: &hyper::Error) {
+    let reason = if e.is_parse_too_large() {
+        "header_too_large"
+    } else if e.is_parse() {
+        "bad_request"
+    } else {
+        return tracing::debug!(%peer, error = %e, "connection ended with an error");
+    };
+    state.metrics.refused(reason);
+    if crate::telemetry::logthrottle::allow("refused_before_routing", reason) {
+        tracing::warn!(%peer, reason, error = %e, "request refused before routing");
+    }
+}
+
 /// Serves one accepted connection: the protocol by ALPN or by its first bytes, then hyper.
 async fn serve_conn<S: Socket>(
     io: S,
@@ -226,9 +296,13 @@ async fn serve_conn<S: Socket>(
     builders: &Builders,
     bounds: Bounds,
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::with_send_bound(
+        bounds.send,
+        state.metrics.send_timeouts.clone(),
+    ));
     let act = activity.clone();
     let peer = conn.peer;
+    let shared = state.clone();
     let svc = service_fn(move |req| {
         // The generation rather than the state: one shared reference count touched per request.
         let (generation, conn) = (state.current.load_full(), conn.clone());
@@ -239,7 +313,7 @@ async fn serve_conn<S: Socket>(
         }
     });
     if let Err(e) = conn::serve(io, proto, svc, activity, builders, bounds).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        connection_ended(&shared, peer, &e);
     }
 }
 

@@ -27,6 +27,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A single `reason` label from a fixed set, hashed without an allocation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FixedReason {
+    /// Why.
+    pub reason: &'static str,
+}
+
 /// A single `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -70,6 +77,12 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Idle HTTP/1 backend connections that hold no buffers (see `conn`).
     pub connections_parked: Gauge,
+    /// Failed inbound TLS handshakes (`inbound_tls`), by reason.
+    pub inbound_handshake_failures: Family<FixedReason, Counter>,
+    /// Backend requests refused before routing (malformed, head too large, head too slow).
+    pub inbound_refused: Family<FixedReason, Counter>,
+    /// Responses dropped as not taken by the backend within `timeouts.send_ms`.
+    pub send_timeouts: Counter,
     /// `requests` with status 200 for each forwarded route class, looked up once: the
     /// common case then costs no label hashing.
     ok: [(&'static str, ShardedCounter); 3],
@@ -98,6 +111,9 @@ impl Metrics {
             failovers: Counter::default(),
             connections: Gauge::default(),
             connections_parked: Gauge::default(),
+            inbound_handshake_failures: Family::default(),
+            inbound_refused: Family::default(),
+            send_timeouts: Counter::default(),
             ok: Default::default(),
             registry: Registry::default(),
         };
@@ -161,6 +177,21 @@ impl Metrics {
             "Idle HTTP/1 backend connections parked without buffers, until their next request",
             m.connections_parked.clone(),
         );
+        registry.register(
+            "inbound_handshake_failures",
+            "Backend TLS handshakes that failed, by reason: no_certificate, unknown_ca, expired, bad_certificate, caller_alert, protocol, timeout, closed",
+            m.inbound_handshake_failures.clone(),
+        );
+        registry.register(
+            "inbound_refused",
+            "Backend requests refused before routing, by reason: bad_request (400), header_too_large (431), header_timeout (408: head not complete within timeouts.header_read_ms)",
+            m.inbound_refused.clone(),
+        );
+        registry.register(
+            "send_timeouts",
+            "Responses dropped because the backend did not take them within timeouts.send_ms (its connection is then closed)",
+            m.send_timeouts.clone(),
+        );
         let ok = RouteClass::NAMES.map(|route| {
             let c = m
                 .requests
@@ -214,6 +245,20 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// Counts a failed inbound TLS handshake.
+    pub fn inbound_handshake_failed(&self, reason: &'static str) {
+        self.inbound_handshake_failures
+            .get_or_create(&FixedReason { reason })
+            .inc();
+    }
+
+    /// Counts a request refused before routing.
+    pub fn refused(&self, reason: &'static str) {
+        self.inbound_refused
+            .get_or_create(&FixedReason { reason })
             .inc();
     }
 

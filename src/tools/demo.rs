@@ -53,6 +53,7 @@ pub fn mock_options(
         max_connections: None,
         idle_timeout: None,
         max_age: None,
+        users_body_bytes: 0,
     })
 }
 

@@ -73,6 +73,9 @@ pub struct MockOptions {
     /// Close each connection gracefully (HTTP/2: GOAWAY) this long after it opened, as
     /// servers that recycle their connections on a schedule do; `None`: never.
     pub max_age: Option<Duration>,
+    /// Pad the admin call's answer (`GET /api/v3/users`) to at least this many bytes (a
+    /// large response, for slow readers); 0: as is.
+    pub users_body_bytes: usize,
 }
 
 /// One request as the stand-in saw it.
@@ -615,10 +618,11 @@ impl Mock {
                 if token != Some(self.opts.admin_token.as_str()) {
                     return amity_error(StatusCode::UNAUTHORIZED, 400100, "Unauthorized.");
                 }
-                json_response(
-                    StatusCode::OK,
-                    json!({"users":[{"userId":"mock-user-1","displayName":"Mock User"}],"paging":{}}),
-                )
+                let mut users = json!({"users":[{"userId":"mock-user-1","displayName":"Mock User"}],"paging":{}});
+                if self.opts.users_body_bytes > 0 {
+                    users["pad"] = "x".repeat(self.opts.users_body_bytes).into();
+                }
+                json_response(StatusCode::OK, users)
             }
             _ => amity_error(StatusCode::NOT_FOUND, 400400, "Resource Not Found."),
         }

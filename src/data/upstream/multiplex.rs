@@ -20,9 +20,12 @@ use hyper_util::rt::TokioIo;
 use super::{TlsFailure, Watched};
 use crate::data::workers::Padded;
 
+// A stream's window is what one response nobody reads can hold of its connection's window
+// (until `timeouts.send_ms` drops it): the connection's is many times larger, so that a few
+// such responses leave room for every other caller's.
+const STREAM_WINDOW: u32 = 256 << 10;
+const CONNECTION_WINDOW: u32 = 8 << 20;
 // hyper's HTTP/2 client settings, kept as they were when requests went through hyper.
-const STREAM_WINDOW: u32 = 2 << 20;
-const CONNECTION_WINDOW: u32 = 5 << 20;
 const MAX_FRAME: u32 = 16 << 10;
 const MAX_HEADER_LIST: u32 = 16 << 10;
 const MAX_SEND_BUFFER: usize = 1 << 20;

@@ -30,6 +30,12 @@ pub struct TimeoutsConfig {
     /// closed. Read at start only.
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
+    /// A response body the backend does not take for this long (an HTTP/2 caller that keeps
+    /// its window closed, an HTTP/1 caller that does not read) is dropped: its upstream stream
+    /// is reset, freeing the upstream connection's window, and the backend connection is
+    /// closed once its other requests are done. Read at start only.
+    #[serde(default = "default_send_ms")]
+    pub send_ms: u64,
     /// TLS handshake with a backend (with `inbound_tls`). Read at start only.
     #[serde(default = "default_inbound_handshake_ms")]
     pub inbound_handshake_ms: u64,
@@ -53,6 +59,9 @@ fn default_header_read_ms() -> u64 {
 fn default_idle_ms() -> u64 {
     60_000
 }
+fn default_send_ms() -> u64 {
+    10_000
+}
 fn default_inbound_handshake_ms() -> u64 {
     5_000
 }
@@ -68,6 +77,7 @@ impl Default for TimeoutsConfig {
             response_ms: default_response_ms(),
             header_read_ms: default_header_read_ms(),
             idle_ms: default_idle_ms(),
+            send_ms: default_send_ms(),
             inbound_handshake_ms: default_inbound_handshake_ms(),
             shutdown_grace_ms: default_grace_ms(),
         }
@@ -95,6 +105,10 @@ impl TimeoutsConfig {
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
     }
+    /// Bound on a response body the backend does not take.
+    pub fn send(&self) -> Duration {
+        Duration::from_millis(self.send_ms)
+    }
     /// Inbound TLS handshake bound.
     pub fn inbound_handshake(&self) -> Duration {
         Duration::from_millis(self.inbound_handshake_ms)
@@ -112,6 +126,7 @@ impl TimeoutsConfig {
             ("timeouts.response_ms", self.response_ms),
             ("timeouts.header_read_ms", self.header_read_ms),
             ("timeouts.idle_ms", self.idle_ms),
+            ("timeouts.send_ms", self.send_ms),
             ("timeouts.inbound_handshake_ms", self.inbound_handshake_ms),
         ]
         .into_iter()

@@ -53,6 +53,7 @@ impl Validated {
             max_header_bytes: l.max_header_bytes,
             header_read: t.header_read(),
             idle: t.idle(),
+            send: t.send(),
             inbound_handshake: t.inbound_handshake(),
             shutdown_grace: t.shutdown_grace(),
         }
@@ -78,6 +79,8 @@ pub struct StartOnly {
     pub header_read: Duration,
     /// `timeouts.idle_ms`.
     pub idle: Duration,
+    /// `timeouts.send_ms`.
+    pub send: Duration,
     /// `timeouts.inbound_handshake_ms`.
     pub inbound_handshake: Duration,
     /// `timeouts.shutdown_grace_ms`.
@@ -97,7 +100,7 @@ pub struct StartOnlyChange {
 
 impl StartOnly {
     /// Each field as the config names and writes it.
-    fn fields(&self) -> [(&'static str, String); 9] {
+    fn fields(&self) -> [(&'static str, String); 10] {
         let ms = |d: Duration| d.as_millis().to_string();
         [
             ("listen", self.listen.to_string()),
@@ -107,6 +110,7 @@ impl StartOnly {
             ("limits.max_header_bytes", self.max_header_bytes.to_string()),
             ("timeouts.header_read_ms", ms(self.header_read)),
             ("timeouts.idle_ms", ms(self.idle)),
+            ("timeouts.send_ms", ms(self.send)),
             ("timeouts.inbound_handshake_ms", ms(self.inbound_handshake)),
             ("timeouts.shutdown_grace_ms", ms(self.shutdown_grace)),
         ]
