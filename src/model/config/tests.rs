@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::time::Duration;
 
 use super::error::{looks_like_config, pem_kind};
 use super::*;
@@ -118,4 +119,86 @@ fn unknown_key_is_rejected_with_position() {
     let msg = e.to_string();
     assert!(msg.contains("listen_typo"), "{msg}");
     assert!(msg.contains("line 3") || msg.contains("3:"), "{msg}");
+}
+
+#[test]
+fn route_classes_are_named_once_and_parse_by_that_name() {
+    for c in RouteClass::ALL {
+        assert_eq!(RouteClass::from_name(c.as_str()), Some(c));
+    }
+    let c = parse_str(
+        "listen: 127.0.0.1:1\nupstream: {region: sg}\ncallers:\n  - {identity: a, routes: [auth_token, admin, extra]}\n",
+    )
+    .unwrap();
+    assert_eq!(c.callers[0].routes, RouteClass::ALL);
+}
+
+#[test]
+fn every_section_reports_its_problems_with_field_paths() {
+    let yaml = "listen: nowhere\nupstream:\n  region: mars\n  pool_idle_timeout_ms: 0\n  cert_rejected_answers: [{status: 200, body_contains: x}]\nactive: gone\nfailover_after: 0\nworkers: 5000\ncallers: [{identity: ' ', routes: [admin]}]\nroutes:\n  admin_prefixes: [/x]\n  extra: [{path: a}, {method: GET}]\nlimits:\n  max_header_bytes: 100\n  max_in_flight: 0\n  rate_limit: {per_second: 0, burst: 1}\ntimeouts:\n  idle_ms: 0\n  send_ms: 0\n";
+    let config = parse_str(yaml).unwrap();
+    let Err(ConfigError::Invalid { problems, .. }) =
+        validate(Path::new("t.yaml"), config, Path::new("/nonexistent"))
+    else {
+        panic!("not invalid");
+    };
+    let mut fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "active",
+            "callers",
+            "callers[0].identity",
+            "failover_after",
+            "limits.max_header_bytes",
+            "limits.max_in_flight",
+            "limits.rate_limit",
+            "listen",
+            "routes.admin_prefixes[0]",
+            "routes.extra[0]",
+            "routes.extra[1]",
+            "timeouts.idle_ms",
+            "timeouts.send_ms",
+            "upstream.cert_rejected_answers[0].status",
+            "upstream.pool_idle_timeout_ms",
+            "upstream.region",
+            "workers",
+        ],
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn start_only_changes_name_each_field_with_both_values() {
+    let running = StartOnly {
+        listen: "127.0.0.1:8080".parse().unwrap(),
+        admin_listen: "127.0.0.1:9901".parse().unwrap(),
+        workers: 2,
+        max_connections: 100,
+        max_header_bytes: 16384,
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        send: Duration::from_secs(10),
+        inbound_handshake: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    assert_eq!(running.changes(&running.clone()), []);
+    let configured = StartOnly {
+        admin_listen: "127.0.0.1:9902".parse().unwrap(),
+        idle: Duration::from_millis(1500),
+        ..running.clone()
+    };
+    let change = |field, running: &str, configured: &str| StartOnlyChange {
+        field,
+        running: running.into(),
+        configured: configured.into(),
+    };
+    assert_eq!(
+        running.changes(&configured),
+        [
+            change("admin_listen", "127.0.0.1:9901", "127.0.0.1:9902"),
+            change("timeouts.idle_ms", "60000", "1500"),
+        ]
+    );
 }
