@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::control::status::{ReloadEvent, ReloadHistory};
 use crate::data::proxy::{Generation, ProxyState};
 use crate::model::config;
-use crate::model::pki;
+use crate::model::pki::{self, CertState};
 
 /// What a reload says when the files it was woken for hold what they held.
 const UNCHANGED: &str = "unchanged";
@@ -231,12 +231,18 @@ fn fingerprint(path: &Path) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
-/// Logs a warning for each certificate under 30, 14 or 7 days from expiry.
+/// Logs a warning for each certificate under 30, 14 or 7 days from expiry, or past it.
 pub fn warn_expiring(g: &Generation) {
     let now = pki::now_unix();
     for i in &g.identities {
-        let days = i.info.days_left(now);
-        if let Some(limit) = [7, 14, 30].into_iter().find(|l| days < *l) {
+        let days = match i.info.state(now) {
+            CertState::Valid => continue,
+            CertState::Expiring { days_left } => days_left,
+            // Outside its validity, its days left still rank it: an expired one's are negative,
+            // under every limit.
+            CertState::Expired | CertState::NotYetValid => i.info.days_left(now),
+        };
+        if let Some(limit) = [7, 14, pki::RENEW_DAYS].into_iter().find(|l| days < *l) {
             tracing::warn!(
                 cert = %i.name,
                 serial = %i.info.serial,

@@ -26,7 +26,7 @@ use crate::model::config::{
     CallerSecrets, CertRejectedAnswer, LimitsConfig, PathRule, RoutesConfig, Validated,
     CERT_REJECTED_BODY_BYTES,
 };
-use crate::model::pki::{self, CertInfo};
+use crate::model::pki::{self, CertInfo, CertState};
 use crate::telemetry::metrics::{CertLabels, Metrics};
 
 /// Response body: the upstream's, streamed, or one of ours. Not boxed: no allocation per
@@ -601,7 +601,9 @@ impl Generation {
             self.metrics
                 .cert_active
                 .get_or_create(&i.labels())
-                .set(i64::from(n == active && i.info.valid_at(pki::now_unix())));
+                .set(i64::from(
+                    n == active && i.info.state(pki::now_unix()).is_usable(),
+                ));
         }
     }
 
@@ -616,7 +618,7 @@ impl Generation {
         let valid = move |n: usize| {
             self.identities
                 .get(n)
-                .filter(|i| i.info.valid_at(now))
+                .filter(|i| i.info.state(now).is_usable())
                 .map(|i| (n, i))
         };
         valid(active).into_iter().chain(
@@ -640,7 +642,7 @@ impl Generation {
             .identities
             .iter()
             .map(|i| {
-                if now > i.info.not_after {
+                if i.info.state(now) == CertState::Expired {
                     format!("{} expired on {}", i.name, pki::rfc3339(i.info.not_after))
                 } else {
                     format!(
@@ -660,14 +662,11 @@ impl Generation {
         self.identities
             .iter()
             .map(|i| {
-                let role = if Some(i.name.as_str()) == active {
-                    "active"
-                } else if i.info.valid_at(now) {
-                    "standby"
-                } else if now > i.info.not_after {
-                    "expired"
-                } else {
-                    "not_yet_valid"
+                let role = match i.info.state(now) {
+                    _ if Some(i.name.as_str()) == active => "active",
+                    CertState::Valid | CertState::Expiring { .. } => "standby",
+                    CertState::Expired => "expired",
+                    CertState::NotYetValid => "not_yet_valid",
                 };
                 serde_json::json!({
                     "name": i.name,
@@ -821,7 +820,7 @@ impl Identity {
 
 /// The certificate to present first: `active` if it is valid now, else the valid one that expires last.
 fn preferred(ids: &[Identity], active: Option<&str>, now: i64) -> usize {
-    let valid = |i: &&Identity| i.info.valid_at(now);
+    let valid = |i: &&Identity| i.info.state(now).is_usable();
     if let Some(n) = active.and_then(|a| ids.iter().position(|i| i.name == a && valid(&i))) {
         return n;
     }

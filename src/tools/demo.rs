@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use crate::data::upstream::{upstream_path, Outgoing, Upstream};
 use crate::model::config;
 use crate::model::pki::{
-    self, CertName, CertState, CertStore, CsrRequest, DevCa, KeyType, Validity,
+    self, CertName, CertStore, CsrRequest, DevCa, EntryState, KeyType, Validity,
 };
 use crate::process::server;
 use crate::telemetry::metrics::Metrics;
@@ -125,7 +125,7 @@ fn prepare_certs(config_path: &Path) -> Result<(), String> {
         .list(&[])
         .into_iter()
         .find(|e| e.name == DEMO_CERT)
-        .is_some_and(|e| e.state == CertState::Installed && e.days_left.unwrap_or(0) > 7);
+        .is_some_and(|e| e.state == EntryState::Installed && e.days_left.unwrap_or(0) > 7);
     step(2, &format!("client certificate {DEMO_CERT:?}: key + CSR (`cert new`), signed by the dev CA (as the console would), imported (`cert import`)"));
     if installed {
         println!("    reusing {}", store.path(DEMO_CERT, "crt").display());
