@@ -36,7 +36,7 @@ impl RouteClass {
 
 impl<'de> Deserialize<'de> for RouteClass {
     /// By name, refusing an unknown one with the field, the value and the names allowed
-    /// (serde's own message names neither the field nor the choices in plain words).
+    /// (serde's own message would not name the field).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
         Self::from_name(&name).ok_or_else(|| {
