@@ -60,16 +60,16 @@ pub struct ConnOptions {
 }
 
 impl ConnOptions {
-    /// From a validated config.
+    /// From a validated config: its start-only part, which a reload does not change.
     pub fn from_config(v: &Validated) -> Self {
-        let t = &v.config.timeouts;
+        let s = v.start_only();
         Self {
-            header_read_timeout: t.header_read(),
-            max_header_bytes: v.config.limits.max_header_bytes,
-            grace: t.shutdown_grace(),
-            idle: t.idle(),
-            handshake: t.inbound_handshake(),
-            send: t.send(),
+            header_read_timeout: s.header_read,
+            max_header_bytes: s.max_header_bytes,
+            grace: s.shutdown_grace,
+            idle: s.idle,
+            handshake: s.inbound_handshake,
+            send: s.send,
         }
     }
 
@@ -413,8 +413,9 @@ fn spawn_workers(
         source,
     };
     let listener = listener.into_std().map_err(io)?;
-    let workers = crate::data::workers::resolve(v.config.workers);
-    let slots = Arc::new(Semaphore::new(v.config.limits.max_connections));
+    let start = v.start_only();
+    let workers = crate::data::workers::resolve(start.workers);
+    let slots = Arc::new(Semaphore::new(start.max_connections));
     let opts = ConnOptions::from_config(v);
     let (done, all_done) = mpsc::channel(1);
     for i in 0..workers {

@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::model::config::RouteClass;
 /// Labels of `amity_proxy_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -186,7 +187,7 @@ impl Metrics {
             m.send_timeouts.clone(),
         );
         // Exported from the start, at zero, so that rates over them exist before traffic.
-        for route in ["auth_token", "admin", "extra"] {
+        for route in RouteClass::NAMES {
             m.requests
                 .get_or_create(&RequestLabels { route, status: 200 })
                 .inc_by(0);
