@@ -457,6 +457,41 @@ async fn metrics_describe_the_pool_and_the_certificates() {
     }
 }
 
+/// Building a generation (as a reload does before it knows the new configuration is good) must
+/// not touch what `/metrics` says about the certificates being served: only publishing does.
+#[tokio::test]
+async fn an_unpublished_generation_leaves_the_certificate_metrics_alone() {
+    let env = Env::new();
+    let serial = env.client_cert("cert-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["cert-a"], "")).await;
+    // Another configuration, in a directory of its own: the running proxy never loads it.
+    let other = Env::new();
+    let other_serial = other.client_cert("cert-b");
+    let built = amity_mtls_proxy::data::proxy::Generation::build(
+        &other.config(mock.addr, &["cert-b"], ""),
+        proxy.state.metrics.clone(),
+    )
+    .unwrap();
+    drop(built);
+    let m = get_metrics(proxy.admin_addr).await;
+    for name in [
+        "amity_proxy_cert_expiry_timestamp_seconds",
+        "amity_proxy_cert_active",
+    ] {
+        assert!(
+            metric(&m, name, &[("name", "cert-a"), ("serial", &serial)]).is_some(),
+            "{name} no longer names the serving certificate"
+        );
+        assert_eq!(
+            metric(&m, name, &[("name", "cert-b"), ("serial", &other_serial)]),
+            None,
+            "{name} names a certificate that was never published"
+        );
+    }
+    assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_live_reports_each_certificate() {
     let env = Env::new();

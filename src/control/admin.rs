@@ -59,18 +59,9 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     reply(status, "application/json", v.to_string())
 }
 
-fn refuse(status: StatusCode, kind: &'static str, message: String) -> Reject {
-    Reject {
-        status,
-        kind,
-        message,
-        retry_after: None,
-    }
-}
-
 /// A refusal in the proxy's Amity-shaped error body.
 fn refusal(reject: Reject) -> Response<Full<Bytes>> {
-    let status = reject.status;
+    let status = reject.status();
     let mut r = reply(status, "application/json", reject.body("-"));
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
@@ -121,23 +112,16 @@ impl Admin {
             .get(header::HOST)
             .map(|h| h.to_str().unwrap_or("(not text)"));
         if let Some(host) = host.filter(|h| !host_allowed(h, local.bound, local.reached)) {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "admin_host_refused",
-                format!("Host {host:?} is neither this admin listener's address nor localhost"),
-            ));
+            return Err(Reject::AdminHostRefused {
+                host: host.to_string(),
+            });
         }
         let safe = matches!(*req.method(), Method::GET | Method::HEAD);
         if !safe && headers.contains_key(header::ORIGIN) {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "admin_origin_refused",
-                format!(
-                    "{} {} from a web page (it carries Origin) is refused",
-                    req.method(),
-                    req.uri().path()
-                ),
-            ));
+            return Err(Reject::AdminOriginRefused {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+            });
         }
         if let Some(token) = self.auth.load().as_deref() {
             let given = headers
@@ -146,11 +130,7 @@ impl Admin {
                 .unwrap_or_default();
             let expected = token.expose().as_bytes();
             if aws_lc_rs::constant_time::verify_slices_are_equal(given, expected).is_err() {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "admin_token_required",
-                    "this admin endpoint needs Authorization: Bearer with the token in admin_auth_token_file".to_string(),
-                ));
+                return Err(Reject::AdminTokenRequired);
             }
         }
         Ok(())

@@ -141,7 +141,7 @@ impl Reloader {
         );
         warn_expiring(&generation);
         // In-flight requests keep the old generation; its idle pooled connections close when they finish.
-        self.state.current.store(Arc::new(generation));
+        self.state.publish(generation);
         self.admin_auth
             .store(v.admin_auth_token.clone().map(Arc::new));
         if let Ok(mut f) = self.fingerprint.lock() {

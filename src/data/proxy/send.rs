@@ -1,0 +1,229 @@
+//! The exchange with the upstream: the certificate presented, the one retry after a TLS
+//! failure, failover when the upstream refuses our certificate (by a TLS alert, or by an HTTP
+//! answer that `upstream.cert_rejected_answers` recognises).
+
+use http::Response;
+
+use super::body::FromUpstream;
+use super::generation::Generation;
+use super::reject::{upstream_reject, Reject};
+use crate::data::upstream::{Outgoing, Upstream, UpstreamError};
+use crate::model::config::CertRejectedAnswer;
+use crate::model::pki;
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug)]
+pub(super) enum SendError {
+    /// Connecting, TLS or HTTP failed.
+    Upstream(UpstreamError),
+    /// The upstream answered that it refused our client certificate (a rule of
+    /// `upstream.cert_rejected_answers` matched).
+    CertRefused {
+        /// The answer's status.
+        status: u16,
+        /// The rule's text, which the answer held.
+        says: String,
+    },
+}
+
+impl SendError {
+    /// A TLS failure, before the upstream read the request.
+    pub(super) fn is_tls_failure(&self) -> bool {
+        matches!(self, Self::Upstream(e) if e.is_tls_failure())
+    }
+
+    /// The upstream refused our client certificate, by a TLS alert or in HTTP.
+    pub(super) fn is_cert_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::Upstream(UpstreamError::ClientCertRejected { .. }) | Self::CertRefused { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Upstream(e) => e.fmt(f),
+            Self::CertRefused { status, says } => write!(
+                f,
+                "upstream refused our client certificate (HTTP {status} answer saying {says:?})"
+            ),
+        }
+    }
+}
+
+/// The rule of `rules` that an answer with `status` and a body starting with `start` matches.
+fn refusal<'r>(
+    rules: &'r [CertRejectedAnswer],
+    status: u16,
+    start: &[u8],
+) -> Option<&'r CertRejectedAnswer> {
+    rules.iter().find(|r| {
+        let text = r.body_contains.as_bytes();
+        r.status == status && !text.is_empty() && start.windows(text.len()).any(|w| w == text)
+    })
+}
+
+/// A response from the upstream, with the name of the certificate presented for it.
+type Sent<'g> = (Response<FromUpstream>, Option<&'g str>);
+
+impl Generation {
+    /// Sends upstream with the active certificate. On a TLS failure the request
+    /// (never read by the upstream) is retried once: with the other certificate when
+    /// the upstream refused ours and another is usable, else on a new connection. An HTTP
+    /// answer refusing the certificate (`upstream.cert_rejected_answers`: the upstream
+    /// handled nothing) is retried with the other certificate only.
+    pub async fn send(&self, out: &Outgoing) -> Result<Sent<'_>, Reject> {
+        let Some(anonymous) = &self.anonymous else {
+            return self.send_with_cert(out).await;
+        };
+        let mut result = self.exchange(anonymous, out).await;
+        if result.as_ref().is_err_and(SendError::is_tls_failure) {
+            result = self.exchange(anonymous, out).await;
+        }
+        result
+            .map(|r| (r, None))
+            .map_err(|e| upstream_reject(&e, None))
+    }
+
+    /// One exchange; an answer that `cert_refusals` recognises is an error.
+    async fn exchange(
+        &self,
+        upstream: &Upstream,
+        out: &Outgoing,
+    ) -> Result<Response<FromUpstream>, SendError> {
+        let resp = upstream.send(out).await.map_err(SendError::Upstream)?;
+        let status = resp.status().as_u16();
+        // Only a status a rule names has its body read: a 200 goes on untouched.
+        if !self.cert_refusals.iter().any(|a| a.status == status) {
+            return Ok(resp.map(FromUpstream::new));
+        }
+        let (parts, body) = resp.into_parts();
+        let (body, start) = FromUpstream::read_start(body).await?;
+        match refusal(&self.cert_refusals, status, &start) {
+            Some(rule) => {
+                self.metrics.handshake_failed("client_cert_rejected");
+                Err(SendError::CertRefused {
+                    status,
+                    says: rule.body_contains.clone(),
+                })
+            }
+            None => Ok(Response::from_parts(parts, body)),
+        }
+    }
+
+    async fn send_with_cert(&self, out: &Outgoing) -> Result<Sent<'_>, Reject> {
+        let now = pki::now_unix();
+        let mut usable = self.failover.usable(&self.identities, now);
+        let Some((first_n, first)) = usable.next() else {
+            return Err(Reject::NoUsableCert {
+                why: self.unusable_reason(now),
+            });
+        };
+        let result = self.exchange(&first.upstream, out).await;
+        first.record(result.as_ref().map(|_| ()), now);
+        let err = match result {
+            Ok(r) => {
+                self.failover.accepted(first_n);
+                return Ok((r, Some(first.name.as_str())));
+            }
+            Err(e) if e.is_tls_failure() || e.is_cert_rejection() => e,
+            Err(e) => return Err(upstream_reject(&e, Some(&first.name))),
+        };
+        let retry = match (err.is_cert_rejection(), usable.next()) {
+            (true, Some((second_n, second))) => {
+                self.metrics.failovers.inc();
+                if crate::telemetry::logthrottle::allow("failover", "client_cert_rejected") {
+                    tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
+                }
+                self.count_rejection(first_n, second_n);
+                second
+            }
+            // The same certificate would be refused the same way over HTTP.
+            (true, None) if !err.is_tls_failure() => {
+                return Err(upstream_reject(&err, Some(&first.name)))
+            }
+            _ => {
+                if crate::telemetry::logthrottle::allow("upstream_retry", "tls_failure") {
+                    tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
+                }
+                first
+            }
+        };
+        let result = self.exchange(&retry.upstream, out).await;
+        retry.record(result.as_ref().map(|_| ()), now);
+        result
+            .map(|r| (r, Some(retry.name.as_str())))
+            .map_err(|e| upstream_reject(&e, Some(&retry.name)))
+    }
+
+    /// After `failover_after` consecutive rejections of the active certificate, switch to `to`.
+    fn count_rejection(&self, from: usize, to: usize) {
+        if let Some(n) = self.failover.rejected(from, to) {
+            tracing::warn!(
+                from = %self.identities[from].name,
+                to = %self.identities[to].name,
+                rejections = n,
+                "switching client certificate until the next reload"
+            );
+            self.publish_active();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn refusal_pages_are_recognised_by_status_and_text() {
+        let rules = crate::model::config::CertRejectedAnswers::default().0;
+        // nginx 1.22's pages for its internal 495 and 496, as sent.
+        let page = |text: &str| {
+            format!("<html>\r\n<head><title>400 {text}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{text}</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+        };
+        let unverified = page("The SSL certificate error");
+        let missing = page("No required SSL certificate was sent");
+        assert_eq!(
+            refusal(&rules, 400, unverified.as_bytes()).map(|r| r.body_contains.as_str()),
+            Some("The SSL certificate error")
+        );
+        assert!(refusal(&rules, 400, missing.as_bytes()).is_some());
+        // Another status, or a 400 of the application's own, is no refusal.
+        assert!(refusal(&rules, 403, unverified.as_bytes()).is_none());
+        assert!(refusal(&rules, 200, unverified.as_bytes()).is_none());
+        assert!(refusal(&rules, 400, br#"{"status":"error","code":400000}"#).is_none());
+        assert!(refusal(&rules, 400, b"").is_none());
+        // Case-sensitive: the rule names the text as the server writes it.
+        assert!(refusal(&rules, 400, b"the ssl certificate error").is_none());
+        let cdn = [CertRejectedAnswer {
+            status: 403,
+            body_contains: "client certificate".into(),
+        }];
+        assert!(refusal(&cdn, 403, b"<p>bad client certificate</p>").is_some());
+        assert!(refusal(
+            &cdn,
+            403,
+            br#"{"code":400300,"message":"Forbidden error."}"#
+        )
+        .is_none());
+        assert!(refusal(&[], 400, unverified.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn cert_refusals_get_the_client_cert_rejected_error() {
+        let e = SendError::CertRefused {
+            status: 400,
+            says: "The SSL certificate error".into(),
+        };
+        assert!(e.is_cert_rejection() && !e.is_tls_failure());
+        let r = upstream_reject(&e, Some("backend-a"));
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(r.reason(), "client_cert_rejected");
+        let message = r.message();
+        assert!(message.contains("HTTP 400"), "{message}");
+        assert!(message.contains("\"backend-a\" was presented"), "{message}");
+    }
+}
