@@ -521,7 +521,7 @@ async fn mock_amity(config: &Path, a: MockArgs) -> Result<(), String> {
     tracing::info!(addr = %handle.addr, "stand-in Amity serving; client certificates must come from the dev CA");
     tokio::select! {
         _ = handle.wait() => {}
-        _ = crate::process::server::terminate_signal() => {}
+        _ = crate::process::signals::terminate() => {}
     }
     Ok(())
 }

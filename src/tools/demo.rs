@@ -246,7 +246,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
     println!("  curl -sS http://{admin}/certs                       # which certificate is active, days left");
     println!("  curl -sS http://{admin}/metrics");
     println!("  curl -sS -X POST http://{admin}/reload              # after editing config.yaml or the certificates");
-    server::terminate_signal().await;
+    crate::process::signals::terminate().await;
     proxy.shutdown().await;
     mock.shutdown().await;
     Ok(())
