@@ -9,7 +9,8 @@ What runs:
              by ALPN, returning a small JSON token; plus a plain-HTTP port (direct baseline)
   proxies    ours (release build), nginx (proxy_pass https, keepalive), HAProxy
              (server ... ssl crt ... verify required alpn h2,http/1.1, http-reuse always),
-             each with one worker and with all cores
+             each with one worker and with all cores; in the throughput rounds also
+             haproxy-lean, HAProxy without the allow-list and without a master process
   load       wrk, keep-alive, 32 and 256 connections, GET /api/v3/authentication/token?userId=u1,
              rounds alternating between the proxies
   extra      new inbound mTLS connections per second, RSS with 10,000 idle inbound connections,
@@ -57,7 +58,7 @@ def parse_args():
     ap.add_argument("--conn-secs", type=int, default=10)
     ap.add_argument("--conn-procs", type=int, default=6)
     ap.add_argument("--start-reps", type=int, default=5)
-    ap.add_argument("--proxies", nargs="+", choices=["ours", "nginx", "haproxy"], default=["ours", "nginx", "haproxy"],
+    ap.add_argument("--proxies", nargs="+", choices=scenarios.THROUGHPUT_PEERS, default=list(scenarios.THROUGHPUT_PEERS),
                     help="throughput rounds for these only (a quick check of one build)")
     ap.add_argument("--modes", nargs="+", choices=["1 worker", "all cores"], default=["1 worker", "all cores"],
                     help="throughput with one worker, with all cores, or both")
@@ -71,6 +72,8 @@ def parse_args():
                     help="extra environment for our proxy, e.g. LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2")
     ap.add_argument("--upstream-h1", action="store_true",
                     help="the upstream offers only http/1.1 by ALPN (what-if: ours pooling HTTP/1.1 upstream)")
+    ap.add_argument("--upstream-workers", default="auto",
+                    help="worker processes of the upstream nginx (default: one per core)")
     ap.add_argument("--out", default=None, help="results folder (default benches/results)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
     ap.add_argument("--rerender", metavar="JSON", help="only rebuild latest.md from a results JSON")
@@ -127,7 +130,7 @@ def run(a):
         results["args"] = {k: v for k, v in vars(a).items() if isinstance(v, (int, float, str, list, bool))}
         log(f"work folder {work}; proxy {a.bin} ({results['machine']['proxy_commit']})")
         make_certs(os.path.join(work, "certs"))
-        start_upstream(h2=not a.upstream_h1)
+        start_upstream(h2=not a.upstream_h1, workers=a.upstream_workers)
         for name in ("startup", "throughput", "inbound", "idle", "reloads"):
             if name in a.only:
                 scenarios.STEPS[name](results)

@@ -26,6 +26,7 @@ P = {
     "ours_info": 18090, "ours_info_admin": 19911,
     "nginx": 28080, "nginx_tls": 28480,
     "haproxy": 29080, "haproxy_tls": 29480,
+    "haproxy-lean": 29081,
 }
 HZ = os.sysconf("SC_CLK_TCK")
 

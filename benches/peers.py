@@ -3,7 +3,9 @@
 upstream   nginx demanding client certificates (ssl_verify_client on), h2 + http/1.1 by ALPN,
            answering the token GET with a fixed JSON body; a plain-HTTP port with the same answer
            (the direct baseline) and stub_status (the upstream's accepted connections)
-proxies    ours, nginx and HAProxy, each with the same client certificate and the same allow-list
+proxies    ours, nginx and HAProxy, each with the same client certificate and the same allow-list;
+           and haproxy-lean, HAProxy at its leanest: a bare backend without the allow-list, one
+           process without a master (what a proxy that only forwards costs)
 """
 
 import os
@@ -54,7 +56,7 @@ def nginx_common(pre):
             f"fastcgi_temp_path {pre}/fastcgi; uwsgi_temp_path {pre}/uwsgi; scgi_temp_path {pre}/scgi;")
 
 
-def upstream_conf(h2=True):
+def upstream_conf(h2=True, workers="auto"):
     pre = nginx_prefix_dirs("upstream")
     c = os.path.join(common.WORK, "certs")
     body = TOKEN_BODY.replace("'", "\\'")
@@ -62,7 +64,7 @@ def upstream_conf(h2=True):
     location = /api/v3/authentication/token {{ default_type application/json; return 200 '{body}'; }}
     location / {{ return 404; }}"""
     return f"""
-worker_processes auto;
+worker_processes {workers};
 pid {pre}/nginx.pid;
 error_log {pre}/error.log warn;
 events {{ worker_connections 8192; }}
@@ -180,6 +182,35 @@ backend amity
 """
 
 
+def haproxy_lean_conf(threads):
+    """HAProxy at its leanest: no allow-list ACLs, no header rule, no master process, no stats socket;
+    the same pooled, verified mTLS to the upstream."""
+    c = os.path.join(common.WORK, "certs")
+    return f"""
+global
+  nbthread {threads}
+  maxconn 12000
+  no strict-limits
+
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 300s
+  timeout server 15s
+  timeout http-request 10s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+
+frontend fe
+  bind 127.0.0.1:{P['haproxy-lean']} backlog 4096
+  default_backend amity
+
+backend amity
+  http-reuse always
+  server up 127.0.0.1:{P['up_tls']} ssl crt {c}/client.pem ca-file {c}/ca.crt verify required verifyhost localhost sni str(localhost) alpn h2,http/1.1 ssl-min-ver TLSv1.2
+"""
+
+
 def ours_conf(listen, admin, inbound_tls=False, workers=0):
     c = os.path.join(common.WORK, "certs")
     s = f"""listen: 127.0.0.1:{listen}
@@ -209,11 +240,11 @@ def ours_env():
 
 # ---------------------------------------------------------------- the upstream
 
-def start_upstream(h2=True):
+def start_upstream(h2=True, workers="auto"):
     """The upstream nginx, in common.UPSTREAM; raises if it does not listen."""
     pre = nginx_prefix_dirs("upstream")
     common.UPSTREAM = spawn([common.ARGS.nginx, "-p", pre, "-e", os.path.join(pre, "error.log"),
-                             "-c", write("upstream.conf", upstream_conf(h2)), "-g", "daemon off;"], "upstream")
+                             "-c", write("upstream.conf", upstream_conf(h2, workers)), "-g", "daemon off;"], "upstream")
     if not (wait_port(P["up_tls"]) and wait_port(P["up_plain"])):
         raise RuntimeError("upstream nginx did not start")
     return common.UPSTREAM
@@ -252,6 +283,9 @@ class Proxy:
         elif self.kind == "haproxy":
             cfg = write("haproxy.cfg", haproxy_conf(self.workers))
             self.p = spawn([a.haproxy, "-W", "-db", "-f", cfg], "haproxy")
+        elif self.kind == "haproxy-lean":
+            cfg = write("haproxy-lean.cfg", haproxy_lean_conf(self.workers))
+            self.p = spawn([a.haproxy, "-db", "-f", cfg], "haproxy-lean")
         return self
 
     def run(self, argv, name, admin, env=None):
@@ -274,6 +308,8 @@ class Proxy:
         return tree(self.p.pid)
 
     def reload(self):
+        if self.kind == "haproxy-lean":
+            raise RuntimeError("haproxy-lean runs without a master process: it cannot reload")
         os.kill(self.p.pid, signal.SIGUSR2 if self.kind == "haproxy" else signal.SIGHUP)
 
     def metrics(self):

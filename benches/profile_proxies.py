@@ -126,6 +126,10 @@ def callgrind_one(kind, out_dir, requests_target, conns):
         p = spawn(vg + [common.ARGS.nginx, "-p", os.path.join(work, "nginx"), "-e",
                         os.path.join(work, "nginx", "error.log"), "-c", cfg, "-g", "daemon off;"], "cg-nginx")
         port = P["nginx"]
+    elif kind == "haproxy-lean":
+        cfg = write("haproxy-lean-cg.cfg", peers.haproxy_lean_conf(1))
+        p = spawn(vg + [common.ARGS.haproxy, "-db", "-f", cfg], "cg-haproxy-lean")
+        port = P["haproxy-lean"]
     else:
         conf = peers.haproxy_conf(1).replace(" expose-fd listeners", "")
         cfg = write("haproxy-cg.cfg", conf)
@@ -269,7 +273,9 @@ def main():
     ap.add_argument("--perf", action="store_true")
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--syscalls", action="store_true", help="strace -c: system calls per request")
-    ap.add_argument("--only", nargs="+", default=["ours", "nginx", "haproxy"])
+    ap.add_argument("--only", nargs="+", default=["ours", "nginx", "haproxy"],
+                    choices=["ours", "nginx", "haproxy", "haproxy-lean"],
+                    help="the proxies for --callgrind and --perf (haproxy-lean: HAProxy without ACLs or master)")
     ap.add_argument("--secs", type=int, default=8, help="measured seconds per proxy")
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--keep", action="store_true")

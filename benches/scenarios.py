@@ -15,6 +15,8 @@ from procs import established, pss_kib, rss_kib
 
 # The proxies of the measurements other than throughput.
 PEERS = ("ours", "nginx", "haproxy")
+# Throughput also has each peer at its leanest: haproxy-lean (nginx's configuration already is).
+THROUGHPUT_PEERS = PEERS + ("haproxy-lean",)
 
 
 def throughput(results):
