@@ -94,12 +94,12 @@ http {{
 def nginx_proxy_conf(workers):
     pre = nginx_prefix_dirs("nginx")
     c = os.path.join(common.WORK, "certs")
-    loc = f"""
-    location = /api/v3/authentication/token {{
-      if ($arg_userId = "") {{ return 400; }}
+    loc = """
+    location = /api/v3/authentication/token {
+      if ($arg_userId = "") { return 400; }
       proxy_pass https://amity;
-    }}
-    location / {{ return 403; }}"""
+    }
+    location / { return 403; }"""
     return f"""
 worker_processes {workers};
 worker_rlimit_nofile 20000;
