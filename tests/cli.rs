@@ -1,6 +1,8 @@
 //! End-to-end tests of the command line: each test runs the built binary in its own
 //! temporary folder with `-c <tmp>/config.yaml`, and cross-checks the files with `openssl`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -87,7 +89,7 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_amity-mtls-proxy"))
+        let out = Command::new(common::BIN)
             .arg("-c")
             .arg(self.path("config.yaml"))
             .args(args)
@@ -888,22 +890,16 @@ fn check_describes_a_tls_listener_and_refuses_its_expired_certificate() {
         .stderr_has(&["inbound_tls.cert", s(&expired), "expired on"]);
 }
 
-#[test]
-fn check_and_run_warn_about_a_private_key_others_can_read() {
+#[tokio::test]
+async fn check_and_run_warn_about_a_private_key_others_can_read() {
     let env = env_with_certs();
     let key = env.cert_file("svc", "key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     // Ports nothing listens on, so that `run` can start.
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        })
-        .collect();
+    let (listen, admin) = (common::closed_port(), common::closed_port());
     env.write_config(&format!(
-        "{}admin_listen: 127.0.0.1:{}\n",
-        config_yaml(&[own_entry("svc")]).replace("8080", &ports[0].to_string()),
-        ports[1]
+        "{}admin_listen: {admin}\n",
+        config_yaml(&[own_entry("svc")]).replace("127.0.0.1:8080", &listen.to_string()),
     ));
     let needles = [s(&key), "mode 0644", "chmod 600"];
     env.run(&["check"])
@@ -911,24 +907,10 @@ fn check_and_run_warn_about_a_private_key_others_can_read() {
         .stderr_has(&needles)
         .stderr_has(&["warning: client_certs[0].key"]);
 
-    let child = Command::new(env!("CARGO_BIN_EXE_amity-mtls-proxy"))
-        .arg("-c")
-        .arg(env.path("config.yaml"))
-        .arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start run");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", ports[1])).is_err() {
-        assert!(std::time::Instant::now() < deadline, "run did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().expect("wait for run");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let mut run = common::Spawned::serve(&env.path("config.yaml"), listen, admin, |_| {}).await;
+    run.signal("-TERM");
+    run.exits_within(std::time::Duration::from_secs(15)).await;
+    let log = run.log();
     for n in needles {
         assert!(log.contains(n), "the log at start lacks {n:?}:\n{log}");
     }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use amity_mtls_proxy::data::conn::PARK_AFTER;
 use amity_mtls_proxy::model::pki::Validity;
 use amity_mtls_proxy::process::server;
-use amity_mtls_proxy::tools::demo::call;
 use bytes::Bytes;
+use common::call;
 use common::{
     closed_port, foreign_ca, get_metrics, json, metric, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3,
 };
@@ -170,7 +170,7 @@ async fn expect_cert_rejection(
     mock: &amity_mtls_proxy::tools::mock::MockHandle,
     needle: &str,
 ) {
-    let env_proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    let env_proxy = common::proxy(&v).await;
     let (status, _, body) = v3(env_proxy.addr).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     let v = json(&body);

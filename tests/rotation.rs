@@ -3,22 +3,19 @@
 
 mod common;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::model::pki::{now_unix, Validity};
-use amity_mtls_proxy::tools::demo::call;
+use common::call;
 use common::{
     closed_port, foreign_ca, get_metrics, json, metric, settles_on, token_status, v3, Env, Load,
-    SERVER_KEY, WITH_KEY,
+    Spawned, SERVER_KEY, WITH_KEY,
 };
 use http::{Method, StatusCode};
-
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
 
 async fn token(addr: SocketAddr) -> Result<StatusCode, String> {
     token_status(addr, WITH_KEY).await
@@ -72,20 +69,8 @@ async fn rotation_under_load_loses_no_request() {
         &cfg,
         &with(&cert_yaml("cert-a", "certs/cert-a.crt", "certs/cert-a.key")),
     );
-    let log_path = env.dir.path().join("proxy.log");
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while token(listen).await.is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut proxy = Spawned::serve(&cfg, listen, admin, |_| {}).await;
+    let log_path = proxy.log_path().to_path_buf();
     settles_on(&mock, listen, &serial_a, WITH_KEY, Some(&log_path)).await;
 
     // Backends keep calling through every switch; any failure is counted.
@@ -96,11 +81,7 @@ async fn rotation_under_load_loses_no_request() {
         &cfg,
         &with(&cert_yaml("cert-b", "certs/cert-b.crt", "certs/cert-b.key")),
     );
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    proxy.signal("-HUP");
     settles_on(&mock, listen, &serial_b, WITH_KEY, Some(&log_path)).await;
 
     // 2. Back to A by a file change alone: the config now names a Secret-style folder holding A.
@@ -129,11 +110,9 @@ async fn rotation_under_load_loses_no_request() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, failed) = load.finish().await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    proxy.signal("-TERM");
+    let _ = proxy.exits_within(Duration::from_secs(10)).await;
+    let log = proxy.log();
     assert_eq!(failed, 0, "requests failed during rotation; log:\n{log}");
     assert!(ok > 50, "the load loop barely ran: {}", ok);
     assert!(
@@ -467,7 +446,7 @@ async fn check_live_reports_each_certificate() {
     let v = env.config(mock.addr, &["good", "foreign"], "");
     let path = v.path.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        Command::new(common::BIN)
             .args(["check", "--live", "-c"])
             .arg(&path)
             .output()
@@ -493,7 +472,7 @@ async fn check_live_reports_each_certificate() {
     let v = env.config(mock.addr, &["good"], "");
     let path = v.path.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        Command::new(common::BIN)
             .args(["check", "--live", "-c"])
             .arg(&path)
             .output()
