@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)] // each test file uses a different part
 
 pub mod calls;
+pub mod cli;
 pub mod env;
 pub mod fleet;
 pub mod metrics;
