@@ -7,8 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::call;
-use common::{v3, Env, Spawned, V3};
+use common::{call, v3, Env, Spawned, V3};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::call;
-use common::{closed_port, settles_on, token_status, Env, Load, Spawned, SERVER_KEY};
+use common::{call, closed_port, settles_on, token_status, Env, Load, Spawned, SERVER_KEY};
 use http::{Method, StatusCode};
 use serde_json::Value;
 

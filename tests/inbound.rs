@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use amity_mtls_proxy::model::pki::{now_unix, Validity};
-use common::call;
-use common::{foreign_ca, json, Env, Fleet, Spawned, ADMIN_TOKEN, SERVER_KEY, V3};
+use common::{call, foreign_ca, json, Env, Fleet, Spawned, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use rcgen::SanType;
 

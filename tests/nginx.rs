@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::model::config;
 use amity_mtls_proxy::model::pki::{CertName, CertStore, CsrRequest, KeyType};
-use common::call;
-use common::{closed_port, get_metrics, json, metric};
+use common::{call, closed_port, get_metrics, json, metric};
 use http::{Method, StatusCode};
 use std::net::SocketAddr;
 
@@ -278,7 +277,6 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
     let Some(nginx) = nginx_or_skip() else {
         return;
     };
-    amity_mtls_proxy::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // An openssl CA that signs both nginx's server certificate and our client certificate.
@@ -365,7 +363,6 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
     let Some(nginx) = nginx_or_skip() else {
         return;
     };
-    amity_mtls_proxy::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     openssl_ca(d, "ca-x");
@@ -478,7 +475,6 @@ async fn a_configured_refusal_answer_fails_over_too() {
     let Some(nginx) = nginx_or_skip() else {
         return;
     };
-    amity_mtls_proxy::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     openssl_ca(d, "ca-x");

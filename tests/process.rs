@@ -5,8 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::call;
-use common::{closed_port, Env, SERVER_KEY};
+use common::{call, closed_port, Env, SERVER_KEY};
 use http::{Method, StatusCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,5 +110,33 @@ fn demo_runs_the_secure_mode_flow_from_nothing() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// The kit's promise: a spawned proxy whose test fails (a panic while it runs) is stopped,
+/// not left listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_proxy_does_not_outlive_a_failed_assertion() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["backend-a"], "");
+    let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
+    let failed = tokio::spawn(async move {
+        let proxy = common::Spawned::run(&v).await;
+        pid_tx.send((proxy.pid(), proxy.listen)).unwrap();
+        panic!("a failed assertion while the proxy runs");
+    })
+    .await;
+    assert!(failed.unwrap_err().is_panic());
+    let (pid, listen) = pid_rx.await.unwrap();
+    // Reaped, not a zombie: /proc no longer has it.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} is still there"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(listen).await.is_err(),
+        "still listening on {listen}"
     );
 }

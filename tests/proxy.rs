@@ -7,8 +7,7 @@ mod common;
 use std::time::Duration;
 
 use amity_mtls_proxy::model::pki::Validity;
-use common::call;
-use common::{foreign_ca, json, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3};
+use common::{call, foreign_ca, json, v3, v4, Env, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 
 #[tokio::test]

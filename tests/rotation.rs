@@ -10,10 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::model::pki::{now_unix, Validity};
-use common::call;
 use common::{
-    closed_port, foreign_ca, get_metrics, json, metric, settles_on, token_status, v3, Env, Load,
-    Spawned, SERVER_KEY, WITH_KEY,
+    call, closed_port, foreign_ca, get_metrics, json, metric, settles_on, token_status, v3, Env,
+    Load, Spawned, SERVER_KEY, WITH_KEY,
 };
 use http::{Method, StatusCode};
 

@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::call;
-use common::{json, proxied, Env, Spawned};
+use common::{call, json, proxied, Env, Spawned};
 use http::{Method, StatusCode};
 
 /// A server key as a Secret file holds it: one opaque line.

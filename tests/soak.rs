@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::call;
-use common::{Env, Spawned};
+use common::{call, Env, Spawned};
 use http::{Method, StatusCode};
 
 fn env_u64(name: &str, default: u64) -> u64 {

@@ -122,6 +122,7 @@ impl Env {
 
 /// The proxy in this process, serving `v` (whatever made its certificates).
 pub async fn proxy(v: &Validated) -> Running {
+    amity_mtls_proxy::install_crypto_provider();
     server::start(v).await.unwrap()
 }
 
