@@ -95,12 +95,6 @@ fn publish(dir: &Path, files: &[(&str, Vec<u8>)]) {
     }
 }
 
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
@@ -115,10 +109,6 @@ async fn wait_status(addr: SocketAddr, path: &str, want: StatusCode, log: &Path)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn config_yaml(listen: SocketAddr, admin: SocketAddr, mock: SocketAddr, rest: &str) -> String {
-    format!("listen: {listen}\nadmin_listen: {admin}\nupstream:\n  url: https://{mock}\n{rest}")
 }
 
 // ---- Kubernetes ----------------------------------------------------------
@@ -251,7 +241,7 @@ async fn kubernetes_layout_rotates_by_secret_update_with_no_failed_request() {
         if let Some(a) = active {
             rest.push_str(&format!("active: {a}\n"));
         }
-        let yaml = config_yaml(listen, admin, mock.addr, &rest);
+        let yaml = common::config_yaml(listen, admin, mock.addr, &rest);
         publish(&config_dir, &[("config.yaml", yaml.into_bytes())]);
     };
 
@@ -495,10 +485,10 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
                 credential(&format!("certs_{n}.key"))
             ));
         }
-        config_yaml(listen, admin, mock.addr, &rest)
+        common::config_yaml(listen, admin, mock.addr, &rest)
     };
     let config_path = etc.join("config.yaml");
-    write_atomically(&config_path, &config("backend-a"));
+    common::write_atomically(&config_path, &config("backend-a"));
 
     let notes = Notifications::bind(env.dir.path().join("notify.sock"));
     let mut cmd = Command::new(common::BIN);
@@ -516,7 +506,7 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
     let load = Load::start(listen, NO_KEY);
 
     // `systemctl reload` after switching the active certificate.
-    write_atomically(&config_path, &config("backend-b"));
+    common::write_atomically(&config_path, &config("backend-b"));
     let mark = notes.all().len();
     let pid = proxy.pid().to_string();
     let reload = Command::new(&exec_reload[0])
@@ -530,13 +520,13 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
 
     // A reload that fails still ends in READY=1: the previous config serves on.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    write_atomically(&config_path, "listen: [not, an, address]\n");
+    common::write_atomically(&config_path, "listen: [not, an, address]\n");
     let mark = notes.all().len();
     proxy.signal("-HUP");
     let reloading = notes.wait_for(mark, "RELOADING=1").await;
     notes.wait_for(reloading + 1, "READY=1").await;
     assert_eq!(token(listen).await, Ok(StatusCode::OK));
-    write_atomically(&config_path, &config("backend-b"));
+    common::write_atomically(&config_path, &config("backend-b"));
     proxy.signal("-HUP");
     settles_on(&mock, listen, &serial_b, NO_KEY, Some(&log)).await;
 

@@ -25,16 +25,8 @@ fn cert_yaml(name: &str, cert: &str, key: &str) -> String {
 }
 
 fn config_yaml(listen: SocketAddr, admin: SocketAddr, mock: SocketAddr, certs: &str) -> String {
-    format!(
-        "listen: {listen}\nadmin_listen: {admin}\nupstream:\n  url: https://{mock}\n  ca: certs/dev-ca.crt\nclient_certs:\n{certs}"
-    )
-}
-
-/// Writes through a temporary file and a rename, as editors and config management do.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    let rest = format!("  ca: certs/dev-ca.crt\nclient_certs:\n{certs}");
+    common::config_yaml(listen, admin, mock, &rest)
 }
 
 /// Publishes a certificate the way the kubelet updates a Secret volume:
@@ -64,7 +56,7 @@ async fn rotation_under_load_loses_no_request() {
     let (listen, admin) = (closed_port(), closed_port());
     let cfg = env.dir.path().join("config.yaml");
     let with = |certs: &str| config_yaml(listen, admin, mock.addr, certs);
-    write_atomically(
+    common::write_atomically(
         &cfg,
         &with(&cert_yaml("cert-a", "certs/cert-a.crt", "certs/cert-a.key")),
     );
@@ -76,7 +68,7 @@ async fn rotation_under_load_loses_no_request() {
     let load = Load::start(listen, WITH_KEY);
 
     // 1. SIGHUP after pointing the config at cert B.
-    write_atomically(
+    common::write_atomically(
         &cfg,
         &with(&cert_yaml("cert-b", "certs/cert-b.crt", "certs/cert-b.key")),
     );
@@ -92,7 +84,7 @@ async fn rotation_under_load_loses_no_request() {
         &env.certs().join("cert-a.crt"),
         &env.certs().join("cert-a.key"),
     );
-    write_atomically(
+    common::write_atomically(
         &cfg,
         &with(&cert_yaml("current", "secret/tls.crt", "secret/tls.key")),
     );
@@ -535,7 +527,7 @@ async fn a_changed_server_key_file_is_picked_up() {
         Ok(StatusCode::FORBIDDEN),
         "Amity refuses the old key"
     );
-    write_atomically(&key_file, SERVER_KEY);
+    common::write_atomically(&key_file, SERVER_KEY);
     let deadline = Instant::now() + Duration::from_secs(10);
     while token(proxy.addr).await != Ok(StatusCode::OK) {
         assert!(

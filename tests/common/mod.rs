@@ -64,6 +64,24 @@ pub fn json(body: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
+/// Writes through a temporary file and a rename, as editors and config management do.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A config listening on fixed addresses (for a proxy started before or outside
+/// [`Env::config`]), its upstream at `upstream`, then `rest` (under `upstream:` first).
+pub fn config_yaml(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+    rest: &str,
+) -> String {
+    format!("listen: {listen}\nadmin_listen: {admin}\nupstream:\n  url: https://{upstream}\n{rest}")
+}
+
 /// A path as text, for YAML and messages.
 pub fn path_of(p: &Path) -> String {
     p.display().to_string()
