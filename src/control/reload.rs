@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::control::status::{ReloadEvent, ReloadHistory};
 use crate::data::proxy::{Generation, ProxyState};
 use crate::model::config;
-use crate::model::pki;
+use crate::model::pki::{self, CertState};
 
 /// What a reload says when the files it was woken for hold what they held.
 const UNCHANGED: &str = "unchanged";
@@ -57,9 +56,8 @@ pub struct ReloadRequest {
 pub struct Reloader {
     path: PathBuf,
     state: Arc<ProxyState>,
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
-    workers: usize,
+    /// What the process started with, and keeps until a restart.
+    start_only: config::StartOnly,
     fingerprint: Mutex<Vec<u8>>,
     /// Every reload's outcome, for the status page.
     pub history: Arc<ReloadHistory>,
@@ -72,9 +70,7 @@ impl Reloader {
         Self {
             path: v.path.clone(),
             state,
-            listen: v.listen,
-            admin_listen: v.admin_listen,
-            workers: v.config.workers,
+            start_only: v.start_only(),
             fingerprint: Mutex::new(fingerprint(&v.path)),
             history: Arc::default(),
             admin_auth: Arc::new(ArcSwapOption::new(v.admin_auth_token.clone().map(Arc::new))),
@@ -130,20 +126,14 @@ impl Reloader {
                 return Err(answer);
             }
         };
-        if v.config.workers != self.workers {
+        let restart = self.start_only.changes(&v.start_only());
+        for c in &restart {
             tracing::warn!(
-                "workers changed to {} in the config; it changes only on restart, keeping {}",
-                v.config.workers,
-                self.workers
+                "{} changed to {} in the config; it takes effect only on restart, keeping {}",
+                c.field,
+                c.configured,
+                c.running
             );
-        }
-        for (field, configured, now) in [
-            ("listen", self.listen, v.listen),
-            ("admin_listen", self.admin_listen, v.admin_listen),
-        ] {
-            if now != configured {
-                tracing::warn!("{field} changed to {now} in the config; listen addresses change only on restart, keeping {configured}");
-            }
         }
         let active = generation.active(pki::now_unix()).map_or_else(
             || "none".to_string(),
@@ -158,7 +148,11 @@ impl Reloader {
             *f = print;
         }
         metrics.reload(true);
-        let msg = format!("reloaded {}; presenting {active}", self.path.display());
+        let mut msg = format!("reloaded {}; presenting {active}", self.path.display());
+        if !restart.is_empty() {
+            let fields: Vec<&str> = restart.iter().map(|c| c.field).collect();
+            msg.push_str(&format!("; restart to apply {}", fields.join(", ")));
+        }
         tracing::info!(trigger = trigger.as_str(), "{msg}");
         Ok(msg)
     }
@@ -237,12 +231,18 @@ fn fingerprint(path: &Path) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
-/// Logs a warning for each certificate under 30, 14 or 7 days from expiry.
+/// Logs a warning for each certificate under 30, 14 or 7 days from expiry, or past it.
 pub fn warn_expiring(g: &Generation) {
     let now = pki::now_unix();
     for i in &g.identities {
-        let days = i.info.days_left(now);
-        if let Some(limit) = [7, 14, 30].into_iter().find(|l| days < *l) {
+        let days = match i.info.state(now) {
+            CertState::Valid => continue,
+            CertState::Expiring { days_left } => days_left,
+            // Outside its validity, its days left still rank it: an expired one's are negative,
+            // under every limit.
+            CertState::Expired | CertState::NotYetValid => i.info.days_left(now),
+        };
+        if let Some(limit) = [7, 14, pki::RENEW_DAYS].into_iter().find(|l| days < *l) {
             tracing::warn!(
                 cert = %i.name,
                 serial = %i.info.serial,

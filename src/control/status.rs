@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
+use crate::model::pki::RENEW_DAYS;
+
 /// Served with the page: nothing but its own stylesheet may load, nothing may run.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'none'; \
                        base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -32,9 +34,8 @@ table.cards td::before{content:attr(data-label) \": \";font-weight:600}}";
 /// Where the stylesheet is served.
 pub const CSS_PATH: &str = "/status.css";
 
-/// Days left at which a certificate's bar turns from green to amber, and to red: the
-/// renewal guidance (30 days) and the last week.
-const RENEW_DAYS: i64 = 30;
+/// Days left under which a certificate's bar turns red (the last week); it turns amber under
+/// the renewal guidance, [`RENEW_DAYS`].
 const URGENT_DAYS: i64 = 7;
 
 /// Reloads the page lists, newest first.

@@ -21,11 +21,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::data::conn::SpareTimer;
 use crate::data::tls::{self, TlsError};
 use crate::data::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
+pub use crate::model::config::RouteClass;
 use crate::model::config::{
-    CallerSecrets, CertRejectedAnswer, LimitsConfig, RoutesConfig, Validated,
+    CallerSecrets, CertRejectedAnswer, LimitsConfig, PathRule, RoutesConfig, Validated,
     CERT_REJECTED_BODY_BYTES,
 };
-use crate::model::pki::{self, CertInfo};
+use crate::model::pki::{self, CertInfo, CertState};
 use crate::telemetry::metrics::{CertLabels, Metrics};
 
 /// Response body: the upstream's, streamed, or one of ours. Not boxed: no allocation per
@@ -34,28 +35,6 @@ pub type ProxyBody = Either<FromUpstream, Full<Bytes>>;
 
 /// Header carrying the request id both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Which kind of allowed call a request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteClass {
-    /// v3 or v4 authentication token.
-    AuthToken,
-    /// A call carrying an admin token.
-    Admin,
-    /// A route from `routes.extra`.
-    Extra,
-}
-
-impl RouteClass {
-    /// Name used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteClass::AuthToken => "auth_token",
-            RouteClass::Admin => "admin",
-            RouteClass::Extra => "extra",
-        }
-    }
-}
 
 /// A response the proxy makes itself, in Amity's error shape.
 #[derive(Debug, Clone)]
@@ -146,17 +125,12 @@ impl Policy {
             extra: r
                 .extra
                 .iter()
-                .map(|e| {
-                    let m = e
-                        .method
-                        .as_deref()
-                        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-                    let p = match (&e.path, &e.prefix) {
-                        (Some(p), _) => PathMatch::Exact(p.clone()),
-                        (None, Some(p)) => PathMatch::Prefix(p.clone()),
-                        (None, None) => PathMatch::Exact(String::new()),
+                .filter_map(|e| {
+                    let p = match e.rule()? {
+                        PathRule::Exact(p) => PathMatch::Exact(p.to_string()),
+                        PathRule::Prefix(p) => PathMatch::Prefix(p.to_string()),
                     };
-                    (m, p)
+                    Some((e.method.clone(), p))
                 })
                 .collect(),
         }
@@ -441,15 +415,6 @@ fn secret_header(v: &str) -> Option<HeaderValue> {
     Some(h)
 }
 
-fn route_class(name: &str) -> Option<RouteClass> {
-    match name {
-        "auth_token" => Some(RouteClass::AuthToken),
-        "admin" => Some(RouteClass::Admin),
-        "extra" => Some(RouteClass::Extra),
-        _ => None,
-    }
-}
-
 impl Generation {
     /// Builds a generation: a fresh TLS config and pool per certificate, so nothing
     /// (no TLS session, no pooled connection) carries over from the previous one.
@@ -505,12 +470,7 @@ impl Generation {
                 .config
                 .callers
                 .iter()
-                .map(|c| {
-                    (
-                        c.identity.clone(),
-                        c.routes.iter().filter_map(|r| route_class(r)).collect(),
-                    )
-                })
+                .map(|c| (c.identity.clone(), c.routes.clone()))
                 .collect(),
             server_key: v
                 .server_key
@@ -641,7 +601,9 @@ impl Generation {
             self.metrics
                 .cert_active
                 .get_or_create(&i.labels())
-                .set(i64::from(n == active && i.info.valid_at(pki::now_unix())));
+                .set(i64::from(
+                    n == active && i.info.state(pki::now_unix()).is_usable(),
+                ));
         }
     }
 
@@ -656,7 +618,7 @@ impl Generation {
         let valid = move |n: usize| {
             self.identities
                 .get(n)
-                .filter(|i| i.info.valid_at(now))
+                .filter(|i| i.info.state(now).is_usable())
                 .map(|i| (n, i))
         };
         valid(active).into_iter().chain(
@@ -680,7 +642,7 @@ impl Generation {
             .identities
             .iter()
             .map(|i| {
-                if now > i.info.not_after {
+                if i.info.state(now) == CertState::Expired {
                     format!("{} expired on {}", i.name, pki::rfc3339(i.info.not_after))
                 } else {
                     format!(
@@ -700,14 +662,11 @@ impl Generation {
         self.identities
             .iter()
             .map(|i| {
-                let role = if Some(i.name.as_str()) == active {
-                    "active"
-                } else if i.info.valid_at(now) {
-                    "standby"
-                } else if now > i.info.not_after {
-                    "expired"
-                } else {
-                    "not_yet_valid"
+                let role = match i.info.state(now) {
+                    _ if Some(i.name.as_str()) == active => "active",
+                    CertState::Valid | CertState::Expiring { .. } => "standby",
+                    CertState::Expired => "expired",
+                    CertState::NotYetValid => "not_yet_valid",
                 };
                 serde_json::json!({
                     "name": i.name,
@@ -861,7 +820,7 @@ impl Identity {
 
 /// The certificate to present first: `active` if it is valid now, else the valid one that expires last.
 fn preferred(ids: &[Identity], active: Option<&str>, now: i64) -> usize {
-    let valid = |i: &&Identity| i.info.valid_at(now);
+    let valid = |i: &&Identity| i.info.state(now).is_usable();
     if let Some(n) = active.and_then(|a| ids.iter().position(|i| i.name == a && valid(&i))) {
         return n;
     }
@@ -989,7 +948,7 @@ pub async fn handle(
     let status = resp.status().as_u16();
     generation.metrics.count_request(route, status);
     if let Some(d) = outcome.upstream {
-        generation.metrics.upstream_latency.observe(d);
+        generation.metrics.upstream_latency.observe(d.as_secs_f64());
     }
     if let Some((method, uri)) = logged {
         tracing::info!(
@@ -1442,7 +1401,7 @@ mod tests {
             auth_token_v3: false,
             admin_prefixes: vec!["/api/v3/users".into()],
             extra: vec![crate::model::config::ExtraRoute {
-                method: Some("GET".into()),
+                method: Some(Method::GET),
                 path: None,
                 prefix: Some("/api/v3/network-settings".into()),
             }],

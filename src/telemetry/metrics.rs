@@ -4,11 +4,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-mod shards;
-pub use shards::{DurationHistogram, ShardedCounter};
-
+use crate::model::config::RouteClass;
 /// Labels of `amity_proxy_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -52,11 +51,12 @@ pub struct CertLabels {
 pub struct Metrics {
     registry: Registry,
     /// Requests answered, by route class and status.
-    pub requests: Family<RequestLabels, ShardedCounter>,
-    /// Time from forwarding to the upstream's response head.
-    pub upstream_latency: DurationHistogram,
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from forwarding to the upstream's response head, in seconds: 16 buckets
+    /// doubling from 1 ms.
+    pub upstream_latency: Histogram,
     /// Requests sent upstream (retries included).
-    pub upstream_requests: ShardedCounter,
+    pub upstream_requests: Counter,
     /// New upstream connections (TCP + TLS handshake each).
     pub handshakes: Counter,
     /// Failed upstream handshakes, by reason.
@@ -81,9 +81,6 @@ pub struct Metrics {
     pub inbound_refused: Family<FixedReason, Counter>,
     /// Responses dropped as not taken by the backend within `timeouts.send_ms`.
     pub send_timeouts: Counter,
-    /// `requests` with status 200 for each forwarded route class, looked up once: the
-    /// common case then costs no label hashing.
-    ok: [(&'static str, ShardedCounter); 3],
 }
 
 impl Default for Metrics {
@@ -98,8 +95,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("amity_proxy");
         let m = Self {
             requests: Family::default(),
-            upstream_latency: DurationHistogram::default(),
-            upstream_requests: ShardedCounter::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            upstream_requests: Counter::default(),
             handshakes: Counter::default(),
             handshake_failures: Family::default(),
             reloads: Family::default(),
@@ -112,7 +109,6 @@ impl Metrics {
             inbound_handshake_failures: Family::default(),
             inbound_refused: Family::default(),
             send_timeouts: Counter::default(),
-            ok: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -190,14 +186,13 @@ impl Metrics {
             "Responses dropped because the backend did not take them within timeouts.send_ms (its connection is then closed)",
             m.send_timeouts.clone(),
         );
-        let ok = ["auth_token", "admin", "extra"].map(|route| {
-            let c = m
-                .requests
+        // Exported from the start, at zero, so that rates over them exist before traffic.
+        for route in RouteClass::NAMES {
+            m.requests
                 .get_or_create(&RequestLabels { route, status: 200 })
-                .clone();
-            (route, c)
-        });
-        Self { registry, ok, ..m }
+                .inc_by(0);
+        }
+        Self { registry, ..m }
     }
 
     /// The Prometheus text exposition.
@@ -216,12 +211,6 @@ impl Metrics {
 
     /// Counts a request answered with `status` on `route`.
     pub fn count_request(&self, route: &'static str, status: u16) {
-        if status == 200 {
-            if let Some((_, c)) = self.ok.iter().find(|(r, _)| *r == route) {
-                c.inc();
-                return;
-            }
-        }
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();
@@ -311,5 +300,47 @@ mod tests {
         assert!(text.contains("\namity_proxy_failovers_total 1\n"), "{text}");
         assert!(text.contains("# TYPE amity_proxy_upstream_latency_seconds histogram"));
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn latency_buckets_are_inclusive_upper_bounds_doubling_from_a_millisecond() {
+        let m = Metrics::new();
+        for ms in [0.0, 1.0, 2.0, 3.0, 40_000.0] {
+            m.upstream_latency.observe(ms / 1e3);
+        }
+        let text = m.encode_classic();
+        let bucket = |le: &str| {
+            let line = format!("amity_proxy_upstream_latency_seconds_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .unwrap_or_else(|| panic!("no bucket {le}:\n{text}"))
+                .parse::<u64>()
+                .unwrap()
+        };
+        // Cumulative: 0 and 1 ms in le=0.001, 2 ms in le=0.002, 3 ms in le=0.004, 40 s only in +Inf.
+        assert_eq!(bucket("0.001"), 2);
+        assert_eq!(bucket("0.002"), 3);
+        assert_eq!(bucket("0.004"), 4);
+        assert_eq!(bucket("32.768"), 4);
+        assert_eq!(bucket("+Inf"), 5);
+        assert!(
+            text.contains("\namity_proxy_upstream_latency_seconds_count 5\n"),
+            "{text}"
+        );
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("amity_proxy_upstream_latency_seconds_sum "))
+            .unwrap();
+        assert!((sum.parse::<f64>().unwrap() - 40.006).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn successful_requests_are_exported_at_zero_before_traffic() {
+        let text = Metrics::new().encode_classic();
+        for route in ["auth_token", "admin", "extra"] {
+            let line =
+                format!("amity_proxy_requests_total{{route=\"{route}\",status=\"200\"}} 0\n");
+            assert!(text.contains(&line), "{line} not in:\n{text}");
+        }
     }
 }

@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::model::config::{self, ConfigError};
-use crate::model::pki::{self, CertName, CertStore, CsrRequest, DevCa, KeyType, Validity};
+use crate::model::pki::{
+    self, CertName, CertState, CertStore, CsrRequest, DevCa, KeyType, Validity,
+};
 
 /// Egress gateway for Amity Social Cloud's mutual-TLS calls.
 #[derive(Debug, Parser)]
@@ -519,7 +521,7 @@ async fn mock_amity(config: &Path, a: MockArgs) -> Result<(), String> {
     tracing::info!(addr = %handle.addr, "stand-in Amity serving; client certificates must come from the dev CA");
     tokio::select! {
         _ = handle.wait() => {}
-        _ = crate::process::server::terminate_signal() => {}
+        _ = crate::process::signals::terminate() => {}
     }
     Ok(())
 }
@@ -527,18 +529,16 @@ async fn mock_amity(config: &Path, a: MockArgs) -> Result<(), String> {
 /// The problem with a certificate that is expired or not yet valid at `now`.
 fn out_of_validity(field: &str, path: &Path, info: &pki::CertInfo, now: i64) -> Option<String> {
     let path = path.display();
-    if now > info.not_after {
-        Some(format!(
+    match info.state(now) {
+        CertState::Expired => Some(format!(
             "{field}: {path} expired on {}",
             pki::rfc3339(info.not_after)
-        ))
-    } else if now < info.not_before {
-        Some(format!(
+        )),
+        CertState::NotYetValid => Some(format!(
             "{field}: {path} is not valid before {}",
             pki::rfc3339(info.not_before)
-        ))
-    } else {
-        None
+        )),
+        CertState::Valid | CertState::Expiring { .. } => None,
     }
 }
 
@@ -589,19 +589,18 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
         pki::MAX_CERTS
     );
     for (i, c) in v.certs.iter().enumerate() {
-        let days = c.info.days_left(now);
         println!(
             "  {}: CN={} serial={} expires {} ({} days left)",
             c.name,
             c.info.cn.as_deref().unwrap_or("-"),
             c.info.serial,
             pki::rfc3339(c.info.not_after),
-            days
+            c.info.days_left(now)
         );
         let field = format!("client_certs[{i}].cert");
         if let Some(p) = out_of_validity(&field, &c.cert_path, &c.info, now) {
             problems.push(p);
-        } else if days < pki::RENEW_DAYS {
+        } else if let CertState::Expiring { days_left: days } = c.info.state(now) {
             eprintln!(
                 "warning: {}: {days} days left; renew at least {} days before expiry",
                 c.name,

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use crate::data::upstream::{upstream_path, Outgoing, Upstream};
 use crate::model::config;
 use crate::model::pki::{
-    self, CertName, CertState, CertStore, CsrRequest, DevCa, KeyType, Validity,
+    self, CertName, CertStore, CsrRequest, DevCa, EntryState, KeyType, Validity,
 };
 use crate::process::server;
 use crate::telemetry::metrics::Metrics;
@@ -59,7 +59,7 @@ fn prepare_certs(config_path: &Path) -> Result<(), String> {
         .list(&[])
         .into_iter()
         .find(|e| e.name == DEMO_CERT)
-        .is_some_and(|e| e.state == CertState::Installed && e.days_left.unwrap_or(0) > 7);
+        .is_some_and(|e| e.state == EntryState::Installed && e.days_left.unwrap_or(0) > 7);
     step(2, &format!("client certificate {DEMO_CERT:?}: key + CSR (`cert new`), signed by the dev CA (as the console would), imported (`cert import`)"));
     if installed {
         println!("    reusing {}", store.path(DEMO_CERT, "crt").display());
@@ -180,7 +180,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
     println!("  curl -sS http://{admin}/certs                       # which certificate is active, days left");
     println!("  curl -sS http://{admin}/metrics");
     println!("  curl -sS -X POST http://{admin}/reload              # after editing config.yaml or the certificates");
-    server::terminate_signal().await;
+    crate::process::signals::terminate().await;
     proxy.shutdown().await;
     mock.shutdown().await;
     Ok(())

@@ -1,0 +1,70 @@
+//! `config.yaml`: the serde types (one file per large section), `Secret`, the errors and
+//! how they are shown, and the one `load` path (parse, then validate) that start-up,
+//! `check` and reload all go through. What only a restart changes is [`StartOnly`].
+
+mod error;
+mod files;
+mod limits;
+mod routes;
+mod secret;
+mod timeouts;
+mod types;
+mod upstream;
+mod validate;
+mod validated;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Problem};
+pub use limits::{LimitsConfig, RateLimitConfig};
+pub use routes::{ExtraRoute, PathRule, RouteClass, RoutesConfig};
+pub use secret::Secret;
+pub use timeouts::TimeoutsConfig;
+pub use types::{CallerConfig, CallerSecrets, ClientCertConfig, Config, InboundTlsConfig};
+pub use upstream::{
+    region_url, CertRejectedAnswer, CertRejectedAnswers, UpstreamConfig, CERT_REJECTED_BODY_BYTES,
+};
+pub use validate::validate;
+pub use validated::{
+    LoadedCert, LoadedInbound, StartOnly, StartOnlyChange, UpstreamTarget, Validated,
+};
+
+use crate::model::pki;
+
+/// Reads, parses and validates a config file; the one path used by `run`, `check` and reload.
+pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+    let text = pki::read_bounded(path)
+        .and_then(|b| String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text")))
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let config = parse(path, &text)?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    validate(path, config, &base_dir)
+}
+
+/// Parses YAML text into a [`Config`]; errors carry line and column. A file holding PEM
+/// data is refused unread, and the lines around an error are kept only for a file that
+/// looks like a configuration: a key or secret file named by mistake is never echoed.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    if let Some(e) = ConfigError::pem(path, text) {
+        return Err(e);
+    }
+    serde_saphyr::from_str::<Config>(text).map_err(|e| ConfigError::parse(path, text, &e))
+}
+
+/// Resolves `p` against the config file's folder.
+pub fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}

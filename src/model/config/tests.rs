@@ -1,0 +1,204 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{looks_like_config, pem_kind};
+use super::*;
+
+fn parse_str(s: &str) -> Result<Config, ConfigError> {
+    parse(Path::new("t.yaml"), s)
+}
+
+#[test]
+fn secrets_never_print() {
+    let s = Secret::new("top-secret\n".into()).unwrap();
+    assert_eq!(s.expose(), "top-secret");
+    assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
+    assert!(Secret::new("  ".into()).is_err());
+    assert!(Secret::new("a\u{1}b".into()).is_err());
+}
+
+#[test]
+fn regions_name_the_hosts_of_amitys_current_documentation() {
+    for (region, host) in [
+        ("eu", "apix.eu.amity.co"),
+        ("sg", "apix.sg.amity.co"),
+        ("us", "apix.us.amity.co"),
+    ] {
+        let u = UpstreamConfig {
+            region: Some(region.into()),
+            ..Default::default()
+        };
+        let t = u.target().unwrap();
+        assert_eq!((t.host.as_str(), t.port), (host, 443), "region {region}");
+        assert_eq!(t.path_prefix, "", "region {region}");
+    }
+}
+
+#[test]
+fn region_and_url_resolve() {
+    let u = UpstreamConfig {
+        region: Some("eu".into()),
+        ..Default::default()
+    };
+    let t = u.target().unwrap();
+    assert_eq!(t.host, "apix.eu.amity.co");
+    assert_eq!(t.port, 443);
+    let u = UpstreamConfig {
+        url: Some("https://127.0.0.1:9443/".into()),
+        ..Default::default()
+    };
+    let t = u.target().unwrap();
+    assert_eq!(
+        (t.host.as_str(), t.port, t.path_prefix.as_str()),
+        ("127.0.0.1", 9443, "")
+    );
+    let u = UpstreamConfig {
+        url: Some("http://127.0.0.1:9443".into()),
+        ..Default::default()
+    };
+    assert!(u.target().unwrap_err().reason.contains("https://"));
+}
+
+#[test]
+fn cert_rejected_answers_default_to_nginx_and_are_checked() {
+    let c = parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\n").unwrap();
+    assert_eq!(
+        c.upstream.cert_rejected_answers,
+        CertRejectedAnswers::default()
+    );
+    assert_eq!(c.upstream.cert_rejected_answers.0[0].status, 400);
+    assert!(c.upstream.cert_rejected_answers.problems().is_empty());
+    let c =
+        parse_str("listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers: []\n")
+            .unwrap();
+    assert!(c.upstream.cert_rejected_answers.0.is_empty());
+    let c = parse_str(&format!(
+        "listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {{status: 403, body_contains: denied}}\n    - {{status: 200, body_contains: ' '}}\n    - {{status: 495, body_contains: {}}}\n",
+        "x".repeat(300)
+    ))
+    .unwrap();
+    let problems = c.upstream.cert_rejected_answers.problems();
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "upstream.cert_rejected_answers[1].status",
+            "upstream.cert_rejected_answers[1].body_contains",
+            "upstream.cert_rejected_answers[2].body_contains",
+        ]
+    );
+    assert!(
+        problems[0].reason.contains("200 is not an error status"),
+        "{problems:?}"
+    );
+    let e = parse_str("listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {status: 403}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("body_contains"), "{e}");
+}
+
+#[test]
+fn pem_files_are_named_by_kind() {
+    let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----\n";
+    assert_eq!(pem_kind(cert).as_deref(), Some("PEM data (CERTIFICATE)"));
+    let both = format!("{cert}{key}");
+    assert_eq!(
+        pem_kind(&both).as_deref(),
+        Some("a PEM private key (EC PRIVATE KEY)")
+    );
+    let config = "# the client PRIVATE KEY path goes under client_certs\nlisten: 127.0.0.1:1\n";
+    assert_eq!(pem_kind(config), None);
+    assert!(looks_like_config(config));
+    assert!(!looks_like_config("sk-0123:abc\neyJhbGciOi.x.y\n"));
+}
+
+#[test]
+fn unknown_key_is_rejected_with_position() {
+    let e = parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\nlisten_typo: 1\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("listen_typo"), "{msg}");
+    assert!(msg.contains("line 3") || msg.contains("3:"), "{msg}");
+}
+
+#[test]
+fn route_classes_are_named_once_and_parse_by_that_name() {
+    for c in RouteClass::ALL {
+        assert_eq!(RouteClass::from_name(c.as_str()), Some(c));
+    }
+    let c = parse_str(
+        "listen: 127.0.0.1:1\nupstream: {region: sg}\ncallers:\n  - {identity: a, routes: [auth_token, admin, extra]}\n",
+    )
+    .unwrap();
+    assert_eq!(c.callers[0].routes, RouteClass::ALL);
+}
+
+#[test]
+fn every_section_reports_its_problems_with_field_paths() {
+    let yaml = "listen: nowhere\nupstream:\n  region: mars\n  pool_idle_timeout_ms: 0\n  cert_rejected_answers: [{status: 200, body_contains: x}]\nactive: gone\nfailover_after: 0\nworkers: 5000\ncallers: [{identity: ' ', routes: [admin]}]\nroutes:\n  admin_prefixes: [/x]\n  extra: [{path: a}, {method: GET}]\nlimits:\n  max_header_bytes: 100\n  max_in_flight: 0\n  rate_limit: {per_second: 0, burst: 1}\ntimeouts:\n  idle_ms: 0\n  send_ms: 0\n";
+    let config = parse_str(yaml).unwrap();
+    let Err(ConfigError::Invalid { problems, .. }) =
+        validate(Path::new("t.yaml"), config, Path::new("/nonexistent"))
+    else {
+        panic!("not invalid");
+    };
+    let mut fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "active",
+            "callers",
+            "callers[0].identity",
+            "failover_after",
+            "limits.max_header_bytes",
+            "limits.max_in_flight",
+            "limits.rate_limit",
+            "listen",
+            "routes.admin_prefixes[0]",
+            "routes.extra[0]",
+            "routes.extra[1]",
+            "timeouts.idle_ms",
+            "timeouts.send_ms",
+            "upstream.cert_rejected_answers[0].status",
+            "upstream.pool_idle_timeout_ms",
+            "upstream.region",
+            "workers",
+        ],
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn start_only_changes_name_each_field_with_both_values() {
+    let running = StartOnly {
+        listen: "127.0.0.1:8080".parse().unwrap(),
+        admin_listen: "127.0.0.1:9901".parse().unwrap(),
+        workers: 2,
+        max_connections: 100,
+        max_header_bytes: 16384,
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        send: Duration::from_secs(10),
+        inbound_handshake: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    assert_eq!(running.changes(&running.clone()), []);
+    let configured = StartOnly {
+        admin_listen: "127.0.0.1:9902".parse().unwrap(),
+        idle: Duration::from_millis(1500),
+        ..running.clone()
+    };
+    let change = |field, running: &str, configured: &str| StartOnlyChange {
+        field,
+        running: running.into(),
+        configured: configured.into(),
+    };
+    assert_eq!(
+        running.changes(&configured),
+        [
+            change("admin_listen", "127.0.0.1:9901", "127.0.0.1:9902"),
+            change("timeouts.idle_ms", "60000", "1500"),
+        ]
+    );
+}

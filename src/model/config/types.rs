@@ -1,0 +1,140 @@
+//! The top of `config.yaml`: the listeners, callers, secrets and client certificates;
+//! the larger sections have files of their own.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::limits::LimitsConfig;
+use super::routes::{RouteClass, RoutesConfig};
+use super::timeouts::TimeoutsConfig;
+use super::upstream::UpstreamConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address backends connect to: plain HTTP (HTTP/1.1 or h2c), or TLS with `inbound_tls`.
+    /// Read at start only.
+    pub listen: String,
+    /// Terminate TLS (and with `client_ca`, mutual TLS) from the fleet on `listen`.
+    #[serde(default)]
+    pub inbound_tls: Option<InboundTlsConfig>,
+    /// Allow plain HTTP on a non-loopback `listen` (a warning is logged at start).
+    #[serde(default)]
+    pub allow_plaintext_non_loopback: bool,
+    /// Allow `inbound_tls` without `client_ca` on a non-loopback `listen` while the proxy
+    /// injects a server key or admin token (a warning is logged at start and by `check`).
+    #[serde(default)]
+    pub allow_unauthenticated_callers: bool,
+    /// Fleet identities allowed to call, and which route classes each may use (needs `inbound_tls.client_ca`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub callers: Vec<CallerConfig>,
+    /// File holding the Amity server key, added as `x-server-key` to auth-token calls.
+    #[serde(default)]
+    pub server_key_file: Option<PathBuf>,
+    /// Environment variable holding the server key (instead of `server_key_file`).
+    #[serde(default)]
+    pub server_key_env: Option<String>,
+    /// File holding an admin token, added as `Authorization: Bearer` to admin calls.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// What to do with a server key or admin token a caller sends when the proxy injects its own.
+    #[serde(default)]
+    pub caller_secrets: CallerSecrets,
+    /// Address of the admin listener (health, readiness, certificates, metrics, reload).
+    /// Read at start only.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// File holding a token the admin listener requires as `Authorization: Bearer` on every
+    /// endpoint but `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub admin_auth_token_file: Option<PathBuf>,
+    /// Where calls are forwarded.
+    pub upstream: UpstreamConfig,
+    /// Client certificates registered in the Amity console (at most 2).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub client_certs: Vec<ClientCertConfig>,
+    /// The certificate to present while it is valid; default: the valid one that expires last.
+    #[serde(default)]
+    pub active: Option<String>,
+    /// Consecutive rejections of the active certificate after which the other one takes over.
+    #[serde(default = "default_failover_after")]
+    pub failover_after: u32,
+    /// Which calls may pass; everything else is refused with 403.
+    #[serde(default)]
+    pub routes: RoutesConfig,
+    /// Size limits on what backends send.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Bounds on every wait.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Threads serving backends, each with its own event loop and upstream pool; 0: one per CPU core.
+    /// Read at start only.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+/// TLS on the backend-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundTlsConfig {
+    /// The gateway's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The gateway's private key (PEM).
+    pub key: PathBuf,
+    /// Fleet CA (PEM); when set, callers must present a certificate it issued.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One fleet identity and what it may call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// A SAN DNS name, a SAN URI (e.g. a SPIFFE ID) or the CN of the caller's certificate.
+    pub identity: String,
+    /// Route classes it may use.
+    pub routes: Vec<RouteClass>,
+}
+
+/// Handling of secrets a caller sends when the proxy injects its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerSecrets {
+    /// Remove the caller's value and use the proxy's.
+    #[default]
+    Strip,
+    /// Refuse the request with 403.
+    Reject,
+}
+
+/// One client certificate, as registered in the Amity console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertConfig {
+    /// The certificate's name in the console (1 to 30 of `A-Za-z0-9._-`).
+    pub name: String,
+    /// PEM certificate (chain allowed, leaf first).
+    pub cert: PathBuf,
+    /// PEM private key matching `cert`.
+    pub key: PathBuf,
+}
+
+/// Lets `key:` with no value mean the default, as users expect of an empty list.
+pub(super) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".to_string()
+}
+
+fn default_failover_after() -> u32 {
+    3
+}

@@ -1,0 +1,179 @@
+//! What validation yields: the configuration with every file it names loaded, and the
+//! part of it that only a restart changes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::error::Problem;
+use super::secret::Secret;
+use super::types::Config;
+use crate::model::pki::CertInfo;
+
+/// A configuration that passed validation, with every file it names loaded.
+#[derive(Debug)]
+pub struct Validated {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The parsed values.
+    pub config: Config,
+    /// Parsed `listen`.
+    pub listen: SocketAddr,
+    /// Parsed `admin_listen`.
+    pub admin_listen: SocketAddr,
+    /// The upstream to call.
+    pub upstream: UpstreamTarget,
+    /// Extra trust roots from `upstream.ca`.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Client certificates, in config order.
+    pub certs: Vec<LoadedCert>,
+    /// The gateway's TLS identity and fleet CA, with `inbound_tls`.
+    pub inbound: Option<LoadedInbound>,
+    /// The server key to inject.
+    pub server_key: Option<Secret>,
+    /// The admin token to inject.
+    pub admin_token: Option<Secret>,
+    /// The token the admin listener requires.
+    pub admin_auth_token: Option<Secret>,
+    /// What is allowed but unsafe; logged at start and printed by `check`.
+    pub warnings: Vec<Problem>,
+}
+
+impl Validated {
+    /// The settings only a restart changes.
+    pub fn start_only(&self) -> StartOnly {
+        let (l, t) = (&self.config.limits, &self.config.timeouts);
+        StartOnly {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            workers: self.config.workers,
+            max_connections: l.max_connections,
+            max_header_bytes: l.max_header_bytes,
+            header_read: t.header_read(),
+            idle: t.idle(),
+            send: t.send(),
+            inbound_handshake: t.inbound_handshake(),
+            shutdown_grace: t.shutdown_grace(),
+        }
+    }
+}
+
+/// The settings read once, when the process starts: the listeners, the worker threads and
+/// each backend connection's options. Everything else takes effect on reload; a reload
+/// that changes one of these warns and keeps the value the process started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartOnly {
+    /// `listen`.
+    pub listen: SocketAddr,
+    /// `admin_listen`.
+    pub admin_listen: SocketAddr,
+    /// `workers` as configured (0: one per CPU core).
+    pub workers: usize,
+    /// `limits.max_connections`.
+    pub max_connections: usize,
+    /// `limits.max_header_bytes`.
+    pub max_header_bytes: usize,
+    /// `timeouts.header_read_ms`, for the request head (the body bound reloads).
+    pub header_read: Duration,
+    /// `timeouts.idle_ms`.
+    pub idle: Duration,
+    /// `timeouts.send_ms`.
+    pub send: Duration,
+    /// `timeouts.inbound_handshake_ms`.
+    pub inbound_handshake: Duration,
+    /// `timeouts.shutdown_grace_ms`.
+    pub shutdown_grace: Duration,
+}
+
+/// A start-only field whose configured value differs from the running one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartOnlyChange {
+    /// The field, as written in the config, e.g. `timeouts.idle_ms`.
+    pub field: &'static str,
+    /// The value the process started with, and keeps.
+    pub running: String,
+    /// The value now in the config.
+    pub configured: String,
+}
+
+impl StartOnly {
+    /// Each field as the config names and writes it.
+    fn fields(&self) -> [(&'static str, String); 10] {
+        let ms = |d: Duration| d.as_millis().to_string();
+        [
+            ("listen", self.listen.to_string()),
+            ("admin_listen", self.admin_listen.to_string()),
+            ("workers", self.workers.to_string()),
+            ("limits.max_connections", self.max_connections.to_string()),
+            ("limits.max_header_bytes", self.max_header_bytes.to_string()),
+            ("timeouts.header_read_ms", ms(self.header_read)),
+            ("timeouts.idle_ms", ms(self.idle)),
+            ("timeouts.send_ms", ms(self.send)),
+            ("timeouts.inbound_handshake_ms", ms(self.inbound_handshake)),
+            ("timeouts.shutdown_grace_ms", ms(self.shutdown_grace)),
+        ]
+    }
+
+    /// Every field `configured` sets differently from `self`, the running values.
+    pub fn changes(&self, configured: &StartOnly) -> Vec<StartOnlyChange> {
+        self.fields()
+            .into_iter()
+            .zip(configured.fields())
+            .filter(|((_, running), (_, now))| running != now)
+            .map(|((field, running), (_, configured))| StartOnlyChange {
+                field,
+                running,
+                configured,
+            })
+            .collect()
+    }
+}
+
+/// Where calls go: scheme is always https.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// Base URL without a trailing slash, e.g. `https://apix.sg.amity.co`.
+    pub base: String,
+    /// Host name (or IP) used for SNI and the Host header.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `host[:port]` as sent in Host / :authority.
+    pub authority: http::uri::Authority,
+    /// Path prefix of the base URL (usually empty).
+    pub path_prefix: String,
+}
+
+/// A client certificate with its files read and checked.
+#[derive(Debug)]
+pub struct LoadedCert {
+    /// Console name.
+    pub name: String,
+    /// Resolved certificate path.
+    pub cert_path: PathBuf,
+    /// Resolved key path.
+    pub key_path: PathBuf,
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+    /// What the leaf says.
+    pub info: CertInfo,
+}
+
+/// `inbound_tls` with its files read.
+#[derive(Debug)]
+pub struct LoadedInbound {
+    /// Resolved certificate path.
+    pub cert_path: PathBuf,
+    /// What the gateway's leaf certificate says.
+    pub info: CertInfo,
+    /// The gateway's chain.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The gateway's key.
+    pub key: PrivateKeyDer<'static>,
+    /// Fleet CA certificates, when callers must present one.
+    pub client_ca: Option<Vec<CertificateDer<'static>>>,
+}
