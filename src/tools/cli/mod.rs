@@ -173,10 +173,10 @@ pub struct MockArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// The server key the stand-in accepts in x-server-key.
-    #[arg(long, env = "AMITY_MOCK_SERVER_KEY", default_value = crate::tools::demo::DEMO_SERVER_KEY, hide_env_values = true)]
+    #[arg(long, env = "AMITY_MOCK_SERVER_KEY", default_value = crate::tools::kit::DEMO_SERVER_KEY, hide_env_values = true)]
     pub server_key: String,
     /// The admin token the stand-in accepts.
-    #[arg(long, env = "AMITY_MOCK_ADMIN_TOKEN", default_value = crate::tools::demo::DEMO_ADMIN_TOKEN, hide_env_values = true)]
+    #[arg(long, env = "AMITY_MOCK_ADMIN_TOKEN", default_value = crate::tools::kit::DEMO_ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: String,
     /// Wait this long before answering each request.
     #[arg(long, default_value_t = 0)]
@@ -264,7 +264,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 async fn mock_amity(config: &Path, a: MockArgs) -> Result<(), String> {
     let dir = certs_dir(config, a.dir);
-    let opts = crate::tools::demo::mock_options(
+    let opts = crate::tools::kit::mock_options(
         &dir,
         a.server_key,
         a.admin_token,
