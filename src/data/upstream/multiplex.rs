@@ -17,7 +17,7 @@ use http::{header, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 
-use super::{TlsFailure, Watched};
+use super::watched::{TlsFailure, Watched};
 use crate::data::workers::Padded;
 
 // A stream's window is what one response nobody reads can hold of its connection's window
