@@ -19,7 +19,6 @@ use tokio::sync::watch;
 
 use super::hangup::HangUp;
 use super::park::ParkIo;
-use super::timer::fired;
 use super::{Activity, Proto, Socket, PARK_AFTER};
 use crate::telemetry::metrics::FixedReason;
 
@@ -96,8 +95,6 @@ async fn drive<C: Graceful>(
     mut hangup: Option<&mut HangUp>,
 ) -> hyper::Result<()> {
     let http1 = hangup.is_some();
-    // Tells, without a lock, whether shutdown was signalled (see `Woke` below).
-    let stopping = bounds.stop.clone();
     loop {
         let head = http1.then(|| activity.head_deadline(bounds.head)).flatten();
         // A head arriving, a request in flight or parking asked for: things this loop is not
@@ -119,30 +116,23 @@ async fn drive<C: Graceful>(
                     None => std::future::pending().await,
                 }
             });
-            let (mut first_stop, mut first_sleep) = (true, true);
-            // Registered once: a task's waker does not change (see `fired`).
-            let mut first_wake = true;
             std::future::poll_fn(|cx| {
-                if std::mem::take(&mut first_wake) {
-                    activity.wake.register(cx.waker());
-                }
+                // Before looking at `stalled`, so that a response given up on after the look
+                // still wakes this task.
+                activity.wake.register(cx.waker());
                 if let Poll::Ready(r) = Pin::new(&mut *c).poll(cx) {
                     return Poll::Ready(Woke::Done(r));
                 }
                 if activity.stalled.load(Ordering::Relaxed) > 0 {
                     return Poll::Ready(Woke::Stalled);
                 }
-                // This runs at every wake-up of the connection; the shutdown signal, like the
-                // timer (see `fired`), takes a lock at each poll and keeps its first waker.
-                let signalled =
-                    std::mem::take(&mut first_stop) || stopping.has_changed().unwrap_or(true);
-                if signalled && stop.as_mut().poll(cx).is_ready() {
+                if stop.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woke::Stop);
                 }
                 if closed.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woke::HangUp);
                 }
-                if fired(sleep.as_mut(), &mut first_sleep, cx) {
+                if sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woke::Tick);
                 }
                 Poll::Pending

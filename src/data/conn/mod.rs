@@ -22,13 +22,11 @@ mod driver;
 mod hangup;
 mod park;
 mod sniff;
-mod timer;
 mod tracked;
 
 pub use activity::{Activity, Busy};
 pub use driver::{serve, Bounds, Builders};
 pub use sniff::{sniff, Proto};
-pub use timer::SpareTimer;
 pub use tracked::{SendTimeout, Tracked};
 
 /// Quiet time after which an HTTP/1 connection gives back hyper's buffers.

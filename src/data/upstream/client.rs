@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::watched::{CountingConnector, RecentTls, TlsFailure};
 use super::{error, multiplex, UpstreamBody, UpstreamError};
 use crate::data::tls::{self, TlsError};
-use crate::data::workers::{local, Padded};
+use crate::data::workers::local;
 use crate::model::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
 use crate::telemetry::metrics::Metrics;
 
@@ -43,33 +43,10 @@ pub fn upstream_path(prefix: &str, pq: &PathAndQuery) -> Result<PathAndQuery, Up
     })
 }
 
-/// What one worker uses of an [`Upstream`], on cache lines of its own.
+/// What one worker uses of an [`Upstream`].
 struct PerWorker {
     slot: multiplex::Slot,
     client: Client<CountingConnector, Full<Bytes>>,
-    /// The upstream's `host[:port]`, this worker's own copy.
-    authority: Authority,
-}
-
-impl PerWorker {
-    fn uri(&self, path_and_query: &PathAndQuery) -> Result<Uri, UpstreamError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTPS);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query.clone());
-        Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol {
-            reason: format!("bad upstream URI: {e}"),
-        })
-    }
-
-    fn request<B>(&self, out: &Outgoing, body: B) -> Result<Request<B>, UpstreamError> {
-        let mut req = Request::new(body);
-        *req.method_mut() = out.method.clone();
-        *req.uri_mut() = self.uri(&out.path_and_query)?;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = out.headers.clone();
-        Ok(req)
-    }
 }
 
 /// One generation's upstream: a TLS config with one client identity, and per worker an
@@ -77,7 +54,7 @@ impl PerWorker {
 pub struct Upstream {
     /// One per worker thread (see `workers`), so that a connection is driven by the
     /// thread whose requests use it.
-    workers: Box<[Padded<PerWorker>]>,
+    workers: Box<[PerWorker]>,
     /// Set once the upstream has chosen HTTP/1.1 by ALPN; then each worker's `client`
     /// carries the requests.
     http1: AtomicBool,
@@ -127,16 +104,9 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let workers = (0..workers.max(1))
-            .map(|_| {
-                Padded(PerWorker {
-                    slot: multiplex::Slot::default(),
-                    client: builder.build(connector.clone()),
-                    // A copy, not a clone: clones share one reference count.
-                    authority: Authority::from_maybe_shared(Bytes::copy_from_slice(
-                        target.authority.as_str().as_bytes(),
-                    ))
-                    .unwrap_or_else(|_| target.authority.clone()),
-                })
+            .map(|_| PerWorker {
+                slot: multiplex::Slot::default(),
+                client: builder.build(connector.clone()),
             })
             .collect();
         Ok(Self {
@@ -161,7 +131,7 @@ impl Upstream {
                     return Ok(resp);
                 }
             }
-            let req = w.request(out, Full::new(out.body.clone()))?;
+            let req = self.request(out, Full::new(out.body.clone()))?;
             // Boxed, as connecting is: a rare path with a large future.
             match Box::pin(w.client.request(req)).await {
                 Ok(resp) => Ok(resp.map(UpstreamBody::Http1)),
@@ -200,7 +170,7 @@ impl Upstream {
                 },
             };
             let multiplex::Lease { conn, open } = lease;
-            let mut req = w.request(out, ())?;
+            let mut req = self.request(out, ())?;
             if !out.body.is_empty() && !req.headers().contains_key(http::header::CONTENT_LENGTH) {
                 req.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, out.body.len().into());
@@ -252,7 +222,7 @@ impl Upstream {
         }
         let connected = tower_service::Service::call(
             &mut self.connector.clone(),
-            w.uri(&PathAndQuery::from_static("/"))?,
+            self.uri(&PathAndQuery::from_static("/"))?,
         )
         .await;
         let io = match connected {
@@ -293,6 +263,25 @@ impl Upstream {
             None => self.recent.get(),
         };
         self.explain(err, explained)
+    }
+
+    fn uri(&self, path_and_query: &PathAndQuery) -> Result<Uri, UpstreamError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(self.target.authority.clone());
+        parts.path_and_query = Some(path_and_query.clone());
+        Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol {
+            reason: format!("bad upstream URI: {e}"),
+        })
+    }
+
+    fn request<B>(&self, out: &Outgoing, body: B) -> Result<Request<B>, UpstreamError> {
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = self.uri(&out.path_and_query)?;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = out.headers.clone();
+        Ok(req)
     }
 
     /// The failure for `err`, or for `tls` if the connection's TLS layer saw one.
