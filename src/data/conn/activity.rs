@@ -88,14 +88,11 @@ impl Activity {
         (!self.quiet()).then(|| self.began_ms.load(Ordering::Relaxed))
     }
 
-    /// Marks a request in flight until the returned guard drops; also returns the time it
-    /// began, for the request's own timing (one clock reading serves both).
-    pub fn begin(self: &Arc<Self>) -> (Busy, Instant) {
-        let now = Instant::now();
-        let ms = now.saturating_duration_since(self.start).as_millis() as u64;
-        self.began_ms.store(ms, Ordering::Relaxed);
+    /// Marks a request in flight until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.began_ms.store(self.since_start(), Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        (Busy(self.clone()), now)
+        Busy(self.clone())
     }
 }
 

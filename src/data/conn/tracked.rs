@@ -203,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_body_still_streaming_after_a_frame_is_watched() {
         let activity = Arc::new(Activity::new());
-        let (busy, _) = activity.begin();
+        let busy = activity.begin();
         let mut whole = Tracked::new(Full::new(Bytes::from_static(b"token")), busy);
         assert!(whole.frame().await.unwrap().unwrap().is_data());
         assert!(
@@ -211,7 +211,7 @@ mod tests {
             "a complete body got a watchdog"
         );
 
-        let (busy, _) = activity.begin();
+        let busy = activity.begin();
         let frames = futures_util::stream::iter([b"a".as_slice(), b"b"].map(|b| {
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b)))
         }));
