@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use super::watched::{TlsFailure, Watched};
+
 // A stream's window is what one response nobody reads can hold of its connection's window
 // (until `timeouts.send_ms` drops it): the connection's is many times larger, so that a few
 // such responses leave room for every other caller's.
