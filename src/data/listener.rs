@@ -275,7 +275,7 @@ async fn serve_conn<S: Socket>(
     let svc = service_fn(move |req| {
         // The generation rather than the state: one shared reference count touched per request.
         let (generation, conn) = (state.current.load_full(), conn.clone());
-        let (busy, started) = act.begin();
+        let (busy, started) = (act.begin(), std::time::Instant::now());
         async move {
             let resp = proxy::handle(generation, req, conn, started).await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))

@@ -18,7 +18,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::num::NonZeroU32;
 use tokio_rustls::TlsAcceptor;
 
-use crate::data::conn::SpareTimer;
 use crate::data::tls::{self, TlsError};
 use crate::data::upstream::{upstream_path, Outgoing, Upstream, UpstreamBody, UpstreamError};
 pub use crate::model::config::RouteClass;
@@ -383,8 +382,6 @@ pub struct ConnInfo {
     /// Identities in the caller's client certificate, with mTLS (see [`pki::identities`]).
     pub caller: Option<Vec<String>>,
     name: String,
-    /// Bounds this connection's waits for the upstream.
-    response_timer: SpareTimer,
 }
 
 impl ConnInfo {
@@ -394,12 +391,7 @@ impl ConnInfo {
             Some(id) => id.clone(),
             None => peer.ip().to_string(),
         };
-        Self {
-            peer,
-            caller,
-            name,
-            response_timer: SpareTimer::default(),
-        }
+        Self { peer, caller, name }
     }
 
     /// The caller's name until `callers` matched one: its first identity, else its IP.
@@ -1032,7 +1024,7 @@ async fn forward<'g>(
     // Boxed: futures nest by value, and hyper moves the whole request future (twice) into
     // its connection; kept inline, this one made the request future 7 KiB.
     let sending = Box::pin(g.send(&out));
-    let result = conn.response_timer.within(deadline, sending).await;
+    let result = tokio::time::timeout_at(deadline.into(), sending).await.ok();
     outcome.upstream = Some(sent.elapsed());
     let result = result.unwrap_or_else(|| {
         let e = UpstreamError::ResponseTimeout {
