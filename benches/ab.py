@@ -4,9 +4,9 @@
   python3 benches/ab.py BIN_A BIN_B [--conns 32 256] [--pairs 8] [--secs 3] [--workers 1] [--nice -10]
 
 Both builds run at once against the same upstream nginx (as in bench.py), and wrk drives them in
-short alternating rounds (A B B A ...). On a machine whose speed drifts by tens of percent from
-minute to minute, only rounds this close together can show a difference of a few percent; the
-figure to read is the median of the per-pair ratios B / A.
+short alternating rounds (A B B A ...). On a machine whose speed drifts from minute to minute
+(benches/README.md says by how much), only rounds this close together can show a difference of
+a few percent; the figure to read is the median of the per-pair ratios B / A.
 """
 
 import argparse
@@ -17,15 +17,16 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402
-from bench import P, Proxy, log, spawn, wrk, write  # noqa: E402
+import common  # noqa: E402
+from common import P, log, write  # noqa: E402
+from load import measured_round, wrk  # noqa: E402
+from peers import Proxy, make_certs, ours_conf, start_upstream  # noqa: E402
+from procs import stop_all  # noqa: E402
 
 
 def start(bin_path, port, admin, workers):
-    px = Proxy("ours", os.path.basename(bin_path), port, workers)
-    cfg = write(f"ours-{port}.yaml", bench.ours_conf(port, admin, workers=workers))
-    px.p = spawn([bin_path, "run", "-c", cfg], f"ours-{port}", env={"RUST_LOG": "warn"})
-    px.admin = admin
+    cfg = write(f"ours-{port}.yaml", ours_conf(port, admin, workers=workers))
+    px = Proxy("ours", os.path.basename(bin_path), port, workers).run([bin_path, "run", "-c", cfg], f"ours-{port}", admin)
     px.ready()
     return px
 
@@ -47,16 +48,12 @@ def main():
             sys.exit(f"{b}: not an executable file (build one with bash scripts/build-optimized.sh)")
     if a.nice:
         os.nice(a.nice)
-    bench.ARGS = argparse.Namespace(nginx=shutil.which("nginx") or "/usr/sbin/nginx",
-                                    wrk=shutil.which("wrk") or "/usr/bin/wrk", upstream_h1=False)
-    bench.WORK = tempfile.mkdtemp(prefix="amity-ab-")
+    common.ARGS = argparse.Namespace(nginx=shutil.which("nginx") or "/usr/sbin/nginx",
+                                     wrk=shutil.which("wrk") or "/usr/bin/wrk", upstream_h1=False)
+    common.WORK = tempfile.mkdtemp(prefix="amity-ab-")
     try:
-        bench.make_certs(os.path.join(bench.WORK, "certs"))
-        pre = bench.nginx_prefix_dirs("upstream")
-        bench.UPSTREAM = spawn([bench.ARGS.nginx, "-p", pre, "-e", os.path.join(pre, "error.log"),
-                                "-c", write("upstream.conf", bench.upstream_conf()), "-g", "daemon off;"], "upstream")
-        if not (bench.wait_port(P["up_tls"]) and bench.wait_port(P["up_plain"])):
-            raise RuntimeError("upstream nginx did not start")
+        make_certs(os.path.join(common.WORK, "certs"))
+        start_upstream()
         pxs = [start(a.a, P["ours"], P["ours_admin"], a.workers),
                start(a.b, P["ours_info"], P["ours_info_admin"], a.workers)]
         for conns in a.conns:
@@ -66,7 +63,7 @@ def main():
             for i in range(a.pairs):
                 order = (0, 1) if i % 2 == 0 else (1, 0)
                 for k in order:
-                    r = bench.measured_round(pxs[k], conns, a.secs)
+                    r = measured_round(pxs[k], conns, a.secs)
                     cpu[k].append(r["cpu_us_per_req"])
                     rps[k].append(r["rps"])
                 log(f"c={conns} pair {i + 1}: A {cpu[0][-1]:.1f} µs/req {rps[0][-1]:,.0f} req/s, "
@@ -77,8 +74,8 @@ def main():
                       f"B median {statistics.median(fig[1]):,.2f}; B / A per pair: median {statistics.median(ratios):.3f}, "
                       f"range {min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)} pairs")
     finally:
-        bench.stop_all()
-        shutil.rmtree(bench.WORK, ignore_errors=True)
+        stop_all()
+        shutil.rmtree(common.WORK, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: amity-mtls-proxy vs nginx vs HAProxy as an mTLS egress proxy.
 #
-#   bash benches/compare.sh            # full run (~12-14 min on 2 cores)
-#   bash benches/compare.sh --quick    # shorter rounds, for a smoke test (~4 min)
+#   bash benches/compare.sh            # full run (how long: benches/README.md)
+#   bash benches/compare.sh --quick    # shorter rounds, for a smoke test
 #
 # Environment:
 #   AMITY_BIN=/path/to/amity-mtls-proxy   use this binary instead of the one that ships
@@ -17,7 +17,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 if [ -z "${AMITY_BIN:-}" ]; then
   if [ -z "${SKIP_BUILD:-}" ]; then
-    # The binary that ships: the release build laid out by BOLT.
+    # The binary that ships: the profile-guided release build, laid out by BOLT.
     bash "$root/scripts/build-optimized.sh"
   fi
   export AMITY_BIN="$root/target/optimized/amity-mtls-proxy"

@@ -24,8 +24,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402
-from bench import P, Proxy, log, spawn, stop, wrk, write  # noqa: E402
+import common  # noqa: E402
+import peers  # noqa: E402
+from common import P, log, write  # noqa: E402
+from load import wrk  # noqa: E402
+from peers import Proxy  # noqa: E402
+from procs import spawn, stop, stop_all  # noqa: E402
 
 
 def parse_callgrind(path):
@@ -105,40 +109,44 @@ def vg_pid(p):
 
 
 def callgrind_one(kind, out_dir, requests_target, conns):
-    work = bench.WORK
+    work = common.WORK
     outf = os.path.join(work, f"callgrind.{kind}.out")
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}", "--dump-instr=no",
           "--collect-atstart=yes", "--separate-threads=no", "--trace-children=no"]
-    if bench.ARGS.cache_sim:
+    if common.ARGS.cache_sim:
         vg.append("--cache-sim=yes")
     if kind == "ours":
-        cfg = write("ours-cg.yaml", bench.ours_conf(P["ours"], P["ours_admin"], workers=1))
-        p = spawn(vg + [bench.ARGS.bin, "run", "-c", cfg], "cg-ours",
-                  env={"RUST_LOG": "warn", **bench.ours_env()})
+        cfg = write("ours-cg.yaml", peers.ours_conf(P["ours"], P["ours_admin"], workers=1))
+        p = spawn(vg + [common.ARGS.bin, "run", "-c", cfg], "cg-ours",
+                  env={"RUST_LOG": "warn", **peers.ours_env()})
         port = P["ours"]
     elif kind == "nginx":
-        conf = bench.nginx_proxy_conf(1).replace("worker_processes 1;", "worker_processes 1;\nmaster_process off;")
+        conf = peers.nginx_proxy_conf(1).replace("worker_processes 1;", "worker_processes 1;\nmaster_process off;")
         cfg = write("nginx-cg.conf", conf)
-        p = spawn(vg + [bench.ARGS.nginx, "-p", os.path.join(work, "nginx"), "-e",
+        p = spawn(vg + [common.ARGS.nginx, "-p", os.path.join(work, "nginx"), "-e",
                         os.path.join(work, "nginx", "error.log"), "-c", cfg, "-g", "daemon off;"], "cg-nginx")
         port = P["nginx"]
+    elif kind == "haproxy-lean":
+        cfg = write("haproxy-lean-cg.cfg", peers.haproxy_lean_conf(1))
+        p = spawn(vg + [common.ARGS.haproxy, "-db", "-f", cfg], "cg-haproxy-lean")
+        port = P["haproxy-lean"]
     else:
-        conf = bench.haproxy_conf(1).replace(" expose-fd listeners", "")
+        conf = peers.haproxy_conf(1).replace(" expose-fd listeners", "")
         cfg = write("haproxy-cg.cfg", conf)
-        p = spawn(vg + [bench.ARGS.haproxy, "-db", "-f", cfg], "cg-haproxy")
+        p = spawn(vg + [common.ARGS.haproxy, "-db", "-f", cfg], "cg-haproxy")
         port = P["haproxy"]
     try:
         end = time.time() + 120
-        while time.time() < end and not bench.token_ok(port, 5):
+        while time.time() < end and not common.token_ok(port, 5):
             if p.poll() is not None:
                 raise RuntimeError(f"{kind} under valgrind exited; see {work}/cg-{kind}.log")
             time.sleep(0.5)
         # warm-up: connections, pools, caches, lazy statics
         wrk(port, conns, 6)
         subprocess.run(["callgrind_control", "-z", str(vg_pid(p))], capture_output=True, timeout=60)
-        a0 = bench.upstream_accepts()
+        a0 = peers.upstream_accepts()
         w = wrk(port, conns, max(3, requests_target))
-        a1 = bench.upstream_accepts()
+        a1 = peers.upstream_accepts()
         subprocess.run(["callgrind_control", "-d", str(vg_pid(p))], capture_output=True, timeout=60)
         time.sleep(1)
     finally:
@@ -166,11 +174,11 @@ def callgrind_one(kind, out_dir, requests_target, conns):
     for fn, ir in self_ir.items():
         k = crate_of(fn, fn_obj.get(fn))
         by_crate[k] = by_crate.get(k, 0) + ir
-    with open(os.path.join(out_dir, f"callgrind-{kind}{bench.ARGS.label}.txt"), "w") as f:
+    with open(os.path.join(out_dir, f"callgrind-{kind}{common.ARGS.label}.txt"), "w") as f:
         f.write(f"# {kind}: {total:,} instructions over {reqs:,} requests = {total / reqs:,.0f} per request\n")
         f.write(f"# valgrind --tool=callgrind, wrk -c{conns}, one worker, counters zeroed after a 6 s warm-up"
-                f"{'; upstream offers only http/1.1' if bench.ARGS.upstream_h1 else ''}"
-                f"{'; env ' + ' '.join(bench.ARGS.ours_env) if bench.ARGS.ours_env and kind == 'ours' else ''}\n\n")
+                f"{'; upstream offers only http/1.1' if common.ARGS.upstream_h1 else ''}"
+                f"{'; env ' + ' '.join(common.ARGS.ours_env) if common.ARGS.ours_env and kind == 'ours' else ''}\n\n")
         f.write("## self instructions by library / crate (per request)\n\n")
         for k, ir in sorted(by_crate.items(), key=lambda x: -x[1])[:25]:
             f.write(f"{ir / reqs:>10,.0f}  {100 * ir / total:5.1f}%  {k}\n")
@@ -180,18 +188,18 @@ def callgrind_one(kind, out_dir, requests_target, conns):
         f.write("\n## top functions, inclusive (per request)\n\n")
         for fn, ir in sorted(incl.items(), key=lambda x: -x[1])[:90]:
             f.write(f"{ir / reqs:>10,.0f}  {100 * ir / total:5.1f}%  {fn[:170]}\n")
-    shutil.copy(dump, os.path.join(bench.WORK, f"keep-{kind}.callgrind"))
+    shutil.copy(dump, os.path.join(common.WORK, f"keep-{kind}.callgrind"))
     new_up = max(a1 - a0 - 1, 0)
     log(f"{kind:<8} {total / reqs:>10,.0f} instructions/request ({reqs:,} requests, {new_up} new upstream connections)")
     return dict(instructions=total, requests=reqs, per_request=total / reqs, dump=dump, new_upstream=new_up,
-                misses=misses if bench.ARGS.cache_sim else None)
+                misses=misses if common.ARGS.cache_sim else None)
 
 
 def perf_one(kind, out_dir, secs, conns):
     """perf record of one proxy (all its processes, one worker) at full load; CPU samples per
     request by shared object and symbol, the kernel's included."""
     px = Proxy(kind, kind, P[kind], 1).start()
-    data = os.path.join(bench.WORK, f"perf-{kind}.data")
+    data = os.path.join(common.WORK, f"perf-{kind}.data")
     try:
         px.ready()
         wrk(px.port, conns, 3)
@@ -212,7 +220,7 @@ def perf_one(kind, out_dir, secs, conns):
     # cpu-clock's event count is in nanoseconds of CPU
     per_req = f"{int(samples.group(1)) / 1000 / (w['rps'] * secs):.1f} µs of CPU per request; " if samples else ""
     strip = lambda t: "\n".join(l for l in t.splitlines() if l.strip() and not l.startswith("#"))
-    with open(os.path.join(out_dir, f"perf-{kind}{bench.ARGS.label}.txt"), "w") as f:
+    with open(os.path.join(out_dir, f"perf-{kind}{common.ARGS.label}.txt"), "w") as f:
         f.write(f"# perf record -e cpu-clock -F 999 --call-graph dwarf, {kind}, one worker, wrk -c{conns}, "
                 f"{w['rps']:,.0f} req/s during the profile; {per_req}percentages are of the proxy's CPU\n\n"
                 "## by shared object (self)\n")
@@ -225,12 +233,12 @@ def syscalls(out_dir, secs, conns):
     """System calls per request, counted by strace -c on every process of each proxy (one worker)."""
     lines = []
     for kind in ("ours", "nginx", "haproxy"):
-        px = Proxy(kind, kind, P[kind], bench.ARGS.workers).start()
+        px = Proxy(kind, kind, P[kind], common.ARGS.workers).start()
         try:
             px.ready()
             wrk(px.port, conns, 3)
             pids = px.pids()
-            args = ["strace", "-c", "-f", "-o", os.path.join(bench.WORK, f"strace-{kind}.txt")]
+            args = ["strace", "-c", "-f", "-o", os.path.join(common.WORK, f"strace-{kind}.txt")]
             for pid in pids:
                 args += ["-p", str(pid)]
             st = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -241,7 +249,7 @@ def syscalls(out_dir, secs, conns):
         finally:
             px.stop()
         calls, table = 0, {}
-        for line in open(os.path.join(bench.WORK, f"strace-{kind}.txt")):
+        for line in open(os.path.join(common.WORK, f"strace-{kind}.txt")):
             c = line.split()
             if len(c) >= 5 and c[0][0].isdigit() and c[-1] != "total":
                 n = int(c[3])
@@ -253,8 +261,8 @@ def syscalls(out_dir, secs, conns):
         top = ", ".join(f"{k} {v / reqs:.2f}" for k, v in sorted(table.items(), key=lambda x: -x[1])[:8])
         lines.append(f"{kind:<8} {calls / reqs:5.2f} syscalls/request over {reqs:,} requests: {top}")
         log(lines[-1])
-    with open(os.path.join(out_dir, f"syscalls{bench.ARGS.label}.txt"), "w") as f:
-        f.write(f"# strace -c -f on all the proxy's processes, {bench.ARGS.workers} worker(s), wrk -c{conns} for {secs} s\n")
+    with open(os.path.join(out_dir, f"syscalls{common.ARGS.label}.txt"), "w") as f:
+        f.write(f"# strace -c -f on all the proxy's processes, {common.ARGS.workers} worker(s), wrk -c{conns} for {secs} s\n")
         f.write("\n".join(lines) + "\n")
 
 
@@ -265,7 +273,9 @@ def main():
     ap.add_argument("--perf", action="store_true")
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--syscalls", action="store_true", help="strace -c: system calls per request")
-    ap.add_argument("--only", nargs="+", default=["ours", "nginx", "haproxy"])
+    ap.add_argument("--only", nargs="+", default=["ours", "nginx", "haproxy"],
+                    choices=["ours", "nginx", "haproxy", "haproxy-lean"],
+                    help="the proxies for --callgrind and --perf (haproxy-lean: HAProxy without ACLs or master)")
     ap.add_argument("--secs", type=int, default=8, help="measured seconds per proxy")
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--keep", action="store_true")
@@ -293,18 +303,14 @@ def main():
     a.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     a.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     a.wrk = shutil.which("wrk") or "/usr/bin/wrk"
-    bench.ARGS = a
-    bench.WORK = tempfile.mkdtemp(prefix="amity-profile-")
+    common.ARGS = a
+    common.WORK = tempfile.mkdtemp(prefix="amity-profile-")
     out_dir = os.path.join(a.root, "benches", "results")
     os.makedirs(out_dir, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        bench.make_certs(os.path.join(bench.WORK, "certs"))
-        pre = bench.nginx_prefix_dirs("upstream")
-        up = spawn([a.nginx, "-p", pre, "-e", os.path.join(pre, "error.log"),
-                    "-c", write("upstream.conf", bench.upstream_conf(not a.upstream_h1)), "-g", "daemon off;"], "upstream")
-        bench.UPSTREAM = up
-        bench.wait_port(P["up_tls"])
+        peers.make_certs(os.path.join(common.WORK, "certs"))
+        peers.start_upstream(h2=not a.upstream_h1)
         results = {}
         if a.callgrind:
             for kind in a.only:
@@ -325,11 +331,11 @@ def main():
         if a.syscalls:
             syscalls(out_dir, a.secs, a.conns)
     finally:
-        bench.stop_all()
+        stop_all()
         if a.keep:
-            print("kept", bench.WORK)
+            print("kept", common.WORK)
         else:
-            shutil.rmtree(bench.WORK, ignore_errors=True)
+            shutil.rmtree(common.WORK, ignore_errors=True)
 
 
 if __name__ == "__main__":

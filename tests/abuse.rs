@@ -5,37 +5,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::tools::demo::call;
-use common::{closed_port, v3, Env, V3};
+use common::{call, v3, Env, Spawned, V3};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
 const IDLE_CONNECTIONS: usize = 10_000;
-
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proxy {
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
 
 async fn healthy(addr: SocketAddr, what: &str) {
     let t = Instant::now();
@@ -70,33 +47,16 @@ async fn abuse_is_contained_while_normal_requests_are_served() {
     let env = Env::new();
     env.client_cert("backend-a");
     let mock = env.mock(Duration::ZERO).await;
-    let listen = closed_port();
     let v = env.config(
         mock.addr,
         &["backend-a"],
         "timeouts:\n  header_read_ms: 2000\n  idle_ms: 4000\nlimits:\n  max_request_body_bytes: 4096\n",
     );
-    let cfg = std::fs::read_to_string(&v.path).unwrap().replacen(
-        "listen: 127.0.0.1:0",
-        &format!("listen: {listen}"),
-        1,
-    );
-    std::fs::write(&v.path, cfg).unwrap();
-    let proxy = Proxy(
-        Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&v.path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(listen).await.is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let proxy = Spawned::run_with(&v, |c| {
+        c.env("RUST_LOG", "warn");
+    })
+    .await;
+    let listen = proxy.listen;
     healthy(listen, "at start").await;
     let rss_start = proxy.rss_kib();
 

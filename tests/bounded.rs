@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::tools::demo;
-use common::proxied;
+use amity_mtls_proxy::model::pki::{self, DevCa, Validity};
+use common::{proxied, Fleet, Spawned};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -116,70 +116,15 @@ async fn an_http2_client_sending_pings_is_closed_after_idle_ms() {
     );
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
-
-/// The binary, run as users run it, its log (stderr) in a file.
-struct Process {
-    child: std::process::Child,
-    listen: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Runs `amity-mtls-proxy run` with the config `v` was loaded from, on fixed ports.
-    async fn start(env: &common::Env, v: &amity_mtls_proxy::model::config::Validated) -> Self {
-        let (listen, admin) = (common::closed_port(), common::closed_port());
-        let cfg = std::fs::read_to_string(&v.path)
-            .unwrap()
-            .replacen("listen: 127.0.0.1:0", &format!("listen: {listen}"), 1)
-            .replacen(
-                "admin_listen: 127.0.0.1:0",
-                &format!("admin_listen: {admin}"),
-                1,
-            );
-        std::fs::write(&v.path, cfg).unwrap();
-        let log = env.dir.path().join("proxy.log");
-        let child = std::process::Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&v.path)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(admin).await.is_err() || TcpStream::connect(listen).await.is_err()
-        {
-            assert!(Instant::now() < deadline, "the proxy did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            child,
-            listen,
-            admin,
-            log,
-        }
-    }
-
-    /// Log lines (after the batch writer has flushed) that contain every one of `words`.
-    async fn lines_with(&self, words: &[&str]) -> Vec<String> {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        std::fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.contains("target=\"access\"") && !l.contains(" access:"))
-            .filter(|l| words.iter().all(|w| l.contains(w)))
-            .map(str::to_string)
-            .collect()
-    }
+/// Log lines of `p` (after the batch writer has flushed) that contain every one of `words`.
+async fn lines_with(p: &Spawned, words: &[&str]) -> Vec<String> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.log()
+        .lines()
+        .filter(|l| !l.contains("target=\"access\"") && !l.contains(" access:"))
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .map(str::to_string)
+        .collect()
 }
 
 /// `n` token calls at once, each on a connection of its own; returns their statuses.
@@ -202,7 +147,7 @@ async fn refusals_are_summarised(yaml: &str, delay: Duration, status: u16, kind:
     env.client_cert("backend-a");
     let mock = env.mock(delay).await;
     let v = env.config(mock.addr, &["backend-a"], yaml);
-    let p = Process::start(&env, &v).await;
+    let p = env.spawn(&v).await;
     let statuses = burst(p.listen, 300).await;
     let refused = statuses.iter().filter(|s| s.as_u16() == status).count();
     assert!(refused >= 250, "expected most calls refused: {statuses:?}");
@@ -219,7 +164,7 @@ async fn refusals_are_summarised(yaml: &str, delay: Duration, status: u16, kind:
     );
     // The summary of the first second comes when it ends.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let lines = p.lines_with(&[kind]).await;
+    let lines = lines_with(&p, &[kind]).await;
     assert!(
         !lines.is_empty() && lines.len() <= 4,
         "{refused} refusals ({status}) wrote {} log lines about it (want 1 to 4):\n{}",
@@ -254,88 +199,45 @@ async fn rate_limit_warnings_are_summarised_and_counted_exactly() {
     refusals_are_summarised(yaml, Duration::ZERO, 429, "rate_limited").await;
 }
 
-/// The fleet's CA and the gateway's server certificate, for `inbound_tls`.
-struct Fleet {
-    dir: tempfile::TempDir,
-    ca: amity_mtls_proxy::model::pki::DevCa,
+/// A caller certificate and key signed by `ca`, valid over `validity`, as rustls takes them.
+fn caller(fleet: &Fleet, ca: &DevCa, validity: Validity) -> ClientCert {
+    let (crt, key) = fleet.caller(ca, "backend", None, validity);
+    (
+        pki::read_cert_chain(&crt).unwrap(),
+        pki::read_private_key(&key).unwrap(),
+    )
 }
 
-impl Fleet {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = amity_mtls_proxy::model::pki::DevCa::init(dir.path(), false).unwrap();
-        ca.issue_server_cert(dir.path(), &["127.0.0.1".into()])
-            .unwrap();
-        Self { dir, ca }
-    }
+type ClientCert = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
 
-    fn yaml(&self) -> String {
-        let p = |f: &str| self.dir.path().join(f).display().to_string();
-        format!(
-            "inbound_tls:\n  cert: {}\n  key: {}\n  client_ca: {}\n",
-            p("dev-server.crt"),
-            p("dev-server.key"),
-            p("dev-ca.crt")
-        )
+/// A TLS handshake with the proxy, presenting `cert` if given; whether it completed (the
+/// proxy answering a request on it).
+async fn handshake(fleet: &Fleet, addr: std::net::SocketAddr, cert: Option<ClientCert>) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pki::read_cert_chain(&fleet.path("dev-ca.crt")).unwrap() {
+        roots.add(c).unwrap();
     }
-
-    /// A caller certificate and key signed by `ca`, valid over `validity`.
-    fn caller(
-        &self,
-        ca: &amity_mtls_proxy::model::pki::DevCa,
-        validity: amity_mtls_proxy::model::pki::Validity,
-    ) -> (
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    ) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "backend");
-        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let crt = self.dir.path().join("caller.crt");
-        std::fs::write(&crt, ca.sign_csr(&csr, validity).unwrap()).unwrap();
-        let chain = amity_mtls_proxy::model::pki::read_cert_chain(&crt).unwrap();
-        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-        (chain, der.into())
-    }
-
-    /// A TLS handshake with the proxy, presenting `cert` if given; whether it completed
-    /// (the proxy answering a request on it).
-    async fn handshake(
-        &self,
-        addr: std::net::SocketAddr,
-        cert: Option<(
-            Vec<rustls::pki_types::CertificateDer<'static>>,
-            rustls::pki_types::PrivateKeyDer<'static>,
-        )>,
-    ) -> bool {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in amity_mtls_proxy::model::pki::read_cert_chain(&self.dir.path().join("dev-ca.crt"))
-            .unwrap()
-        {
-            roots.add(c).unwrap();
-        }
-        let b = rustls::ClientConfig::builder().with_root_certificates(roots);
-        let cfg = match cert {
-            Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
-            None => b.with_no_client_auth(),
-        };
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let Ok(mut tls) = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-            .connect(name, tcp)
-            .await
-        else {
-            return false;
-        };
-        // With TLS 1.3 the server checks the client's certificate after the client is done:
-        // the verdict shows on the first exchange.
-        let req = b"GET /api/v3/authentication/token?userId=a HTTP/1.1\r\nhost: x\r\n\r\n";
-        let mut buf = [0u8; 16];
-        tls.write_all(req).await.is_ok() && matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
-    }
+    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let cfg = match cert {
+        Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let Ok(mut tls) = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+    else {
+        return false;
+    };
+    // With TLS 1.3 the server checks the client's certificate after the client is done:
+    // the verdict shows on the first exchange.
+    let req = b"GET /api/v3/authentication/token?userId=a HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut buf = [0u8; 16];
+    tls.write_all(req).await.is_ok() && matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
 }
 
 /// Waits (briefly: the count follows the close the caller sees) until `name{reason}` is `n`.
@@ -343,10 +245,7 @@ async fn counted(admin: std::net::SocketAddr, name: &str, reason: &str, n: f64) 
     let what = format!("{name}{{reason={reason}}} = {n}");
     common::eventually(Duration::from_secs(3), &what, || async {
         // One scrape (`get_metrics` takes two and compares them; a count may come between).
-        let (_, _, body) = demo::call(admin, http::Method::GET, "/metrics", &[], "")
-            .await
-            .unwrap();
-        let s = common::scrape(std::str::from_utf8(&body).unwrap());
+        let s = common::scrape_once(admin).await;
         match common::metric(&s, name, &[("reason", reason)]) {
             Some(v) if v == n => Ok(()),
             v => Err(format!("{v:?}")),
@@ -363,34 +262,36 @@ async fn counted_once(admin: std::net::SocketAddr, name: &str, reason: &str) {
 /// another CA, an expired one, something that is not TLS, and a caller that says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_inbound_handshakes_are_counted_by_reason() {
-    use amity_mtls_proxy::model::pki::{now_unix, Validity};
     let fleet = Fleet::new();
-    let yaml = format!("{}timeouts:\n  inbound_handshake_ms: 500\n", fleet.yaml());
+    let yaml = format!(
+        "{}timeouts:\n  inbound_handshake_ms: 500\n",
+        fleet.inbound_yaml()
+    );
     let (_env, _mock, proxy) = proxied(&yaml).await;
     let (addr, admin) = (proxy.addr, proxy.admin_addr);
     const NAME: &str = "amity_proxy_inbound_handshake_failures_total";
 
-    let good = fleet.caller(&fleet.ca, Validity::days_from_now(30));
+    let good = caller(&fleet, &fleet.ca, Validity::days_from_now(30));
     assert!(
-        fleet.handshake(addr, Some(good)).await,
+        handshake(&fleet, addr, Some(good)).await,
         "a fleet certificate was refused"
     );
 
-    assert!(!fleet.handshake(addr, None).await);
+    assert!(!handshake(&fleet, addr, None).await);
     counted_once(admin, NAME, "no_certificate").await;
 
     let (_dir, other_ca) = common::foreign_ca();
-    let foreign = fleet.caller(&other_ca, Validity::days_from_now(30));
-    assert!(!fleet.handshake(addr, Some(foreign)).await);
+    let foreign = caller(&fleet, &other_ca, Validity::days_from_now(30));
+    assert!(!handshake(&fleet, addr, Some(foreign)).await);
     counted_once(admin, NAME, "unknown_ca").await;
 
-    let now = now_unix();
+    let now = pki::now_unix();
     let old = Validity {
         not_before: now - 20 * 86_400,
         not_after: now - 86_400,
     };
-    let expired = fleet.caller(&fleet.ca, old);
-    assert!(!fleet.handshake(addr, Some(expired)).await);
+    let expired = caller(&fleet, &fleet.ca, old);
+    assert!(!handshake(&fleet, addr, Some(expired)).await);
     counted_once(admin, NAME, "expired").await;
 
     let mut plain = TcpStream::connect(addr).await.unwrap();
@@ -451,7 +352,7 @@ async fn refusals_before_routing_are_summarised_in_the_log() {
     env.client_cert("backend-a");
     let mock = env.mock(Duration::ZERO).await;
     let v = env.config(mock.addr, &["backend-a"], "");
-    let p = Process::start(&env, &v).await;
+    let p = env.spawn(&v).await;
     for _ in 0..100 {
         let mut s = TcpStream::connect(p.listen).await.unwrap();
         s.write_all(b"GET /a b c HTTP/1.1\r\n\r\n").await.unwrap();
@@ -465,7 +366,7 @@ async fn refusals_before_routing_are_summarised_in_the_log() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let lines = p.lines_with(&["bad_request"]).await;
+    let lines = lines_with(&p, &["bad_request"]).await;
     assert!(
         (1..=4).contains(&lines.len()),
         "100 refusals wrote {} log lines (want 1 to 4):\n{}",
@@ -578,14 +479,10 @@ async fn a_slow_upstream_body_is_not_cut_by_send_ms() {
 async fn upstream_failure_warnings_are_summarised() {
     let env = common::Env::new();
     let (_dir, other) = common::foreign_ca();
-    env.client_cert_from(
-        &other,
-        "refused",
-        amity_mtls_proxy::model::pki::Validity::days_from_now(30),
-    );
+    env.client_cert_from(&other, "refused", Validity::days_from_now(30));
     let mock = env.mock(Duration::ZERO).await;
     let v = env.config(mock.addr, &["refused"], "");
-    let p = Process::start(&env, &v).await;
+    let p = env.spawn(&v).await;
     let statuses = burst(p.listen, 100).await;
     assert!(
         statuses.iter().all(|s| *s == http::StatusCode::BAD_GATEWAY),
@@ -593,7 +490,7 @@ async fn upstream_failure_warnings_are_summarised() {
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for what in ["retrying", "client_cert_rejected"] {
-        let lines = p.lines_with(&["WARN", what]).await;
+        let lines = lines_with(&p, &["WARN", what]).await;
         assert!(
             (1..=4).contains(&lines.len()),
             "100 failed calls wrote {} warnings with {what:?} (want 1 to 4):\n{}",

@@ -12,7 +12,7 @@ async fn check_live_names_the_host_it_reached_for_each_certificate() {
     let mock = env.mock(std::time::Duration::ZERO).await;
     let v = env.config(mock.addr, &["backend-a"], "");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_amity-mtls-proxy"))
+        Command::new(common::BIN)
             .args(["check", "--live", "-c"])
             .arg(&v.path)
             .output()

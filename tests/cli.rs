@@ -1,270 +1,17 @@
-//! End-to-end tests of the command line: each test runs the built binary in its own
-//! temporary folder with `-c <tmp>/config.yaml`, and cross-checks the files with `openssl`.
+//! End-to-end tests of the certificate commands (`cert new`, `cert import`, `cert list`,
+//! `dev-ca`): each runs the built binary in its own temporary folder with
+//! `-c <tmp>/config.yaml`, and cross-checks the files with `openssl`. `check` is in check.rs.
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use amity_mtls_proxy::model::pki::{self, DevCa, Validity};
-use serde_json::Value;
-
-/// What one run of the binary did.
-struct Out {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl fmt::Display for Out {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} exited with {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.args, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Out {
-    fn success(self) -> Self {
-        assert_eq!(self.code, 0, "expected success: {self}");
-        self
-    }
-
-    /// A refusal: exit code 1 (clap's usage errors exit 2, so this also proves the
-    /// arguments were accepted and the command itself said no).
-    fn failure(self) -> Self {
-        assert_eq!(self.code, 1, "expected exit code 1: {self}");
-        self
-    }
-
-    fn stderr_has(&self, needles: &[&str]) -> &Self {
-        for n in needles {
-            assert!(self.stderr.contains(n), "stderr lacks {n:?}: {self}");
-        }
-        self
-    }
-
-    fn stdout_has(&self, needles: &[&str]) -> &Self {
-        for n in needles {
-            assert!(self.stdout.contains(n), "stdout lacks {n:?}: {self}");
-        }
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
-    }
-}
-
-/// A temporary folder holding config.yaml and certs/.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("create a temporary folder"),
-        }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root().join(rel)
-    }
-
-    /// `certs/NAME.EXT`, the default certificate folder beside the config.
-    fn cert_file(&self, name: &str, ext: &str) -> PathBuf {
-        self.path(&format!("certs/{name}.{ext}"))
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_amity-mtls-proxy"))
-            .arg("-c")
-            .arg(self.path("config.yaml"))
-            .args(args)
-            .current_dir(self.root())
-            .output()
-            .expect("run amity-mtls-proxy");
-        let out = Out {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: out
-                .status
-                .code()
-                .unwrap_or_else(|| panic!("{args:?} killed by a signal: {:?}", out.status)),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert!(!out.stderr.contains("panicked"), "panic: {out}");
-        out
-    }
-
-    fn write_config(&self, yaml: &str) {
-        fs::write(self.path("config.yaml"), yaml).expect("write config.yaml");
-    }
-
-    fn cert_new(&self, name: &str) -> Out {
-        self.run(&["cert", "new", "--name", name]).success()
-    }
-
-    fn dev_ca_init(&self) {
-        self.run(&["dev-ca", "init"]).success();
-    }
-
-    /// Signs `certs/NAME.csr` with the dev CA through the CLI; returns the certificate file.
-    fn dev_sign(&self, name: &str, days: u32) -> PathBuf {
-        let out = self.path(&format!("{name}-{days}d.pem"));
-        let csr = self.cert_file(name, "csr");
-        self.run(&[
-            "dev-ca",
-            "sign",
-            "--csr",
-            s(&csr),
-            "--days",
-            &days.to_string(),
-            "--out",
-            s(&out),
-        ])
-        .success();
-        out
-    }
-
-    /// `cert new` + `dev-ca sign` + `cert import`; returns the import's output.
-    fn issue(&self, name: &str, days: u32) -> Out {
-        self.cert_new(name);
-        let signed = self.dev_sign(name, days);
-        self.run(&["cert", "import", "--name", name, "--cert", s(&signed)])
-            .success()
-    }
-
-    /// A certificate for `certs/NAME.csr` from the dev CA that expired yesterday;
-    /// the CLI refuses to issue one, so this goes through the library.
-    fn expired_cert(&self, name: &str) -> PathBuf {
-        amity_mtls_proxy::install_crypto_provider();
-        let ca = DevCa::load(&self.path("certs")).expect("load the dev CA");
-        let csr = fs::read_to_string(self.cert_file(name, "csr")).expect("read the CSR");
-        let now = pki::now_unix();
-        let pem = ca
-            .sign_csr(
-                &csr,
-                Validity {
-                    not_before: now - 2 * 86_400,
-                    not_after: now - 86_400,
-                },
-            )
-            .expect("sign an expired certificate");
-        let out = self.path(&format!("{name}-expired.pem"));
-        fs::write(&out, pem).expect("write the expired certificate");
-        out
-    }
-
-    /// Signs `certs/NAME.csr` with openssl and an arbitrary CA, with the given extendedKeyUsage.
-    fn openssl_sign(&self, name: &str, ca: &str, eku: &str, out: &str) -> PathBuf {
-        let ext = self.path(&format!("{out}.ext"));
-        fs::write(&ext, format!("extendedKeyUsage={eku}\n")).expect("write the extfile");
-        let out = self.path(out);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            s(&self.cert_file(name, "csr")),
-            "-CA",
-            s(&self.path(&format!("{ca}.crt"))),
-            "-CAkey",
-            s(&self.path(&format!("{ca}.key"))),
-            "-days",
-            "60",
-            "-extfile",
-            s(&ext),
-            "-out",
-            s(&out),
-        ]);
-        out
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn mode(p: &Path) -> u32 {
-    fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-/// Runs `openssl` from PATH; a missing openssl is a test failure, not a skip.
-fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `openssl` from PATH, which these tests need: {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn openssl_fails(args: &[&str]) -> bool {
-    !Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl")
-        .status
-        .success()
-}
-
-/// Checks the CSR's self-signature, then returns `openssl req -text` with RFC 2253
-/// names (`CN=x`), a format that does not vary between openssl versions.
-fn csr_text(csr: &Path) -> String {
-    openssl(&["req", "-in", s(csr), "-noout", "-verify"]);
-    openssl(&[
-        "req",
-        "-in",
-        s(csr),
-        "-noout",
-        "-text",
-        "-nameopt",
-        "RFC2253",
-    ])
-}
-
-/// A valid config naming the dev CA as extra trust root, with the given `client_certs` entries.
-fn config_yaml(certs: &[String]) -> String {
-    format!(
-        "listen: 127.0.0.1:8080\nupstream:\n  url: https://127.0.0.1:9443\n  ca: certs/dev-ca.crt\nclient_certs:\n{}",
-        certs.concat()
-    )
-}
-
-fn cert_entry(name: &str, cert: &str, key: &str) -> String {
-    format!("  - name: {name}\n    cert: certs/{cert}.crt\n    key: certs/{key}.key\n")
-}
-
-fn own_entry(name: &str) -> String {
-    cert_entry(name, name, name)
-}
+use common::cli::*;
 
 #[test]
 fn cert_new_writes_a_private_key_and_a_verifiable_csr() {
-    let env = Env::new();
+    let env = Cli::new();
     let out = env
         .run(&[
             "cert",
@@ -312,7 +59,7 @@ fn cert_new_writes_a_private_key_and_a_verifiable_csr() {
 
 #[test]
 fn cert_new_rsa_key_in_another_dir() {
-    let env = Env::new();
+    let env = Cli::new();
     let dir = env.path("elsewhere");
     env.run(&[
         "cert",
@@ -334,7 +81,7 @@ fn cert_new_rsa_key_in_another_dir() {
 
 #[test]
 fn cert_import_accepts_a_chain_from_an_independent_ca() {
-    let env = Env::new();
+    let env = Cli::new();
     openssl(&[
         "req",
         "-x509",
@@ -376,7 +123,7 @@ fn cert_import_accepts_a_chain_from_an_independent_ca() {
 
 #[test]
 fn dev_ca_signs_verifiable_client_and_server_certs_and_is_not_replaced() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     let ca = env.cert_file("dev-ca", "crt");
     let ca_key = env.cert_file("dev-ca", "key");
@@ -443,7 +190,7 @@ fn dev_ca_signs_verifiable_client_and_server_certs_and_is_not_replaced() {
 
 #[test]
 fn cert_new_refuses_bad_names_and_writes_nothing() {
-    let env = Env::new();
+    let env = Cli::new();
     let long = "a".repeat(31);
     for (name, rule) in [
         (
@@ -469,7 +216,7 @@ fn cert_new_refuses_bad_names_and_writes_nothing() {
 
 #[test]
 fn cert_new_keeps_an_existing_name_unless_forced() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     env.issue("svc", 90);
     let files = ["key", "csr", "crt"].map(|ext| env.cert_file("svc", ext));
@@ -496,7 +243,7 @@ fn cert_new_keeps_an_existing_name_unless_forced() {
 
 #[test]
 fn cert_new_refuses_a_third_configured_cert() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     env.issue("first", 90);
     env.issue("second", 90);
@@ -516,7 +263,7 @@ fn cert_new_refuses_a_third_configured_cert() {
 
 #[test]
 fn cert_import_refuses_bad_certificates_and_writes_nothing() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     env.issue("svc", 90);
     env.cert_new("fresh");
@@ -564,7 +311,7 @@ fn cert_import_refuses_bad_certificates_and_writes_nothing() {
 
 #[test]
 fn cert_import_without_a_key_says_to_run_cert_new() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     env.cert_new("svc");
     let signed = env.dev_sign("svc", 90);
@@ -576,7 +323,7 @@ fn cert_import_without_a_key_says_to_run_cert_new() {
 
 #[test]
 fn cert_import_replaces_an_installed_cert_only_when_forced() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     env.issue("svc", 90);
     let crt = env.cert_file("svc", "crt");
@@ -603,7 +350,7 @@ fn cert_import_replaces_an_installed_cert_only_when_forced() {
 
 #[test]
 fn cert_import_warns_when_few_days_are_left() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     let healthy = env.issue("long", 90);
     assert!(!healthy.stderr.contains("warning"), "{healthy}");
@@ -615,7 +362,7 @@ fn cert_import_warns_when_few_days_are_left() {
 
 #[test]
 fn cert_list_shows_each_state() {
-    let env = Env::new();
+    let env = Cli::new();
     env.dev_ca_init();
     env.cert_new("pending");
     env.issue("good", 90);
@@ -688,252 +435,4 @@ fn cert_list_shows_each_state() {
         .iter()
         .filter(|e| e["name"] != "good")
         .all(|e| e["configured"] == false));
-}
-
-/// A dev CA and three certificates: `svc` and `other` installed, `old` expired.
-fn env_with_certs() -> Env {
-    let env = Env::new();
-    env.dev_ca_init();
-    env.issue("svc", 90);
-    env.issue("other", 90);
-    env.cert_new("old");
-    fs::copy(env.expired_cert("old"), env.cert_file("old", "crt")).unwrap();
-    env
-}
-
-#[test]
-fn check_accepts_a_good_config() {
-    let env = env_with_certs();
-    env.write_config(&config_yaml(&[own_entry("svc")]));
-    let out = env.run(&["check"]).success();
-    out.stdout_has(&[
-        "listen:   127.0.0.1:8080",
-        "upstream: https://127.0.0.1:9443",
-        "svc: CN=svc",
-        "days left",
-        "OK",
-    ]);
-    assert!(!out.stderr.contains("problem"), "{out}");
-}
-
-#[test]
-fn check_rejects_bad_configs_naming_the_field() {
-    let env = env_with_certs();
-    let good = config_yaml(&[own_entry("svc")]);
-    let missing = env.cert_file("missing", "crt");
-    let other_key = env.cert_file("other", "key");
-    let old_crt = env.cert_file("old", "crt");
-    let cases: Vec<(&str, String, Vec<&str>)> = vec![
-        (
-            "unknown key",
-            format!("{good}colour: blue\n"),
-            vec!["colour", "line"],
-        ),
-        (
-            "bad region",
-            good.replace("url: https://127.0.0.1:9443", "region: mars"),
-            vec!["upstream.region", "\"mars\""],
-        ),
-        (
-            "missing cert file",
-            config_yaml(&[cert_entry("svc", "missing", "svc")]),
-            vec!["client_certs[0].cert", s(&missing)],
-        ),
-        (
-            "YAML syntax error",
-            good.replace("listen: 127.0.0.1:8080", "listen: [127.0.0.1:8080"),
-            vec!["line", "column"],
-        ),
-        (
-            "key of another cert",
-            config_yaml(&[cert_entry("svc", "svc", "other")]),
-            vec!["client_certs[0].key", s(&other_key), "does not match"],
-        ),
-        (
-            "three certs",
-            config_yaml(&[
-                own_entry("svc"),
-                own_entry("other"),
-                cert_entry("third", "svc", "svc"),
-            ]),
-            vec!["client_certs", "3 certificates listed", "at most 2"],
-        ),
-        (
-            "expired cert",
-            config_yaml(&[own_entry("old")]),
-            vec!["client_certs[0].cert", s(&old_crt), "expired on"],
-        ),
-        (
-            "duplicate name",
-            config_yaml(&[own_entry("svc"), cert_entry("svc", "other", "other")]),
-            vec!["client_certs[1].name", "\"svc\" is listed twice"],
-        ),
-        (
-            "plain http upstream",
-            good.replace("https://", "http://"),
-            vec!["upstream.url", "must start with https://"],
-        ),
-        (
-            "absurd worker count",
-            format!("{good}workers: 100000\n"),
-            vec!["workers", "100000 is more than 1024"],
-        ),
-    ];
-    for (label, yaml, needles) in &cases {
-        env.write_config(yaml);
-        let out = env.run(&["check"]);
-        assert_eq!(out.code, 1, "{label}: {out}");
-        assert!(!out.stdout.contains("OK"), "{label}: {out}");
-        for n in needles {
-            assert!(out.stderr.contains(n), "{label}: stderr lacks {n:?}: {out}");
-        }
-        out.stderr_has(&["check failed"]);
-    }
-}
-
-/// `inbound_tls` with the dev CA's server certificate for the gateway.
-fn inbound_yaml(client_ca: bool) -> String {
-    let ca = if client_ca {
-        "  client_ca: certs/dev-ca.crt\n"
-    } else {
-        ""
-    };
-    format!("inbound_tls:\n  cert: certs/dev-server.crt\n  key: certs/dev-server.key\n{ca}")
-}
-
-#[test]
-fn check_refuses_an_open_gateway_that_injects_secrets() {
-    let env = env_with_certs();
-    fs::write(env.path("server-key"), "a-server-key\n").unwrap();
-    fs::write(env.path("admin-token"), "an-admin-token\n").unwrap();
-    let open = config_yaml(&[own_entry("svc")]).replace("127.0.0.1:8080", "0.0.0.0:8080");
-    for secret in [
-        "server_key_file: server-key",
-        "admin_token_file: admin-token",
-    ] {
-        env.write_config(&format!("{open}{}{secret}\n", inbound_yaml(false)));
-        env.run(&["check"]).failure().stderr_has(&[
-            "inbound_tls.client_ca",
-            "0.0.0.0:8080",
-            secret.split(':').next().unwrap(),
-            "allow_unauthenticated_callers: true",
-        ]);
-
-        env.write_config(&format!(
-            "{open}{}{secret}\nallow_unauthenticated_callers: true\n",
-            inbound_yaml(false)
-        ));
-        env.run(&["check"])
-            .success()
-            .stderr_has(&["warning: ", "allow_unauthenticated_callers"]);
-    }
-    // With client_ca, or with no secret to inject, or on loopback, nothing is said.
-    let quiet = [
-        format!("{open}{}server_key_file: server-key\n", inbound_yaml(true)),
-        format!("{open}{}", inbound_yaml(false)),
-        format!(
-            "{}{}server_key_file: server-key\n",
-            config_yaml(&[own_entry("svc")]),
-            inbound_yaml(false)
-        ),
-    ];
-    for yaml in &quiet {
-        env.write_config(yaml);
-        let out = env.run(&["check"]).success();
-        assert!(!out.stderr.contains("warning"), "{out}");
-    }
-}
-
-#[test]
-fn check_warns_about_an_admin_listener_off_loopback() {
-    let env = env_with_certs();
-    let yaml = config_yaml(&[own_entry("svc")]);
-    env.write_config(&format!("{yaml}admin_listen: 0.0.0.0:9901\n"));
-    env.run(&["check"]).success().stderr_has(&[
-        "warning: admin_listen",
-        "0.0.0.0:9901",
-        "NetworkPolicy",
-    ]);
-    env.write_config(&format!("{yaml}admin_listen: 127.0.0.1:9901\n"));
-    let out = env.run(&["check"]).success();
-    assert!(!out.stderr.contains("warning"), "{out}");
-}
-
-#[test]
-fn check_describes_a_tls_listener_and_refuses_its_expired_certificate() {
-    let env = env_with_certs();
-    let yaml = config_yaml(&[own_entry("svc")]);
-    env.write_config(&format!("{yaml}{}", inbound_yaml(true)));
-    let out = env.run(&["check"]).success();
-    out.stdout_has(&["listen:   127.0.0.1:8080 (TLS, callers need a certificate from"]);
-    assert!(!out.stdout.contains("plain HTTP"), "{out}");
-    env.write_config(&format!("{yaml}{}", inbound_yaml(false)));
-    env.run(&["check"])
-        .success()
-        .stdout_has(&["listen:   127.0.0.1:8080 (TLS, no client certificate asked)"]);
-    env.write_config(&yaml);
-    env.run(&["check"])
-        .success()
-        .stdout_has(&["listen:   127.0.0.1:8080 (plain HTTP)"]);
-
-    env.cert_new("gateway");
-    let expired = env.expired_cert("gateway");
-    let inbound = format!(
-        "inbound_tls:\n  cert: {}\n  key: certs/gateway.key\n  client_ca: certs/dev-ca.crt\n",
-        s(&expired)
-    );
-    env.write_config(&format!("{yaml}{inbound}"));
-    env.run(&["check"])
-        .failure()
-        .stderr_has(&["inbound_tls.cert", s(&expired), "expired on"]);
-}
-
-#[test]
-fn check_and_run_warn_about_a_private_key_others_can_read() {
-    let env = env_with_certs();
-    let key = env.cert_file("svc", "key");
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-    // Ports nothing listens on, so that `run` can start.
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        })
-        .collect();
-    env.write_config(&format!(
-        "{}admin_listen: 127.0.0.1:{}\n",
-        config_yaml(&[own_entry("svc")]).replace("8080", &ports[0].to_string()),
-        ports[1]
-    ));
-    let needles = [s(&key), "mode 0644", "chmod 600"];
-    env.run(&["check"])
-        .success()
-        .stderr_has(&needles)
-        .stderr_has(&["warning: client_certs[0].key"]);
-
-    let child = Command::new(env!("CARGO_BIN_EXE_amity-mtls-proxy"))
-        .arg("-c")
-        .arg(env.path("config.yaml"))
-        .arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start run");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", ports[1])).is_err() {
-        assert!(std::time::Instant::now() < deadline, "run did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().expect("wait for run");
-    let log = String::from_utf8_lossy(&out.stderr);
-    for n in needles {
-        assert!(log.contains(n), "the log at start lacks {n:?}:\n{log}");
-    }
-
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    let out = env.run(&["check"]).success();
-    assert!(!out.stderr.contains("warning"), "{out}");
 }

@@ -6,8 +6,7 @@ mod common;
 use std::path::Path;
 
 use amity_mtls_proxy::model::config::{self, ConfigError};
-use amity_mtls_proxy::tools::demo::call;
-use common::{json, proxied};
+use common::{call, json, proxied};
 use http::{Method, StatusCode};
 
 const BASE: &str = "listen: 127.0.0.1:1\nupstream: {region: sg}\n";

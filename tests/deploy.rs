@@ -6,22 +6,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::tools::demo::call;
-use common::{closed_port, settles_on, token_status, Env, Load, SERVER_KEY};
+use common::{call, closed_port, settles_on, token_status, Env, Load, Spawned, SERVER_KEY};
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
 const DEPLOYMENT: &str = include_str!("../deploy/kubernetes/deployment.yaml");
 const UNIT: &str = include_str!("../deploy/systemd/amity-mtls-proxy.service");
 /// Where both deployments keep config.yaml and the certificates.
@@ -98,12 +95,6 @@ fn publish(dir: &Path, files: &[(&str, Vec<u8>)]) {
     }
 }
 
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
@@ -118,34 +109,6 @@ async fn wait_status(addr: SocketAddr, path: &str, want: StatusCode, log: &Path)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn kill(signal: &str, child: &Child) {
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits for the process to exit within `limit`; returns whether it exited 0.
-async fn exits_within(child: &mut Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.success();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running {limit:?} after SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn config_yaml(listen: SocketAddr, admin: SocketAddr, mock: SocketAddr, rest: &str) -> String {
-    format!("listen: {listen}\nadmin_listen: {admin}\nupstream:\n  url: https://{mock}\n{rest}")
 }
 
 // ---- Kubernetes ----------------------------------------------------------
@@ -278,7 +241,7 @@ async fn kubernetes_layout_rotates_by_secret_update_with_no_failed_request() {
         if let Some(a) = active {
             rest.push_str(&format!("active: {a}\n"));
         }
-        let yaml = config_yaml(listen, admin, mock.addr, &rest);
+        let yaml = common::config_yaml(listen, admin, mock.addr, &rest);
         publish(&config_dir, &[("config.yaml", yaml.into_bytes())]);
     };
 
@@ -288,15 +251,12 @@ async fn kubernetes_layout_rotates_by_secret_update_with_no_failed_request() {
     assert!(secret_dir.starts_with(&config_dir));
     assert!(config_dir.join("..data").is_symlink() && secret_dir.join("..data").is_symlink());
 
-    let log = env.dir.path().join("proxy.log");
-    let mut child = Command::new(BIN)
-        .args(rooted(&root, &args))
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(rooted(&root, &args))
         .env_remove("NOTIFY_SOCKET")
-        .envs(manifest_env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
+        .envs(manifest_env.iter().map(|(k, v)| (k, v)));
+    let mut proxy = Spawned::spawn(cmd, env.dir.path().join("proxy.log"), listen, admin);
+    let log = proxy.log_path().to_path_buf();
     wait_status(admin, &live_path, StatusCode::OK, &log).await;
     wait_status(admin, &ready_path, StatusCode::OK, &log).await;
     settles_on(&mock, listen, &serial_a1, NO_KEY, Some(&log)).await;
@@ -327,8 +287,11 @@ async fn kubernetes_layout_rotates_by_secret_update_with_no_failed_request() {
 
     let (ok, failed) = load.finish().await;
     // The kubelet sends SIGTERM after the preStop pause.
-    kill("-TERM", &child);
-    let clean = exits_within(&mut child, Duration::from_secs(grace)).await;
+    proxy.signal("-TERM");
+    let clean = proxy
+        .exits_within(Duration::from_secs(grace))
+        .await
+        .success();
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(clean, "non-zero exit; log:\n{log_text}");
     assert_eq!(
@@ -522,22 +485,19 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
                 credential(&format!("certs_{n}.key"))
             ));
         }
-        config_yaml(listen, admin, mock.addr, &rest)
+        common::config_yaml(listen, admin, mock.addr, &rest)
     };
     let config_path = etc.join("config.yaml");
-    write_atomically(&config_path, &config("backend-a"));
+    common::write_atomically(&config_path, &config("backend-a"));
 
     let notes = Notifications::bind(env.dir.path().join("notify.sock"));
-    let log = env.dir.path().join("proxy.log");
-    let mut child = Command::new(BIN)
-        .args(rooted(&root, &exec_start[1..]))
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(rooted(&root, &exec_start[1..]))
         .envs(environment.iter().map(|(k, v)| (k, v)))
         .env("NOTIFY_SOCKET", &notes.path)
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
+        .env("CREDENTIALS_DIRECTORY", &credentials);
+    let mut proxy = Spawned::spawn(cmd, env.dir.path().join("proxy.log"), listen, admin);
+    let log = proxy.log_path().to_path_buf();
 
     // `systemctl start` returns at READY=1: the proxy serves from then on.
     notes.wait_for(0, "READY=1").await;
@@ -546,9 +506,9 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
     let load = Load::start(listen, NO_KEY);
 
     // `systemctl reload` after switching the active certificate.
-    write_atomically(&config_path, &config("backend-b"));
+    common::write_atomically(&config_path, &config("backend-b"));
     let mark = notes.all().len();
-    let pid = child.id().to_string();
+    let pid = proxy.pid().to_string();
     let reload = Command::new(&exec_reload[0])
         .args(exec_reload[1..].iter().map(|a| a.replace("$MAINPID", &pid)))
         .status()
@@ -560,22 +520,25 @@ async fn systemd_unit_reports_ready_reloading_stopping() {
 
     // A reload that fails still ends in READY=1: the previous config serves on.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    write_atomically(&config_path, "listen: [not, an, address]\n");
+    common::write_atomically(&config_path, "listen: [not, an, address]\n");
     let mark = notes.all().len();
-    kill("-HUP", &child);
+    proxy.signal("-HUP");
     let reloading = notes.wait_for(mark, "RELOADING=1").await;
     notes.wait_for(reloading + 1, "READY=1").await;
     assert_eq!(token(listen).await, Ok(StatusCode::OK));
-    write_atomically(&config_path, &config("backend-b"));
-    kill("-HUP", &child);
+    common::write_atomically(&config_path, &config("backend-b"));
+    proxy.signal("-HUP");
     settles_on(&mock, listen, &serial_b, NO_KEY, Some(&log)).await;
 
     let (ok, failed) = load.finish().await;
     // `systemctl stop`: KillSignal=SIGTERM, then up to TimeoutStopSec.
     let mark = notes.all().len();
-    kill("-TERM", &child);
+    proxy.signal("-TERM");
     notes.wait_for(mark, "STOPPING=1").await;
-    let clean = exits_within(&mut child, Duration::from_secs(stop_timeout)).await;
+    let clean = proxy
+        .exits_within(Duration::from_secs(stop_timeout))
+        .await
+        .success();
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(clean, "non-zero exit; log:\n{log_text}");
     assert_eq!(failed, 0, "requests failed; log:\n{log_text}");

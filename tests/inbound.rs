@@ -5,85 +5,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use amity_mtls_proxy::model::pki::{now_unix, DevCa, Validity};
-use amity_mtls_proxy::tools::demo::call;
-use common::{closed_port, foreign_ca, json, Env, ADMIN_TOKEN, SERVER_KEY, V3};
+use amity_mtls_proxy::model::pki::{now_unix, Validity};
+use common::{call, foreign_ca, json, Env, Fleet, Spawned, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
-
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
-
-/// The fleet's own CA (not Amity's) with the gateway's server certificate for 127.0.0.1.
-struct Fleet {
-    dir: tempfile::TempDir,
-    ca: DevCa,
-}
-
-impl Fleet {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = DevCa::init(dir.path(), false).unwrap();
-        ca.issue_server_cert(dir.path(), &["127.0.0.1".into(), "localhost".into()])
-            .unwrap();
-        Self { dir, ca }
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    /// A caller certificate with `cn` and optional SAN URI, signed by `ca`.
-    fn caller(
-        &self,
-        ca: &DevCa,
-        name: &str,
-        uri: Option<&str>,
-        validity: Validity,
-    ) -> (PathBuf, PathBuf) {
-        let sans: Vec<SanType> = uri
-            .map(|u| SanType::URI(u.try_into().unwrap()))
-            .into_iter()
-            .collect();
-        self.caller_with(ca, name, name, sans, validity)
-    }
-
-    /// A caller certificate in `file`.crt/.key with `cn` and `sans`, signed by `ca`.
-    fn caller_with(
-        &self,
-        ca: &DevCa,
-        file: &str,
-        cn: &str,
-        sans: Vec<SanType>,
-        validity: Validity,
-    ) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.subject_alt_names = sans;
-        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let crt = ca.sign_csr(&csr, validity).unwrap();
-        let (c, k) = (
-            self.path(&format!("{file}.crt")),
-            self.path(&format!("{file}.key")),
-        );
-        std::fs::write(&c, crt).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-
-    fn inbound_yaml(&self) -> String {
-        format!(
-            "inbound_tls:\n  cert: {}\n  key: {}\n  client_ca: {}\n",
-            self.path("dev-server.crt").display(),
-            self.path("dev-server.key").display(),
-            self.path("dev-ca.crt").display()
-        )
-    }
-}
+use rcgen::SanType;
 
 /// curl as a fleet backend; returns (exit ok, HTTP status or 0, body).
 fn curl(url: &str, ca: &Path, cert: Option<(&Path, &Path)>, extra: &[&str]) -> (bool, u16, String) {
@@ -116,48 +43,12 @@ fn curl(url: &str, ca: &Path, cert: Option<(&Path, &Path)>, extra: &[&str]) -> (
     )
 }
 
-/// The proxy binary with a JSON debug log; stopped (SIGTERM) on drop.
-struct Binary(std::process::Child);
-
-impl Binary {
-    /// Serves `config` (its `listen` moved to a free port, which is returned), logging into `log`.
-    async fn start(config: &Path, log: &Path) -> (Self, std::net::SocketAddr) {
-        let listen = closed_port();
-        let text = std::fs::read_to_string(config).unwrap().replacen(
-            "listen: 127.0.0.1:0",
-            &format!("listen: {listen}"),
-            1,
-        );
-        std::fs::write(config, text).unwrap();
-        let child = Command::new(BIN)
-            .args(["--log-format", "json", "run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-            .spawn()
-            .unwrap();
-        let me = Self(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while tokio::net::TcpStream::connect(listen).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the proxy did not start: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        (me, listen)
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
+/// The proxy binary serving `v`, with a JSON debug log.
+async fn spawn_json_debug(v: &amity_mtls_proxy::model::config::Validated) -> Spawned {
+    Spawned::run_with(v, |c| {
+        c.args(["--log-format", "json"]).env("RUST_LOG", "debug");
+    })
+    .await
 }
 
 /// The access-log lines of a JSON log.
@@ -448,8 +339,8 @@ async fn secrets_are_injected_and_never_logged() {
         &["backend-a"],
         "server_key_file: secrets/server-key\nadmin_token_file: secrets/admin-token\n",
     );
-    let log_path = env.dir.path().join("proxy.log");
-    let (proxy, listen) = Binary::start(&v.path, &log_path).await;
+    let proxy = spawn_json_debug(&v).await;
+    let (listen, log_path) = (proxy.listen, proxy.log_path().to_path_buf());
 
     let (status, _, body) = call(listen, Method::GET, V3, &[], "").await.unwrap();
     assert_eq!(
@@ -614,8 +505,8 @@ async fn a_listed_cn_is_no_identity_for_a_certificate_with_sans() {
         &["backend-a"],
         &format!("{}{callers}", fleet.inbound_yaml()),
     );
-    let log_path = env.dir.path().join("proxy.log");
-    let (proxy, listen) = Binary::start(&v.path, &log_path).await;
+    let proxy = spawn_json_debug(&v).await;
+    let (listen, log_path) = (proxy.listen, proxy.log_path().to_path_buf());
 
     let url = format!("https://{listen}{V3}");
     let ca = fleet.path("dev-ca.crt");

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::model::config;
 use amity_mtls_proxy::model::pki::{CertName, CertStore, CsrRequest, KeyType};
-use amity_mtls_proxy::tools::demo::call;
-use common::{closed_port, get_metrics, json, metric};
+use common::{call, closed_port, get_metrics, json, metric};
 use http::{Method, StatusCode};
 use std::net::SocketAddr;
 
@@ -278,7 +277,6 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
     let Some(nginx) = nginx_or_skip() else {
         return;
     };
-    amity_mtls_proxy::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // An openssl CA that signs both nginx's server certificate and our client certificate.
@@ -288,7 +286,7 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
     let (_nginx, port) = start_nginx(&nginx, d, "ca", "on", true, TOKEN_LOCATION).await;
 
     let v = proxy_config(d, port, "ca", &["nginx-client"], "", "");
-    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    let proxy = common::proxy(&v).await;
     for _ in 0..5 {
         let (status, headers, body) = call(
             proxy.addr,
@@ -365,7 +363,6 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
     let Some(nginx) = nginx_or_skip() else {
         return;
     };
-    amity_mtls_proxy::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     openssl_ca(d, "ca-x");
@@ -383,7 +380,7 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
         "",
         "active: from-y\nfailover_after: 2\n",
     );
-    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    let proxy = common::proxy(&v).await;
     for n in 0..6 {
         // Every other call has a body, which the retry must send again.
         let (status, subject, body) = token(proxy.addr, n % 2 == 1).await;
@@ -438,7 +435,7 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
 
     // Only the refused certificate: the caller gets the proxy's 502, not nginx's HTML page.
     let v = proxy_config(d, port, "ca-x", &["from-y"], "", "");
-    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    let proxy = common::proxy(&v).await;
     for v4 in [false, true] {
         let (status, _, body) = token(proxy.addr, v4).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
@@ -456,7 +453,7 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
 
     // No certificate at all: nginx's other page (its 496), the same 502.
     let v = proxy_config(d, port, "ca-x", &[], "", "");
-    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    let proxy = common::proxy(&v).await;
     let (status, _, body) = token(proxy.addr, false).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     let err = json(body.as_bytes());
@@ -478,7 +475,6 @@ async fn a_configured_refusal_answer_fails_over_too() {
     let Some(nginx) = nginx_or_skip() else {
         return;
     };
-    amity_mtls_proxy::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     openssl_ca(d, "ca-x");
@@ -523,7 +519,7 @@ async fn a_configured_refusal_answer_fails_over_too() {
         "  cert_rejected_answers:\n    - status: 403\n      body_contains: client certificate not accepted\n",
         "active: from-y\nfailover_after: 1\nroutes:\n  extra:\n    - prefix: /api/v3/authentication/forbidden\n",
     );
-    let proxy = amity_mtls_proxy::process::server::start(&v).await.unwrap();
+    let proxy = common::proxy(&v).await;
     for n in 0..3 {
         let (status, subject, body) = token(proxy.addr, false).await;
         assert_eq!(status, StatusCode::OK, "call {n}: {body}");

@@ -2,46 +2,20 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use amity_mtls_proxy::tools::demo::call;
-use common::{closed_port, Env, SERVER_KEY};
+use common::{call, closed_port, Env, SERVER_KEY};
 use http::{Method, StatusCode};
-
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
-
-async fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_request_finish() {
     let env = Env::new();
     env.client_cert("backend-a");
     let mock = env.mock(Duration::from_millis(1500)).await;
-    let listen = closed_port();
     let v = env.config(mock.addr, &["backend-a"], "");
-    let cfg = std::fs::read_to_string(&v.path).unwrap().replacen(
-        "listen: 127.0.0.1:0",
-        &format!("listen: {listen}"),
-        1,
-    );
-    std::fs::write(&v.path, cfg).unwrap();
-
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&v.path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(listen).await;
+    let mut proxy = env.spawn(&v).await;
+    let listen = proxy.listen;
 
     let in_flight = tokio::spawn(async move {
         call(
@@ -54,11 +28,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    proxy.signal("-TERM");
 
     let (status, _, _) = in_flight
         .await
@@ -69,20 +39,14 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         StatusCode::OK,
         "the request in flight at SIGTERM finished"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after draining");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Fails with "still running" if it did not exit after draining.
+    let exit = proxy.exits_within(Duration::from_secs(10)).await;
     assert!(exit.success(), "exit status {exit}");
     assert!(
         tokio::net::TcpStream::connect(listen).await.is_err(),
         "still accepting after shutdown"
     );
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    let stderr = proxy.log();
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
     assert!(stderr.contains("all connections drained"), "{stderr}");
     assert!(
@@ -96,13 +60,13 @@ fn demo_runs_the_secure_mode_flow_from_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (listen, upstream, admin) = (closed_port(), closed_port(), closed_port());
     let config = dir.path().join("config.yaml");
-    let yaml = amity_mtls_proxy::tools::demo::DEFAULT_CONFIG
+    let yaml = common::DEFAULT_CONFIG
         .replace("127.0.0.1:8080", &listen.to_string())
         .replace("127.0.0.1:9443", &upstream.to_string())
         .replace("127.0.0.1:9901", &admin.to_string());
     std::fs::write(&config, yaml).unwrap();
     let run = || {
-        let out = Command::new(BIN)
+        let out = Command::new(common::BIN)
             .args(["demo", "--once", "-c"])
             .arg(&config)
             .output()
@@ -137,7 +101,7 @@ fn demo_runs_the_secure_mode_flow_from_nothing() {
     // A second run reuses the CA and the certificate.
     let (stdout, _) = run();
     assert!(stdout.contains("reusing"), "{stdout}");
-    let check = Command::new(BIN)
+    let check = Command::new(common::BIN)
         .args(["check", "-c"])
         .arg(&config)
         .output()
@@ -146,5 +110,33 @@ fn demo_runs_the_secure_mode_flow_from_nothing() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// The kit's promise: a spawned proxy whose test fails (a panic while it runs) is stopped,
+/// not left listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_proxy_does_not_outlive_a_failed_assertion() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["backend-a"], "");
+    let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
+    let failed = tokio::spawn(async move {
+        let proxy = common::Spawned::run(&v).await;
+        pid_tx.send((proxy.pid(), proxy.listen)).unwrap();
+        panic!("a failed assertion while the proxy runs");
+    })
+    .await;
+    assert!(failed.unwrap_err().is_panic());
+    let (pid, listen) = pid_rx.await.unwrap();
+    // Reaped, not a zombie: /proc no longer has it.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} is still there"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(listen).await.is_err(),
+        "still listening on {listen}"
     );
 }

@@ -3,22 +3,18 @@
 
 mod common;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::model::pki::{now_unix, Validity};
-use amity_mtls_proxy::tools::demo::call;
 use common::{
-    closed_port, foreign_ca, get_metrics, json, metric, settles_on, token_status, v3, Env, Load,
-    SERVER_KEY, WITH_KEY,
+    call, closed_port, foreign_ca, get_metrics, json, metric, settles_on, token_status, v3, Env,
+    Load, Spawned, SERVER_KEY, WITH_KEY,
 };
 use http::{Method, StatusCode};
-
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
 
 async fn token(addr: SocketAddr) -> Result<StatusCode, String> {
     token_status(addr, WITH_KEY).await
@@ -29,16 +25,8 @@ fn cert_yaml(name: &str, cert: &str, key: &str) -> String {
 }
 
 fn config_yaml(listen: SocketAddr, admin: SocketAddr, mock: SocketAddr, certs: &str) -> String {
-    format!(
-        "listen: {listen}\nadmin_listen: {admin}\nupstream:\n  url: https://{mock}\n  ca: certs/dev-ca.crt\nclient_certs:\n{certs}"
-    )
-}
-
-/// Writes through a temporary file and a rename, as editors and config management do.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    let rest = format!("  ca: certs/dev-ca.crt\nclient_certs:\n{certs}");
+    common::config_yaml(listen, admin, mock, &rest)
 }
 
 /// Publishes a certificate the way the kubelet updates a Secret volume:
@@ -68,39 +56,23 @@ async fn rotation_under_load_loses_no_request() {
     let (listen, admin) = (closed_port(), closed_port());
     let cfg = env.dir.path().join("config.yaml");
     let with = |certs: &str| config_yaml(listen, admin, mock.addr, certs);
-    write_atomically(
+    common::write_atomically(
         &cfg,
         &with(&cert_yaml("cert-a", "certs/cert-a.crt", "certs/cert-a.key")),
     );
-    let log_path = env.dir.path().join("proxy.log");
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while token(listen).await.is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut proxy = Spawned::serve(&cfg, listen, admin, |_| {}).await;
+    let log_path = proxy.log_path().to_path_buf();
     settles_on(&mock, listen, &serial_a, WITH_KEY, Some(&log_path)).await;
 
     // Backends keep calling through every switch; any failure is counted.
     let load = Load::start(listen, WITH_KEY);
 
     // 1. SIGHUP after pointing the config at cert B.
-    write_atomically(
+    common::write_atomically(
         &cfg,
         &with(&cert_yaml("cert-b", "certs/cert-b.crt", "certs/cert-b.key")),
     );
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    proxy.signal("-HUP");
     settles_on(&mock, listen, &serial_b, WITH_KEY, Some(&log_path)).await;
 
     // 2. Back to A by a file change alone: the config now names a Secret-style folder holding A.
@@ -112,7 +84,7 @@ async fn rotation_under_load_loses_no_request() {
         &env.certs().join("cert-a.crt"),
         &env.certs().join("cert-a.key"),
     );
-    write_atomically(
+    common::write_atomically(
         &cfg,
         &with(&cert_yaml("current", "secret/tls.crt", "secret/tls.key")),
     );
@@ -129,11 +101,9 @@ async fn rotation_under_load_loses_no_request() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, failed) = load.finish().await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    proxy.signal("-TERM");
+    let _ = proxy.exits_within(Duration::from_secs(10)).await;
+    let log = proxy.log();
     assert_eq!(failed, 0, "requests failed during rotation; log:\n{log}");
     assert!(ok > 50, "the load loop barely ran: {}", ok);
     assert!(
@@ -502,7 +472,7 @@ async fn check_live_reports_each_certificate() {
     let v = env.config(mock.addr, &["good", "foreign"], "");
     let path = v.path.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        Command::new(common::BIN)
             .args(["check", "--live", "-c"])
             .arg(&path)
             .output()
@@ -528,7 +498,7 @@ async fn check_live_reports_each_certificate() {
     let v = env.config(mock.addr, &["good"], "");
     let path = v.path.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        Command::new(common::BIN)
             .args(["check", "--live", "-c"])
             .arg(&path)
             .output()
@@ -592,7 +562,7 @@ async fn a_changed_server_key_file_is_picked_up() {
         Ok(StatusCode::FORBIDDEN),
         "Amity refuses the old key"
     );
-    write_atomically(&key_file, SERVER_KEY);
+    common::write_atomically(&key_file, SERVER_KEY);
     let deadline = Instant::now() + Duration::from_secs(10);
     while token(proxy.addr).await != Ok(StatusCode::OK) {
         assert!(

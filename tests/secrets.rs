@@ -4,17 +4,13 @@
 
 mod common;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use amity_mtls_proxy::tools::demo::call;
-use common::{closed_port, json, proxied, Env};
+use common::{call, json, proxied, Env, Spawned};
 use http::{Method, StatusCode};
-
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
 
 /// A server key as a Secret file holds it: one opaque line.
 const SECRET_LINE: &str = "sk-live-0123456789abcdefSECRETvalue";
@@ -38,7 +34,7 @@ fn assert_hidden(what: &str, text: &str, secrets: &[String]) {
 }
 
 fn run_bin(args: &[&str], config: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(common::BIN)
         .args(args)
         .arg("-c")
         .arg(config)
@@ -97,8 +93,7 @@ fn run_names_a_key_file_by_kind_without_its_lines() {
 struct Served {
     env: Env,
     _mock: amity_mtls_proxy::tools::mock::MockHandle,
-    child: Child,
-    log: std::path::PathBuf,
+    proxy: Spawned,
     config: std::path::PathBuf,
 }
 
@@ -107,54 +102,14 @@ impl Served {
         let env = Env::new();
         env.client_cert("backend-a");
         let mock = env.mock(Duration::ZERO).await;
-        let (listen, admin) = (closed_port(), closed_port());
         let v = env.config(mock.addr, &["backend-a"], "");
-        let text = std::fs::read_to_string(&v.path)
-            .unwrap()
-            .replacen("listen: 127.0.0.1:0", &format!("listen: {listen}"), 1)
-            .replacen(
-                "admin_listen: 127.0.0.1:0",
-                &format!("admin_listen: {admin}"),
-                1,
-            );
-        std::fs::write(&v.path, text).unwrap();
-        let log = env.dir.path().join("proxy.log");
-        let child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&v.path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let served = Self {
+        let proxy = env.spawn(&v).await;
+        proxy.wait_for_log(&["amity-mtls-proxy serving"]).await;
+        Self {
             env,
             _mock: mock,
-            child,
-            log,
+            proxy,
             config: v.path.clone(),
-        };
-        served.wait_for_log(&["amity-mtls-proxy serving"]).await;
-        served
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log holds every one of `needles`; returns it.
-    async fn wait_for_log(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let log = self.log();
-            if needles.iter().all(|n| log.contains(n)) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needles:?} in the log:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -166,13 +121,6 @@ impl Served {
     }
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_by_signal_logs_no_key_lines() {
     let served = Served::start().await;
@@ -180,12 +128,9 @@ async fn a_reload_by_signal_logs_no_key_lines() {
     let lines = private_key(&key);
     // The swap may also be seen by the file watcher; SIGHUP's own attempt is awaited.
     served.swap_config_to(&key);
-    let hup = Command::new("kill")
-        .args(["-HUP", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    served.proxy.signal("-HUP");
     let log = served
+        .proxy
         .wait_for_log(&["reload failed", "trigger=\"SIGHUP\""])
         .await;
     assert_hidden("the log of a reload by SIGHUP", &log, &lines);
@@ -199,6 +144,7 @@ async fn a_reload_by_file_watch_logs_no_secret_lines() {
     let lines = private_key(&key);
     served.swap_config_to(&key);
     let log = served
+        .proxy
         .wait_for_log(&["reload failed", "trigger=\"file change\""])
         .await;
     assert_hidden("the log of a reload by file watch", &log, &lines);
@@ -208,6 +154,7 @@ async fn a_reload_by_file_watch_logs_no_secret_lines() {
     std::fs::write(&secret, SECRET_LINE).unwrap();
     served.swap_config_to(&secret);
     let log = served
+        .proxy
         .wait_for_log(&["does not look like a configuration"])
         .await;
     assert_hidden(

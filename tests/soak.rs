@@ -6,32 +6,18 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amity_mtls_proxy::tools::demo::call;
-use common::{closed_port, Env};
+use common::{call, Env, Spawned};
 use http::{Method, StatusCode};
-
-const BIN: &str = env!("CARGO_BIN_EXE_amity-mtls-proxy");
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,34 +35,16 @@ async fn a_long_run_through_a_recycling_upstream_with_reloads_fails_nothing() {
             o.max_requests_per_connection = 500;
         })
         .await;
-    let (listen, admin) = (closed_port(), closed_port());
     let v = env.config(mock.addr, &["backend-a", "backend-b"], "");
-    let base = std::fs::read_to_string(&v.path)
-        .unwrap()
-        .replacen("listen: 127.0.0.1:0", &format!("listen: {listen}"), 1)
-        .replacen(
-            "admin_listen: 127.0.0.1:0",
-            &format!("admin_listen: {admin}"),
-            1,
-        );
+    let (listen, admin) = common::pin_ports(&v.path);
+    let base = std::fs::read_to_string(&v.path).unwrap();
     let with_active = |name: &str| format!("{base}active: {name}\n");
     std::fs::write(&v.path, with_active("backend-a")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--log-format", "json", "-c"])
-        .arg(&v.path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    common::eventually(Duration::from_secs(15), "the proxy listens", || async {
-        tokio::net::TcpStream::connect(listen)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+    let mut proxy = Spawned::serve(&v.path, listen, admin, |c| {
+        c.args(["--log-format", "json"]).env("RUST_LOG", "warn");
     })
     .await;
+    let pid = proxy.pid();
 
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
@@ -110,7 +78,10 @@ async fn a_long_run_through_a_recycling_upstream_with_reloads_fails_nothing() {
     let mut next_reload = started + Duration::from_secs(30);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        rss.push((started.elapsed().as_secs(), rss_kib(pid)));
+        rss.push((
+            started.elapsed().as_secs(),
+            common::spawned::rss_kib(pid).unwrap_or(0),
+        ));
         if Instant::now() >= next_reload {
             reloads += 1;
             next_reload += Duration::from_secs(30);
@@ -130,10 +101,8 @@ async fn a_long_run_through_a_recycling_upstream_with_reloads_fails_nothing() {
         .unwrap()
         .2;
     let m = common::scrape(std::str::from_utf8(&metrics).unwrap());
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    proxy.signal("-TERM");
+    let _ = proxy.exits_within(Duration::from_secs(30)).await;
 
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let reloaded = common::metric(&m, "amity_proxy_reloads_total", &[("result", "ok")]);

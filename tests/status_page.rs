@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use amity_mtls_proxy::model::pki::Validity;
-use amity_mtls_proxy::tools::demo::call;
+use common::call;
 use http::{Method, StatusCode};
 
 fn chromium() -> &'static str {

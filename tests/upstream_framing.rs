@@ -8,17 +8,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use amity_mtls_proxy::{data::tls, tools::demo};
+use amity_mtls_proxy::data::tls;
 
 /// An HTTP/1.1-only TLS upstream that answers every request with `response`, as it is.
 async fn raw_upstream(env: &common::Env, response: &'static [u8]) -> std::net::SocketAddr {
-    let o = demo::mock_options(
-        &env.certs(),
-        String::new(),
-        String::new(),
-        Default::default(),
-    )
-    .unwrap();
+    let o = env.mock_options();
     let config = tls::server_config(o.chain, o.key, Some(&o.client_ca), &[b"http/1.1"]).unwrap();
     let acceptor = TlsAcceptor::from(Arc::clone(&config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -59,7 +53,7 @@ async fn a_response_with_both_content_length_and_chunked_reaches_the_caller_with
     let proxy = env.proxy(&env.config(upstream, &["backend-a"], "")).await;
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        demo::call(
+        common::call(
             proxy.addr,
             http::Method::GET,
             common::V3,

@@ -28,21 +28,7 @@ pub fn set_index(i: usize) {
     INDEX.with(|c| c.set(i));
 }
 
-/// Per-worker data aligned to two cache lines: what one worker writes never shares a line,
-/// nor the line prefetched beside it, with another worker's, so a request does not pull
-/// lines from the other cores.
-#[repr(align(128))]
-#[derive(Debug, Default)]
-pub struct Padded<T>(pub T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
 /// This worker's entry of a per-worker slice (shared when there are fewer entries than workers).
-pub fn local<T>(per_worker: &[Padded<T>]) -> &T {
+pub fn local<T>(per_worker: &[T]) -> &T {
     &per_worker[index() % per_worker.len()]
 }

@@ -1,3 +1,5 @@
-//! The process: start, worker threads, shutdown.
+//! The process: start, worker threads, stop signals.
 
 pub mod server;
+pub mod signals;
+pub mod workers;

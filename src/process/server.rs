@@ -1,24 +1,20 @@
-//! Listeners and graceful shutdown.
+//! Starting the proxy: bind, build the first generation, start the control plane (reload,
+//! admin listener, daily expiry warnings) and the workers; `run` serves until a stop signal.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use crate::control::admin::{self, Admin};
 use crate::control::reload::{self, Reloader};
-use crate::data::conn::{self, Activity, Bounds, Builders, Proto, Socket, Tracked};
-use crate::data::proxy::{self, ConnInfo, ProxyState};
+use crate::data::proxy::ProxyState;
 use crate::data::tls::TlsError;
 use crate::model::config::{self, ConfigError, Validated};
-use crate::model::pki;
+use crate::process::{signals, workers};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,279 +38,11 @@ pub enum ServeError {
     },
 }
 
-/// Connection settings for the backend-facing listener.
-#[derive(Debug, Clone)]
-pub struct ConnOptions {
-    /// Bound on reading a request head.
-    pub header_read_timeout: Duration,
-    /// Largest request head, bytes.
-    pub max_header_bytes: usize,
-    /// How long in-flight requests may take after shutdown starts.
-    pub grace: Duration,
-    /// Idle connections are closed after this.
-    pub idle: Duration,
-    /// Bound on the inbound TLS handshake.
-    pub handshake: Duration,
-    /// Bound on a response body the backend does not take.
-    pub send: Duration,
-}
-
-impl ConnOptions {
-    /// From a validated config: its start-only part, which a reload does not change.
-    pub fn from_config(v: &Validated) -> Self {
-        let s = v.start_only();
-        Self {
-            header_read_timeout: s.header_read,
-            max_header_bytes: s.max_header_bytes,
-            grace: s.shutdown_grace,
-            idle: s.idle,
-            handshake: s.inbound_handshake,
-            send: s.send,
-        }
-    }
-
-    fn builders(&self) -> Builders {
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        // The head bound is kept by the connection's watchdog (`conn::Bounds::head`), and so is
-        // noticing a caller that hangs up mid-request, which hyper would otherwise check with
-        // a read (and a new read buffer) per request.
-        h1.header_read_timeout(None)
-            .half_close(true)
-            // One flat buffer per response: `send` rather than `writev` of a head and a small
-            // body, a shorter path in the kernel (CPU per request 0.90 of writev's in an A/B
-            // at 256 connections, 0.98 at 32).
-            .writev(false)
-            .max_buf_size(self.max_header_bytes.max(8192));
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256)
-            // Bounds the work a client can cause by opening and resetting streams (rapid reset).
-            .max_pending_accept_reset_streams(Some(32))
-            .max_local_error_reset_streams(Some(256));
-        Builders { h1, h2 }
-    }
-}
-
 /// Binds a TCP listener, naming the address on failure.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })
-}
-
-/// A connection's slot under `max_connections`, counted in the open-connections gauge.
-struct Open {
-    _slot: OwnedSemaphorePermit,
-    gauge: Gauge,
-}
-
-impl Open {
-    fn new(slot: OwnedSemaphorePermit, gauge: &Gauge) -> Self {
-        gauge.inc();
-        Self {
-            _slot: slot,
-            gauge: gauge.clone(),
-        }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
-/// Serves backends on `listener` until `shutdown` resolves, then drains within the grace period.
-/// `slots` bounds open connections across every worker.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    opts: ConnOptions,
-    slots: Arc<Semaphore>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let builders = Arc::new(opts.builders());
-    // Every connection task holds a receiver: `closed()` on the sender means all have ended.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    if crate::telemetry::logthrottle::allow("accept", "failed") {
-                        tracing::warn!(error = %e, "accept failed");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (state, builders, stop, opts) = (
-            state.clone(),
-            builders.clone(),
-            stop_rx.clone(),
-            opts.clone(),
-        );
-        tokio::spawn(async move {
-            let _open = Open::new(slot, &state.metrics.connections);
-            let bounds = Bounds {
-                idle: opts.idle,
-                head: opts.header_read_timeout,
-                stop,
-                parked: state.metrics.connections_parked.clone(),
-                refused: state.metrics.inbound_refused.clone(),
-                send: opts.send,
-            };
-            let acceptor = state.current.load().inbound.clone();
-            let Some(acceptor) = acceptor else {
-                // Nothing but the socket is held until the first bytes arrive.
-                let first = tokio::time::timeout(opts.idle, conn::sniff(&stream)).await;
-                let Ok(Ok(Some(proto))) = first else { return };
-                let conn = Arc::new(ConnInfo::new(peer, None));
-                return serve_conn(stream, proto, conn, state, &builders, bounds).await;
-            };
-            let handshake = tokio::time::timeout(opts.handshake, Box::pin(acceptor.accept(stream)));
-            // Boxed: rustls' state is large and would otherwise size every connection task.
-            let tls = match handshake.await {
-                Ok(Ok(tls)) => Box::new(tls),
-                Ok(Err(e)) => {
-                    let reason = handshake_failure(&e);
-                    return handshake_failed(&state, reason, peer, &e.to_string());
-                }
-                Err(_) => {
-                    let waited = format!("not complete within {} ms", opts.handshake.as_millis());
-                    return handshake_failed(&state, "timeout", peer, &waited);
-                }
-            };
-            let session = tls.get_ref().1;
-            let caller = session
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| pki::identities(c));
-            // HTTP/2 over TLS is chosen by ALPN (RFC 9113 section 3.2).
-            let proto = match session.alpn_protocol() {
-                Some(b"h2") => Proto::Http2,
-                _ => Proto::Http1,
-            };
-            let conn = Arc::new(ConnInfo::new(peer, caller));
-            serve_conn(tls, proto, conn, state, &builders, bounds).await;
-        });
-    }
-    drop(listener);
-    drop(stop_rx);
-    let _ = stop_tx.send(true);
-    let worker = crate::data::workers::index();
-    tracing::info!(
-        worker,
-        open_connections = stop_tx.receiver_count(),
-        grace_ms = opts.grace.as_millis() as u64,
-        "shutting down: no longer accepting; draining"
-    );
-    tokio::select! {
-        _ = stop_tx.closed() => tracing::info!(worker, "all connections drained"),
-        _ = tokio::time::sleep(opts.grace) => tracing::warn!(worker, "grace period over; closing the remaining connections"),
-    }
-}
-
-/// Why an inbound TLS handshake failed, as `inbound_handshake_failures` counts it.
-fn handshake_failure(e: &std::io::Error) -> &'static str {
-    use rustls::{CertificateError as Cert, Error as Tls};
-    // tokio-rustls carries rustls' error as the I/O error's payload.
-    match e.get_ref().and_then(|e| e.downcast_ref::<Tls>()) {
-        Some(Tls::NoCertificatesPresented) => "no_certificate",
-        Some(Tls::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature)) => "unknown_ca",
-        Some(Tls::InvalidCertificate(
-            Cert::Expired
-            | Cert::ExpiredContext { .. }
-            | Cert::NotValidYet
-            | Cert::NotValidYetContext { .. },
-        )) => "expired",
-        Some(Tls::InvalidCertificate(_)) => "bad_certificate",
-        // The caller refused the handshake, usually not trusting the proxy's certificate.
-        Some(Tls::AlertReceived(_)) => "caller_alert",
-        Some(_) => "protocol",
-        None if matches!(
-            e.kind(),
-            std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::BrokenPipe
-        ) =>
-        {
-            "closed"
-        }
-        None => "protocol",
-    }
-}
-
-/// Counts a failed inbound handshake and logs it, summarised (see [`crate::telemetry::logthrottle`]).
-/// A caller that closes before or during the handshake (a TCP health check, a port scan)
-/// is counted but logged only at debug level.
-fn handshake_failed(state: &ProxyState, reason: &'static str, peer: SocketAddr, error: &str) {
-    state.metrics.inbound_handshake_failed(reason);
-    if reason == "closed" {
-        return tracing::debug!(%peer, error, "inbound TLS handshake: the caller closed");
-    }
-    if crate::telemetry::logthrottle::allow("inbound_handshake", reason) {
-        tracing::warn!(%peer, reason, error, "inbound TLS handshake failed");
-    }
-}
-
-/// Counts a connection that hyper ended over a request it could not accept (it answered 400 or
-/// 431 first), and logs it, summarised; other errors (the caller left) are only debug lines.
-fn connection_ended(state: &ProxyState, peer: SocketAddr, e: &hyper::Error) {
-    let reason = if e.is_parse_too_large() {
-        "header_too_large"
-    } else if e.is_parse() {
-        "bad_request"
-    } else {
-        return tracing::debug!(%peer, error = %e, "connection ended with an error");
-    };
-    state.metrics.refused(reason);
-    if crate::telemetry::logthrottle::allow("refused_before_routing", reason) {
-        tracing::warn!(%peer, reason, error = %e, "request refused before routing");
-    }
-}
-
-/// Serves one accepted connection: the protocol by ALPN or by its first bytes, then hyper.
-async fn serve_conn<S: Socket>(
-    io: S,
-    proto: Proto,
-    conn: Arc<ConnInfo>,
-    state: Arc<ProxyState>,
-    builders: &Builders,
-    bounds: Bounds,
-) {
-    let activity = Arc::new(Activity::with_send_bound(
-        bounds.send,
-        state.metrics.send_timeouts.clone(),
-    ));
-    let act = activity.clone();
-    let peer = conn.peer;
-    let shared = state.clone();
-    let svc = service_fn(move |req| {
-        // The generation rather than the state: one shared reference count touched per request.
-        let (generation, conn) = (state.current.load_full(), conn.clone());
-        let (busy, started) = act.begin();
-        async move {
-            let resp = proxy::handle(generation, req, conn, started).await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
-        }
-    });
-    if let Err(e) = conn::serve(io, proto, svc, activity, builders, bounds).await {
-        connection_ended(&shared, peer, &e);
-    }
 }
 
 /// A proxy running in this process (used by `run`, `demo` and tests).
@@ -389,7 +117,7 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         auth: reloader.admin_auth(),
     };
     tokio::spawn(admin::serve(admin_listener, admin, stop_rx.clone()));
-    let serving = spawn_workers(listener, v, &state, stop_rx)?;
+    let serving = workers::spawn(listener, v, &state, stop_rx)?;
     Ok(Running {
         addr,
         admin_addr,
@@ -400,82 +128,8 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
     })
 }
 
-/// Starts the worker threads, each with a single-threaded runtime accepting from `listener`.
-/// The returned receiver yields `None` once every worker has drained and stopped.
-fn spawn_workers(
-    listener: TcpListener,
-    v: &Validated,
-    state: &Arc<ProxyState>,
-    stop: watch::Receiver<bool>,
-) -> Result<mpsc::Receiver<()>, ServeError> {
-    let io = |source| ServeError::Bind {
-        addr: v.listen,
-        source,
-    };
-    let listener = listener.into_std().map_err(io)?;
-    let start = v.start_only();
-    let workers = crate::data::workers::resolve(start.workers);
-    let slots = Arc::new(Semaphore::new(start.max_connections));
-    let opts = ConnOptions::from_config(v);
-    let (done, all_done) = mpsc::channel(1);
-    for i in 0..workers {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ServeError::Runtime)?;
-        let listener = {
-            // Registers the socket with this worker's runtime, so that a failure stops the start.
-            let _in_rt = rt.enter();
-            TcpListener::from_std(listener.try_clone().map_err(io)?).map_err(io)?
-        };
-        let (state, opts, slots, mut stop, done) = (
-            state.clone(),
-            opts.clone(),
-            slots.clone(),
-            stop.clone(),
-            done.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .spawn(move || {
-                crate::data::workers::set_index(i);
-                rt.block_on(async move {
-                    let shutdown = async move {
-                        let _ = stop.changed().await;
-                    };
-                    serve(listener, state, opts, slots, shutdown).await;
-                });
-                // Dropping the runtime closes what the grace period left open.
-                drop(rt);
-                drop(done);
-            })
-            .map_err(ServeError::Runtime)?;
-    }
-    Ok(all_done)
-}
-
 const DAY: Duration = Duration::from_secs(24 * 3600);
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Installs the SIGTERM and SIGINT handlers now, and resolves when one arrives.
-/// Call it before reporting ready, so that a stop right after start still drains.
-pub fn terminate_signal() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-    }
-}
 
 /// `run`: load, validate, serve until SIGTERM/SIGINT.
 pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
@@ -494,7 +148,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let terminated = terminate_signal();
+    let terminated = signals::terminate();
     let running = start(&v).await?;
     crate::control::sd::ready();
     let generation = running.state.current.load();

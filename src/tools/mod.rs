@@ -1,5 +1,7 @@
-//! The tools: the command line, `demo`, and the stand-in Amity API.
+//! The tools: the command line, `demo`, the stand-in Amity API, and the kit `demo` and the
+//! integration tests share.
 
 pub mod cli;
 pub mod demo;
+pub mod kit;
 pub mod mock;

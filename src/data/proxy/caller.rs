@@ -7,7 +7,6 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::reject::Reject;
-use crate::data::conn::SpareTimer;
 use crate::model::config::{RouteClass, Validated};
 
 /// Who is calling, as the listener saw it.
@@ -18,8 +17,6 @@ pub struct ConnInfo {
     /// Identities in the caller's client certificate, with mTLS (see [`crate::model::pki::identities`]).
     pub caller: Option<Vec<String>>,
     name: String,
-    /// Bounds this connection's waits for the upstream.
-    pub(super) response_timer: SpareTimer,
 }
 
 impl ConnInfo {
@@ -29,12 +26,7 @@ impl ConnInfo {
             Some(id) => id.clone(),
             None => peer.ip().to_string(),
         };
-        Self {
-            peer,
-            caller,
-            name,
-            response_timer: SpareTimer::default(),
-        }
+        Self { peer, caller, name }
     }
 
     /// The caller's name until `callers` matched one: its first identity, else its IP.

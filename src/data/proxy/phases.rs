@@ -107,7 +107,7 @@ async fn forward<'g>(
     g.secrets.inject(route, &mut parts.headers)?;
     let out = upstream_request(g, parts, body)?;
     let _slot = bound_in_flight(g)?;
-    let resp = send(g, conn, &out, sent, outcome).await?;
+    let resp = send(g, &out, sent, outcome).await?;
     Ok(respond(resp))
 }
 
@@ -192,7 +192,6 @@ fn bound_in_flight(g: &Generation) -> Result<InFlight<'_>, Reject> {
 /// `sent` for the whole wait, the retry after a TLS failure included.
 async fn send<'g>(
     g: &'g Generation,
-    conn: &ConnInfo,
     out: &Outgoing,
     sent: Instant,
     outcome: &mut Outcome<'g>,
@@ -201,7 +200,7 @@ async fn send<'g>(
     // Boxed: futures nest by value, and hyper moves the whole request future (twice) into
     // its connection; kept inline, this one made the request future 7 KiB.
     let sending = Box::pin(g.send(out));
-    let result = conn.response_timer.within(deadline, sending).await;
+    let result = tokio::time::timeout_at(deadline.into(), sending).await.ok();
     outcome.upstream = Some(sent.elapsed());
     let (resp, cert) = result.unwrap_or_else(|| {
         let e = UpstreamError::ResponseTimeout {

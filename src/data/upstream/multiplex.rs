@@ -17,8 +17,7 @@ use http::{header, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 
-use super::{TlsFailure, Watched};
-use crate::data::workers::Padded;
+use super::watched::{TlsFailure, Watched};
 
 // A stream's window is what one response nobody reads can hold of its connection's window
 // (until `timeouts.send_ms` drops it): the connection's is many times larger, so that a few
@@ -81,9 +80,8 @@ impl Held {
 /// flight at that limit.
 #[derive(Default)]
 pub(super) struct Slot {
-    /// Locked by every request of the worker: padded, so that it shares no line with
-    /// another worker's slot (they are made one after the other, at reload).
-    held: Arc<Padded<Mutex<Vec<Held>>>>,
+    /// Locked by every request of the worker.
+    held: Arc<Mutex<Vec<Held>>>,
     /// Requests that find no room wait for the connection being made rather than make their
     /// own. It holds when opening another connection last failed.
     connecting: tokio::sync::Mutex<Option<Instant>>,
@@ -218,7 +216,7 @@ fn remove(held: &Mutex<Vec<Held>>, id: &TlsFailure) {
 
 /// After [`IDLE_CHECKS`] checks in a row without a request, drop the slot's handle. h2 then
 /// closes the connection (GOAWAY) once its last stream is done.
-fn expire_if_idle(held: &Weak<Padded<Mutex<Vec<Held>>>>, id: &TlsFailure) {
+fn expire_if_idle(held: &Weak<Mutex<Vec<Held>>>, id: &TlsFailure) {
     let Some(held) = held.upgrade() else {
         return;
     };

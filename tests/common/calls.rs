@@ -1,0 +1,145 @@
+//! Calls as backends make them, through the proxy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use amity_mtls_proxy::tools::kit::call;
+use amity_mtls_proxy::tools::mock::MockHandle;
+
+use super::SERVER_KEY;
+
+/// The v3 auth-token call every data-path test makes.
+pub const V3: &str = "/api/v3/authentication/token?userId=alice";
+
+/// Headers of a backend that sends the stand-in's server key itself.
+pub const WITH_KEY: &[(&str, &str)] = &[("x-server-key", SERVER_KEY)];
+
+/// The v3 token call with the stand-in's server key, as a backend makes it.
+pub async fn v3(addr: SocketAddr) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    call(addr, http::Method::GET, V3, WITH_KEY, "")
+        .await
+        .unwrap()
+}
+
+/// The v4 token call (POST, JSON body) for `user`, with the stand-in's server key.
+pub async fn v4(addr: SocketAddr, user: &str) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    call(
+        addr,
+        http::Method::POST,
+        "/api/v4/authentication/token",
+        &[
+            ("x-server-key", SERVER_KEY),
+            ("content-type", "application/json"),
+        ],
+        &serde_json::json!({ "userId": user }).to_string(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The status of one v3 token call; `Err` when no HTTP answer came.
+pub async fn token_status(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> Result<http::StatusCode, String> {
+    call(addr, http::Method::GET, V3, headers, "")
+        .await
+        .map(|r| r.0)
+}
+
+/// TLS handshakes the stand-in completed.
+pub fn handshakes_seen(mock: &MockHandle) -> u64 {
+    mock.observed.handshakes.load(Ordering::Relaxed)
+}
+
+/// Backends calling all the time; every answer that is not 200 is counted.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Four loops of v3 calls with `headers`, each on a new connection.
+    pub fn start(addr: SocketAddr, headers: &'static [(&'static str, &'static str)]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let tasks = (0..4)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match token_status(addr, headers).await {
+                            Ok(http::StatusCode::OK) => ok.fetch_add(1, Ordering::Relaxed),
+                            other => {
+                                eprintln!("failed request: {other:?}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stops the loops; returns (ok, failed).
+    pub async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Waits until new requests reach the stand-in with `serial`, then checks the next ones all do.
+pub async fn settles_on(
+    mock: &MockHandle,
+    proxy: SocketAddr,
+    serial: &str,
+    headers: &[(&str, &str)],
+    log: Option<&Path>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = mock.observed.requests().len();
+        assert_eq!(token_status(proxy, headers).await, Ok(http::StatusCode::OK));
+        let last = mock.observed.requests()[seen..]
+            .last()
+            .map(|s| s.client_serial.clone());
+        if last.as_deref() == Some(serial) {
+            break;
+        }
+        let log = log
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never presented {serial}; log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = mock.observed.requests().len();
+    for _ in 0..5 {
+        assert_eq!(token_status(proxy, headers).await, Ok(http::StatusCode::OK));
+    }
+    assert!(
+        mock.observed.requests()[before..]
+            .iter()
+            .all(|s| s.client_serial == serial),
+        "an old certificate was presented after the switch"
+    );
+}

@@ -1,0 +1,79 @@
+//! Reading the admin listener's /metrics.
+
+use std::net::SocketAddr;
+
+use amity_mtls_proxy::tools::kit::call;
+
+/// Parses Prometheus text, failing the test if any sample line was not read.
+pub fn scrape(text: &str) -> prometheus_parse::Scrape {
+    // prometheus-parse skips lines it cannot read; insist that every sample line was read.
+    let sample_lines = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let parsed: usize = s
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b) => b.len(), // _sum and _count come as samples of their own
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(
+        parsed, sample_lines,
+        "some metric lines did not parse:\n{text}"
+    );
+    s
+}
+
+/// The value of the first sample of `name` with these labels.
+pub fn metric(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// One scrape in the classic text format (when a count may change between two scrapes).
+pub async fn scrape_once(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let (_, _, body) = call(admin, http::Method::GET, "/metrics", &[], "")
+        .await
+        .unwrap();
+    scrape(std::str::from_utf8(&body).unwrap())
+}
+
+/// Scrapes both formats: OpenMetrics when asked for (as Prometheus asks), the
+/// classic text otherwise; both must parse to the same samples.
+pub async fn get_metrics(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+    let (status, headers, body) = call(admin, http::Method::GET, "/metrics", &accept, "")
+        .await
+        .unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om = std::str::from_utf8(&body).unwrap();
+    assert!(
+        om.ends_with("# EOF\n"),
+        "OpenMetrics text must end with # EOF"
+    );
+    let (status, headers, body) = call(admin, http::Method::GET, "/metrics", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let classic = scrape(std::str::from_utf8(&body).unwrap());
+    assert_eq!(scrape(om).samples.len(), classic.samples.len());
+    classic
+}
