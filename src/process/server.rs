@@ -53,8 +53,6 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Shared state (generation, metrics).
     pub state: Arc<ProxyState>,
-    /// Reloads this proxy.
-    pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     serving: mpsc::Receiver<()>,
 }
@@ -122,7 +120,6 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         addr,
         admin_addr,
         state,
-        reloader,
         stop,
         serving,
     })

@@ -29,7 +29,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most requests carry none: one pass over the names beats ten hash lookups.
+    // Most requests carry none: one pass over the names instead of ten removals by hash
+    // (measured: benches/README.md, "Hop-by-hop headers").
     if !h.keys().any(|n| HOP_BY_HOP.contains(n)) {
         return;
     }

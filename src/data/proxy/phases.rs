@@ -198,7 +198,7 @@ async fn send<'g>(
 ) -> Result<Response<FromUpstream>, Reject> {
     let deadline = sent + g.response_timeout;
     // Boxed: futures nest by value, and hyper moves the whole request future (twice) into
-    // its connection; kept inline, this one made the request future 7 KiB.
+    // its connection; inline, the upstream exchange would make every request future large.
     let sending = Box::pin(g.send(out));
     let result = tokio::time::timeout_at(deadline.into(), sending).await.ok();
     outcome.upstream = Some(sent.elapsed());
