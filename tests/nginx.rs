@@ -356,6 +356,16 @@ async fn cert_state(admin: SocketAddr, name: &str) -> serde_json::Value {
         .clone()
 }
 
+/// CA X, which signs nginx's certificate and the client certificate `from-x`, and CA Y, which
+/// signs `from-y`.
+fn two_cas(d: &Path) {
+    openssl_ca(d, "ca-x");
+    openssl_ca(d, "ca-y");
+    openssl_server_cert(d, "ca-x");
+    proxy_client_cert(d, "from-y", "from-y", "ca-y");
+    proxy_client_cert(d, "from-x", "from-x", "ca-x");
+}
+
 /// Two certificates, the active one from a CA nginx does not trust; nginx finishes the TLS
 /// handshake anyway and answers 400 "The SSL certificate error" (its 495).
 #[tokio::test]
@@ -365,11 +375,7 @@ async fn nginx_refusing_the_certificate_in_http_fails_over_to_the_other() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    openssl_ca(d, "ca-x");
-    openssl_ca(d, "ca-y");
-    openssl_server_cert(d, "ca-x");
-    proxy_client_cert(d, "from-y", "from-y", "ca-y");
-    proxy_client_cert(d, "from-x", "from-x", "ca-x");
+    two_cas(d);
     let (_nginx, port) = start_nginx(&nginx, d, "ca-x", "on", true, TOKEN_LOCATION).await;
 
     let v = proxy_config(
@@ -477,11 +483,7 @@ async fn a_configured_refusal_answer_fails_over_too() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    openssl_ca(d, "ca-x");
-    openssl_ca(d, "ca-y");
-    openssl_server_cert(d, "ca-x");
-    proxy_client_cert(d, "from-y", "from-y", "ca-y");
-    proxy_client_cert(d, "from-x", "from-x", "ca-x");
+    two_cas(d);
     let edge = r#"    if ($ssl_client_verify != SUCCESS) {
       return 403 "<html><body>Access denied: client certificate not accepted (edge)</body></html>";
     }
