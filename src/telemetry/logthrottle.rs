@@ -4,8 +4,8 @@
 //! follows when the period ends. Metrics keep the exact counts; the log says what and how often.
 //!
 //! ```ignore
-//! if logthrottle::allow("request_failed", reject.kind) {
-//!     tracing::warn!(reason = reject.kind, "...");
+//! if logthrottle::allow("request_failed", reject.reason()) {
+//!     tracing::warn!(reason = reject.reason(), "...");
 //! }
 //! ```
 
