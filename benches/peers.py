@@ -146,6 +146,24 @@ http {{
 """
 
 
+# What both HAProxy peers share: timeouts and keep-alive, and the pooled, verified mTLS
+# connection to the upstream.
+HAPROXY_DEFAULTS = """defaults
+  mode http
+  timeout connect 3s
+  timeout client 300s
+  timeout server 15s
+  timeout http-request 10s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+"""
+
+
+def haproxy_upstream(c):
+    return (f"  server up 127.0.0.1:{P['up_tls']} ssl crt {c}/client.pem ca-file {c}/ca.crt verify required "
+            "verifyhost localhost sni str(localhost) alpn h2,http/1.1 ssl-min-ver TLSv1.2")
+
+
 def haproxy_conf(threads):
     c = os.path.join(common.WORK, "certs")
     work = common.WORK
@@ -159,15 +177,7 @@ global
   ssl-server-verify required
   tune.ssl.default-dh-param 2048
 
-defaults
-  mode http
-  timeout connect 3s
-  timeout client 300s
-  timeout server 15s
-  timeout http-request 10s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-
+{HAPROXY_DEFAULTS}
 frontend fe
   bind 127.0.0.1:{P['haproxy']} backlog 4096
   bind 127.0.0.1:{P['haproxy_tls']} ssl crt {c}/gateway.pem ca-file {c}/fleet-ca.crt verify required ssl-min-ver TLSv1.2 no-tls-tickets backlog 4096
@@ -178,7 +188,7 @@ frontend fe
 backend amity
   http-reuse always
   http-request set-header Host localhost
-  server up 127.0.0.1:{P['up_tls']} ssl crt {c}/client.pem ca-file {c}/ca.crt verify required verifyhost localhost sni str(localhost) alpn h2,http/1.1 ssl-min-ver TLSv1.2
+{haproxy_upstream(c)}
 """
 
 
@@ -192,22 +202,14 @@ global
   maxconn 12000
   no strict-limits
 
-defaults
-  mode http
-  timeout connect 3s
-  timeout client 300s
-  timeout server 15s
-  timeout http-request 10s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-
+{HAPROXY_DEFAULTS}
 frontend fe
   bind 127.0.0.1:{P['haproxy-lean']} backlog 4096
   default_backend amity
 
 backend amity
   http-reuse always
-  server up 127.0.0.1:{P['up_tls']} ssl crt {c}/client.pem ca-file {c}/ca.crt verify required verifyhost localhost sni str(localhost) alpn h2,http/1.1 ssl-min-ver TLSv1.2
+{haproxy_upstream(c)}
 """
 
 

@@ -462,6 +462,39 @@ async fn an_unpublished_generation_leaves_the_certificate_metrics_alone() {
     assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
 }
 
+/// When the active certificate expires between reloads the other one is presented, and
+/// `cert_active` says so, as `/certs` does.
+#[tokio::test]
+async fn cert_active_follows_the_certificate_presented_once_the_active_one_expires() {
+    let env = Env::new();
+    let now = amity_mtls_proxy::model::pki::now_unix();
+    let short = Validity {
+        not_before: now - 60,
+        not_after: now + 2,
+    };
+    env.client_cert_from(&env.ca, "cert-a", short);
+    env.client_cert("cert-b");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["cert-a", "cert-b"], "active: cert-a\n");
+    let proxy = env.proxy(&v).await;
+    let active = |m: &prometheus_parse::Scrape, name: &str| {
+        metric(m, "amity_proxy_cert_active", &[("name", name)])
+    };
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        (active(&m, "cert-a"), active(&m, "cert-b")),
+        (Some(1.0), Some(0.0))
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        (active(&m, "cert-a"), active(&m, "cert-b")),
+        (Some(0.0), Some(1.0)),
+        "cert-b serves once cert-a has expired"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_live_reports_each_certificate() {
     let env = Env::new();

@@ -184,6 +184,10 @@ async fn post_reload_answers_without_snippets() {
     std::fs::write(&config, SECRET_LINE).unwrap();
     let message = post_reload(proxy.admin_addr).await;
     assert_hidden("POST /reload on a secret", &message, &[SECRET_LINE.into()]);
+    assert!(
+        message.contains("does not look like a configuration"),
+        "{message}"
+    );
 
     // Even a real config's lines stay off HTTP: the answer names the line and column only.
     let broken = good.replace("client_certs:", "client_certs: [");

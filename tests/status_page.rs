@@ -128,7 +128,19 @@ async fn the_status_page_shows_certificates_reloads_and_traffic_in_a_real_browse
         healthy.contains("89 days") && healthy.contains("accepted"),
         "{healthy}"
     );
-    assert!(dom.contains("Last failed reload:"), "{dom}");
+    // The reason names the file and where it broke, without the file's lines.
+    let failure = &dom[dom
+        .find("Last failed reload:")
+        .expect("the failed reload is shown")..];
+    let failure = &failure[..failure.find("</p>").unwrap_or(failure.len())];
+    assert!(
+        failure.contains(&v.path.display().to_string()) && failure.contains("line 14"),
+        "{failure}"
+    );
+    assert!(
+        !failure.contains("listen: ["),
+        "a line of the file: {failure}"
+    );
     assert!(row(&dom, "Requests sent").contains("<td>1</td>"), "{dom}");
     assert!(
         dom.contains("<td>auth_token</td><td>200</td><td>1</td>"),

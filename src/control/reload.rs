@@ -98,7 +98,7 @@ impl Reloader {
 
     fn reload_files(&self, trigger: Trigger) -> Result<String, String> {
         let _ready_when_done = crate::control::sd::reloading();
-        let print = self.fingerprint_now();
+        let print = fingerprint(&self.path);
         if trigger == Trigger::Files && self.fingerprint.lock().is_ok_and(|f| *f == print) {
             tracing::debug!("files touched but their content is unchanged; nothing to reload");
             return Ok(UNCHANGED.into());
@@ -155,10 +155,6 @@ impl Reloader {
         }
         tracing::info!(trigger = trigger.as_str(), "{msg}");
         Ok(msg)
-    }
-
-    fn fingerprint_now(&self) -> Vec<u8> {
-        fingerprint(&self.path)
     }
 
     /// File names whose events count: the config's and every referenced file's.

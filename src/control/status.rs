@@ -438,7 +438,9 @@ mod tests {
     #[test]
     fn days_left_turn_amber_at_thirty_and_red_at_seven() {
         assert_eq!(days_class(90), "ok");
+        assert_eq!(days_class(30), "ok");
         assert_eq!(days_class(29), "warn");
+        assert_eq!(days_class(7), "warn");
         assert_eq!(days_class(6), "bad");
     }
 }

@@ -17,13 +17,6 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
-/// A single `reason` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// Why.
-    pub reason: String,
-}
-
 /// A single `reason` label from a fixed set, hashed without an allocation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FixedReason {
@@ -60,7 +53,7 @@ pub struct Metrics {
     /// New upstream connections (TCP + TLS handshake each).
     pub handshakes: Counter,
     /// Failed upstream handshakes, by reason.
-    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub handshake_failures: Family<FixedReason, Counter>,
     /// Reloads, by result.
     pub reloads: Family<ResultLabels, Counter>,
     /// Unix time of the last successful (re)load.
@@ -227,11 +220,9 @@ impl Metrics {
     }
 
     /// Counts a failed upstream connection.
-    pub fn handshake_failed(&self, reason: &str) {
+    pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_string(),
-            })
+            .get_or_create(&FixedReason { reason })
             .inc();
     }
 

@@ -40,40 +40,34 @@ pub fn metric(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
         })
 }
 
-/// One scrape in the classic text format (when a count may change between two scrapes).
-pub async fn scrape_once(admin: SocketAddr) -> prometheus_parse::Scrape {
-    let (_, _, body) = call(admin, http::Method::GET, "/metrics", &[], "")
+/// The `/metrics` text as served for `accept`, checked to be 200 with `content_type`.
+async fn fetch(admin: SocketAddr, accept: &[(&str, &str)], content_type: &str) -> String {
+    let (status, headers, body) = call(admin, http::Method::GET, "/metrics", accept, "")
         .await
         .unwrap();
-    scrape(std::str::from_utf8(&body).unwrap())
+    assert_eq!(status, http::StatusCode::OK);
+    let served = headers["content-type"].to_str().unwrap();
+    assert!(served.starts_with(content_type), "content-type {served}");
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+const CLASSIC: &str = "text/plain; version=0.0.4";
+
+/// One scrape in the classic text format (when a count may change between two scrapes).
+pub async fn scrape_once(admin: SocketAddr) -> prometheus_parse::Scrape {
+    scrape(&fetch(admin, &[], CLASSIC).await)
 }
 
 /// Scrapes both formats: OpenMetrics when asked for (as Prometheus asks), the
 /// classic text otherwise; both must parse to the same samples.
 pub async fn get_metrics(admin: SocketAddr) -> prometheus_parse::Scrape {
     let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
-    let (status, headers, body) = call(admin, http::Method::GET, "/metrics", &accept, "")
-        .await
-        .unwrap();
-    assert_eq!(status, http::StatusCode::OK);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
-    let om = std::str::from_utf8(&body).unwrap();
+    let om = fetch(admin, &accept, "application/openmetrics-text").await;
     assert!(
         om.ends_with("# EOF\n"),
         "OpenMetrics text must end with # EOF"
     );
-    let (status, headers, body) = call(admin, http::Method::GET, "/metrics", &[], "")
-        .await
-        .unwrap();
-    assert_eq!(status, http::StatusCode::OK);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
-    let classic = scrape(std::str::from_utf8(&body).unwrap());
-    assert_eq!(scrape(om).samples.len(), classic.samples.len());
+    let classic = scrape(&fetch(admin, &[], CLASSIC).await);
+    assert_eq!(scrape(&om).samples.len(), classic.samples.len());
     classic
 }

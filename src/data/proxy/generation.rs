@@ -102,7 +102,9 @@ impl Generation {
     /// Sets the certificate metrics (`cert_expiry`, `cert_active`) from this generation's
     /// certificates; called as it is published.
     pub(super) fn publish_metrics(&self) {
+        // The series of certificates the previous generation had go.
         self.metrics.cert_expiry.clear();
+        self.metrics.cert_active.clear();
         for i in &self.identities {
             self.metrics
                 .cert_expiry
@@ -134,18 +136,20 @@ impl Generation {
         &self.path_prefix
     }
 
-    /// Sets `cert_active` from the certificates valid now (also called on each scrape,
-    /// so an expiry between reloads shows).
+    /// Sets `cert_active` to the certificate presented first now, as `/certs` names it (also
+    /// called on each scrape, so an expiry between reloads shows: the other one then serves).
+    /// Each series is set in place, so that a scrape never sees none.
     pub fn publish_active(&self) {
-        self.metrics.cert_active.clear();
-        let active = self.failover.active();
+        let presented = self
+            .failover
+            .usable(&self.identities, pki::now_unix())
+            .next();
+        let presented = presented.map(|(n, _)| n);
         for (n, i) in self.identities.iter().enumerate() {
             self.metrics
                 .cert_active
                 .get_or_create(&i.labels())
-                .set(i64::from(
-                    n == active && i.info.state(pki::now_unix()).is_usable(),
-                ));
+                .set(i64::from(presented == Some(n)));
         }
     }
 

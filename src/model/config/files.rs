@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use super::secret::Secret;
 use super::types::Config;
 use super::validate::Report;
@@ -46,23 +48,9 @@ pub(super) fn client_certs(config: &Config, base_dir: &Path, r: &mut Report) -> 
         let (Some(chain), Some(key)) = (chain, key) else {
             continue;
         };
-        let info = match CertInfo::from_der(&chain[0]) {
-            Ok(i) => i,
-            Err(e) => {
-                r.problem(
-                    format!("{field}.cert"),
-                    format!("{}: {e}", cert_path.display()),
-                );
-                continue;
-            }
-        };
-        if let Err(e) = pki::key_matches(&key, &info) {
-            r.problem(
-                format!("{field}.key"),
-                format!("{}: {e} {}", key_path.display(), cert_path.display()),
-            );
+        let Some(info) = key_pair(r, &field, (&cert_path, &chain), (&key_path, &key)) else {
             continue;
-        }
+        };
         r.warnings
             .extend(key_too_open(&format!("{field}.key"), &key_path));
         certs.push(LoadedCert {
@@ -96,14 +84,7 @@ pub(super) fn inbound(config: &Config, base_dir: &Path, r: &mut Report) -> Optio
             .ok(),
     };
     let (chain, key, client_ca) = (chain?, key?, client_ca?);
-    let info = CertInfo::from_der(&chain[0]).and_then(|i| pki::key_matches(&key, &i).map(|()| i));
-    let info = match info {
-        Ok(i) => i,
-        Err(e) => {
-            r.problem("inbound_tls.key", format!("{}: {e}", key_path.display()));
-            return None;
-        }
-    };
+    let info = key_pair(r, "inbound_tls", (&cert_path, &chain), (&key_path, &key))?;
     r.warnings
         .extend(key_too_open("inbound_tls.key", &key_path));
     Some(LoadedInbound {
@@ -196,6 +177,31 @@ pub(super) fn secrets(config: &Config, base_dir: &Path, r: &mut Report) -> Secre
 /// A warning when users other than this service's may read the private key at `path`:
 /// any access for others, or for a group this process is not in (a Kubernetes Secret
 /// mounted 0440 with the pod's `fsGroup` is fine).
+/// The certificate's details, if it parses and the key is its key; else the problem, under
+/// `{field}.cert` or `{field}.key`, naming the files.
+fn key_pair(
+    r: &mut Report,
+    field: &str,
+    (cert_path, chain): (&Path, &[CertificateDer<'static>]),
+    (key_path, key): (&Path, &PrivateKeyDer<'static>),
+) -> Option<CertInfo> {
+    let info = CertInfo::from_der(&chain[0])
+        .map_err(|e| {
+            r.problem(
+                format!("{field}.cert"),
+                format!("{}: {e}", cert_path.display()),
+            )
+        })
+        .ok()?;
+    pki::key_matches(key, &info)
+        .map_err(|e| {
+            let files = format!("{}: {e} {}", key_path.display(), cert_path.display());
+            r.problem(format!("{field}.key"), files)
+        })
+        .ok()?;
+    Some(info)
+}
+
 fn key_too_open(field: &str, path: &Path) -> Option<Problem> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
