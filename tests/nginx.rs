@@ -307,7 +307,7 @@ async fn proxy_gets_a_token_through_nginx_demanding_client_certs() {
     }
     // Each worker thread keeps its own pool: one connection per worker that took a call.
     let workers = amity_mtls_proxy::data::workers::resolve(v.config.workers) as u64;
-    let handshakes = proxy.state.metrics.handshakes();
+    let handshakes = proxy.state.current.load().apps[0].upstream_counts().1;
     assert!(
         (1..=workers).contains(&handshakes),
         "{handshakes} connections to nginx for 5 calls and {workers} workers"

@@ -156,7 +156,7 @@ async fn denied_calls_never_leave_the_machine() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "v3 without userId");
     assert!(mock.observed.requests().is_empty());
     assert_eq!(common::handshakes_seen(&mock), 0);
-    assert_eq!(proxy.state.metrics.handshakes(), 0);
+    assert_eq!(proxy.state.current.load().apps[0].upstream_counts().1, 0);
 }
 
 async fn expect_cert_rejection(
@@ -180,7 +180,7 @@ async fn expect_cert_rejection(
         "the stand-in served a request without a valid cert"
     );
     // One handshake failure is retried once on a new connection, no more.
-    assert_eq!(env_proxy.state.metrics.handshakes(), 2);
+    assert_eq!(env_proxy.state.current.load().apps[0].upstream_counts().1, 2);
     assert_eq!(
         mock.observed
             .rejected_handshakes

@@ -365,7 +365,7 @@ async fn metrics_describe_the_pool_and_the_certificates() {
     let serial = env.client_cert("cert-a");
     let mock = env.mock(Duration::ZERO).await;
     let v = env.config(mock.addr, &["cert-a"], "");
-    let not_after = v.certs[0].info.not_after;
+    let not_after = v.apps[0].certs[0].info.not_after;
     let proxy = env.proxy(&v).await;
     for _ in 0..20 {
         assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
@@ -441,6 +441,7 @@ async fn an_unpublished_generation_leaves_the_certificate_metrics_alone() {
     let built = amity_mtls_proxy::data::proxy::Generation::build(
         &other.config(mock.addr, &["cert-b"], ""),
         proxy.state.metrics.clone(),
+        None,
     )
     .unwrap();
     drop(built);

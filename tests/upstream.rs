@@ -15,18 +15,17 @@ async fn pool_reuses_connections() {
         let (status, _, _) = v3(proxy.addr).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let stats = &proxy.state.metrics;
-    assert_eq!(stats.requests(), 100);
+    let (requests, handshakes) = proxy.state.current.load().apps[0].upstream_counts();
+    assert_eq!(requests, 100);
     // One pooled connection per worker thread at most.
     let workers = amity_mtls_proxy::data::workers::resolve(0) as u64;
     assert!(
-        stats.handshakes() <= workers,
-        "{} handshakes for 100 requests and {workers} workers",
-        stats.handshakes()
+        handshakes <= workers,
+        "{handshakes} handshakes for 100 requests and {workers} workers"
     );
     assert_eq!(
         common::handshakes_seen(&mock),
-        stats.handshakes(),
+        handshakes,
         "the stand-in counted the same handshakes"
     );
     // The stand-in offers h2 by ALPN, so the pool speaks HTTP/2 to it.
@@ -122,7 +121,7 @@ async fn an_upstream_without_http2_is_served_over_pooled_http1() {
     assert!(seen.iter().all(|s| !s.http2), "all over HTTP/1.1");
     // The first connection learns the ALPN choice; then one pooled connection per worker.
     let workers = amity_mtls_proxy::data::workers::resolve(0) as u64;
-    let handshakes = proxy.state.metrics.handshakes();
+    let handshakes = proxy.state.current.load().apps[0].upstream_counts().1;
     assert!(
         handshakes <= workers + 1,
         "{handshakes} handshakes for 21 sequential requests and {workers} workers"
@@ -169,7 +168,7 @@ async fn an_idle_upstream_connection_is_let_go_after_the_idle_timeout() {
     env.client_cert("backend-a");
     let mock = env.mock(Duration::ZERO).await;
     let mut v = env.config(mock.addr, &["backend-a"], "");
-    v.config.upstream.pool_idle_timeout_ms = 100;
+    v.apps[0].config.upstream.pool_idle_timeout_ms = 100;
     // One worker: one upstream connection whatever thread accepts the calls.
     v.config.workers = 1;
     let proxy = env.proxy(&v).await;

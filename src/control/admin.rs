@@ -160,20 +160,36 @@ impl Admin {
             }
             (&Method::GET, status::CSS_PATH) => reply(StatusCode::OK, "text/css", status::CSS),
             (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
-            (&Method::GET, "/readyz") => match generation.readiness(now) {
-                Ok(cert) => json(
-                    StatusCode::OK,
-                    serde_json::json!({"ready": true, "cert": cert}),
-                ),
-                Err(reason) => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    serde_json::json!({"ready": false, "reason": reason}),
-                ),
-            },
-            (&Method::GET, "/certs") => json(
-                StatusCode::OK,
-                serde_json::json!(generation.cert_report(now)),
-            ),
+            (&Method::GET, "/readyz") => {
+                let apps: Vec<_> = generation
+                    .apps
+                    .iter()
+                    .map(|a| match a.readiness(now) {
+                        Ok(cert) => serde_json::json!({"app": &*a.name, "ready": true, "cert": cert}),
+                        Err(reason) => {
+                            serde_json::json!({"app": &*a.name, "ready": false, "reason": reason})
+                        }
+                    })
+                    .collect();
+                match generation.readiness(now) {
+                    Ok(cert) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"ready": true, "cert": cert, "apps": apps}),
+                    ),
+                    Err(reason) => json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({"ready": false, "reason": reason, "apps": apps}),
+                    ),
+                }
+            }
+            (&Method::GET, "/certs") => {
+                let rows: Vec<_> = generation
+                    .apps
+                    .iter()
+                    .flat_map(|a| a.cert_report(now))
+                    .collect();
+                json(StatusCode::OK, serde_json::json!(rows))
+            }
             (&Method::GET, "/metrics") => {
                 generation.publish_active();
                 let openmetrics = req
@@ -236,26 +252,34 @@ impl Admin {
 impl Admin {
     /// What the status page shows now.
     fn status_view(&self, generation: &Generation, now: i64) -> StatusView {
-        // The rows `/certs` serves; one that no longer reads as a row is a bug to see, not to hide.
-        let certs = generation
-            .cert_report(now)
-            .into_iter()
-            .filter_map(|c| {
-                serde_json::from_value(c)
-                    .map_err(
-                        |e| tracing::error!(error = %e, "status page: a /certs row does not read"),
-                    )
-                    .ok()
+        let apps = generation
+            .apps
+            .iter()
+            .map(|app| {
+                // The rows `/certs` serves; one that no longer reads as a row is a bug to see,
+                // not to hide.
+                let certs = app
+                    .cert_report(now)
+                    .into_iter()
+                    .filter_map(|c| {
+                        serde_json::from_value(c)
+                            .map_err(|e| {
+                                tracing::error!(error = %e, "status page: a /certs row does not read")
+                            })
+                            .ok()
+                    })
+                    .collect();
+                AppView {
+                    name: app.name.to_string(),
+                    upstream: app.upstream_base().to_string(),
+                    certs,
+                }
             })
             .collect();
         StatusView {
             now,
             ready: generation.readiness(now),
-            apps: vec![AppView {
-                name: "default".into(),
-                upstream: generation.upstream_base().to_string(),
-                certs,
-            }],
+            apps,
             reloads: self.history.recent(),
             metrics: self.state.metrics.encode_classic(),
         }

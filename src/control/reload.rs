@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::control::status::{ReloadEvent, ReloadHistory};
 use crate::data::proxy::{Generation, ProxyState};
 use crate::model::config;
+use crate::model::config::AppConfig;
 use crate::model::pki::{self, CertState};
 
 /// What a reload says when the files it was woken for hold what they held.
@@ -109,7 +110,8 @@ impl Reloader {
         let built = config::load(&self.path)
             .map_err(|e| (e.to_string(), e.without_snippet()))
             .and_then(|v| {
-                let g = Generation::build(&v, metrics.clone()).map_err(|e| {
+                let current = self.state.current.load();
+                let g = Generation::build(&v, metrics.clone(), Some(&current)).map_err(|e| {
                     let e = e.to_string();
                     (e.clone(), e)
                 })?;
@@ -135,10 +137,23 @@ impl Reloader {
                 c.running
             );
         }
-        let active = generation.active(pki::now_unix()).map_or_else(
-            || "none".to_string(),
-            |i| format!("{} (serial {})", i.name, i.info.serial),
-        );
+        let now = pki::now_unix();
+        let several = generation.apps.len() > 1;
+        let active: Vec<String> = generation
+            .apps
+            .iter()
+            .map(|app| {
+                let cert = app.active(now).map_or_else(
+                    || "none".to_string(),
+                    |i| format!("{} (serial {})", i.name, i.info.serial),
+                );
+                match several {
+                    true => format!("{}: {cert}", app.name),
+                    false => cert,
+                }
+            })
+            .collect();
+        let active = active.join(", ");
         warn_expiring(&generation);
         // In-flight requests keep the old generation; its idle pooled connections close when they finish.
         self.state.publish(generation);
@@ -150,7 +165,7 @@ impl Reloader {
         metrics.reload(true);
         let mut msg = format!("reloaded {}; presenting {active}", self.path.display());
         if !restart.is_empty() {
-            let fields: Vec<&str> = restart.iter().map(|c| c.field).collect();
+            let fields: Vec<&str> = restart.iter().map(|c| c.field.as_str()).collect();
             msg.push_str(&format!("; restart to apply {}", fields.join(", ")));
         }
         tracing::info!(trigger = trigger.as_str(), "{msg}");
@@ -197,18 +212,15 @@ fn referenced_files(path: &Path) -> Vec<PathBuf> {
         return Vec::new();
     };
     let base = path.parent().unwrap_or(Path::new(""));
+    let apps = c.app_list().unwrap_or_default();
     let inbound = c
         .inbound_tls
         .iter()
         .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
         .flatten();
-    c.client_certs
-        .iter()
-        .flat_map(|cc| [&cc.cert, &cc.key])
+    apps.iter()
+        .flat_map(AppConfig::files)
         .chain(inbound)
-        .chain(c.upstream.ca.iter())
-        .chain(c.server_key_file.iter())
-        .chain(c.admin_token_file.iter())
         .chain(c.admin_auth_token_file.iter())
         .map(|p| config::resolve(base, p))
         .collect()
@@ -230,7 +242,11 @@ fn fingerprint(path: &Path) -> Vec<u8> {
 /// Logs a warning for each certificate under 30, 14 or 7 days from expiry, or past it.
 pub fn warn_expiring(g: &Generation) {
     let now = pki::now_unix();
-    for i in &g.identities {
+    for (app, i) in g
+        .apps
+        .iter()
+        .flat_map(|a| a.identities.iter().map(move |i| (a, i)))
+    {
         let days = match i.info.state(now) {
             CertState::Valid => continue,
             CertState::Expiring { days_left } => days_left,
@@ -240,6 +256,7 @@ pub fn warn_expiring(g: &Generation) {
         };
         if let Some(limit) = [7, 14, pki::RENEW_DAYS].into_iter().find(|l| days < *l) {
             tracing::warn!(
+                app = &*app.name,
                 cert = %i.name,
                 serial = %i.info.serial,
                 days_left = days,

@@ -94,10 +94,12 @@ impl Drop for Open {
     }
 }
 
-/// Serves backends on `listener` until `shutdown` resolves, then drains within the grace period.
-/// `slots` bounds open connections across every worker.
+/// Serves backends on `listener` (an app's own when `app` is set) until `shutdown` resolves,
+/// then drains within the grace period. `slots` bounds open connections across every worker
+/// and listener.
 pub async fn serve(
     listener: TcpListener,
+    app: Option<Arc<str>>,
     state: Arc<ProxyState>,
     opts: ConnOptions,
     slots: Arc<Semaphore>,
@@ -130,11 +132,12 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (state, builders, stop, opts) = (
+        let (state, builders, stop, opts, app) = (
             state.clone(),
             builders.clone(),
             stop_rx.clone(),
             opts.clone(),
+            app.clone(),
         );
         tokio::spawn(async move {
             let _open = Open::new(slot, &state.metrics.connections);
@@ -151,7 +154,7 @@ pub async fn serve(
                 // Nothing but the socket is held until the first bytes arrive.
                 let first = tokio::time::timeout(opts.idle, conn::sniff(&stream)).await;
                 let Ok(Ok(Some(proto))) = first else { return };
-                let conn = Arc::new(ConnInfo::new(peer, None));
+                let conn = Arc::new(ConnInfo::new(peer, None, app));
                 return serve_conn(stream, proto, conn, state, &builders, bounds).await;
             };
             let handshake = tokio::time::timeout(opts.handshake, Box::pin(acceptor.accept(stream)));
@@ -177,7 +180,7 @@ pub async fn serve(
                 Some(b"h2") => Proto::Http2,
                 _ => Proto::Http1,
             };
-            let conn = Arc::new(ConnInfo::new(peer, caller));
+            let conn = Arc::new(ConnInfo::new(peer, caller, app));
             serve_conn(tls, proto, conn, state, &builders, bounds).await;
         });
     }

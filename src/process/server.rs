@@ -11,8 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::control::admin::{self, Admin};
 use crate::control::reload::{self, Reloader};
-use crate::data::proxy::ProxyState;
-use crate::data::tls::TlsError;
+use crate::data::proxy::{BuildError, ProxyState};
 use crate::model::config::{self, ConfigError, Validated};
 use crate::process::{signals, workers};
 
@@ -22,9 +21,9 @@ pub enum ServeError {
     /// The configuration is not valid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A TLS configuration could not be built.
+    /// A TLS configuration or the audit file could not be set up.
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Build(#[from] BuildError),
     /// A worker thread or its runtime could not start.
     #[error("cannot start a worker: {0}")]
     Runtime(std::io::Error),
@@ -51,6 +50,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The bound admin address.
     pub admin_addr: SocketAddr,
+    /// The bound addresses of apps with a listener of their own, by app name.
+    pub app_addrs: Vec<(String, SocketAddr)>,
     /// Shared state (generation, metrics).
     pub state: Arc<ProxyState>,
     stop: watch::Sender<bool>,
@@ -69,13 +70,30 @@ impl Running {
 /// on SIGHUP, file changes and `POST /reload`.
 pub async fn start(v: &Validated) -> Result<Running, ServeError> {
     let state = ProxyState::new(v)?;
-    let listener = bind(v.listen).await?;
-    let admin_listener = bind(v.admin_listen).await?;
     let local = |l: &TcpListener, addr| {
         l.local_addr()
             .map_err(|source| ServeError::Bind { addr, source })
     };
-    let addr = local(&listener, v.listen)?;
+    let mut listeners = Vec::new();
+    let mut app_addrs = Vec::new();
+    let shared = bind(v.listen).await?;
+    let addr = local(&shared, v.listen)?;
+    listeners.push(workers::Bound {
+        listener: shared,
+        addr,
+        app: None,
+    });
+    for (name, at) in &v.start_only().app_listeners {
+        let listener = bind(*at).await?;
+        let bound = local(&listener, *at)?;
+        app_addrs.push((name.clone(), bound));
+        listeners.push(workers::Bound {
+            listener,
+            addr: bound,
+            app: Some(name.as_str().into()),
+        });
+    }
+    let admin_listener = bind(v.admin_listen).await?;
     let admin_addr = local(&admin_listener, v.admin_listen)?;
     let reloader = Arc::new(Reloader::new(v, state.clone()));
     let (stop, stop_rx) = watch::channel(false);
@@ -115,10 +133,11 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         auth: reloader.admin_auth(),
     };
     tokio::spawn(admin::serve(admin_listener, admin, stop_rx.clone()));
-    let serving = workers::spawn(listener, v, &state, stop_rx)?;
+    let serving = workers::spawn(listeners, v, &state, stop_rx)?;
     Ok(Running {
         addr,
         admin_addr,
+        app_addrs,
         state,
         stop,
         serving,
@@ -149,15 +168,28 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     let running = start(&v).await?;
     crate::control::sd::ready();
     let generation = running.state.current.load();
-    let cert = generation.readiness(crate::model::pki::now_unix());
-    if let Err(reason) = &cert {
-        tracing::warn!("{reason}: calls will fail until a usable certificate is configured");
+    let now = crate::model::pki::now_unix();
+    for app in &generation.apps {
+        let cert = app.readiness(now);
+        if let Err(reason) = &cert {
+            tracing::warn!(
+                app = &*app.name,
+                "{reason}: calls will fail until a usable certificate is configured"
+            );
+        }
+        let own = running.app_addrs.iter().find(|(n, _)| **n == *app.name);
+        tracing::info!(
+            app = &*app.name,
+            listen = %own.map_or(running.addr, |(_, a)| *a),
+            upstream = app.upstream_base(),
+            cert = cert.as_deref().unwrap_or("-"),
+            "serving app"
+        );
     }
     tracing::info!(
         listen = %running.addr,
         admin = %running.admin_addr,
-        upstream = %v.upstream.base,
-        cert = cert.as_deref().unwrap_or("-"),
+        apps = generation.apps.len(),
         "amity-mtls-proxy serving"
     );
     drop(generation);

@@ -11,19 +11,29 @@ use crate::data::proxy::ProxyState;
 use crate::model::config::Validated;
 use crate::process::server::ServeError;
 
-/// Starts the worker threads, each with a single-threaded runtime accepting from `listener`.
-/// The returned receiver yields `None` once every worker has drained and stopped.
+/// A bound backend listener: the shared one, or an app's own.
+pub struct Bound {
+    /// The socket.
+    pub listener: TcpListener,
+    /// Its address, for errors.
+    pub addr: std::net::SocketAddr,
+    /// The app it serves alone, if it is an app's own.
+    pub app: Option<Arc<str>>,
+}
+
+/// Starts the worker threads, each with a single-threaded runtime accepting from every
+/// listener. The returned receiver yields `None` once every worker has drained and stopped.
 pub fn spawn(
-    listener: TcpListener,
+    listeners: Vec<Bound>,
     v: &Validated,
     state: &Arc<ProxyState>,
     stop: watch::Receiver<bool>,
 ) -> Result<mpsc::Receiver<()>, ServeError> {
-    let io = |source| ServeError::Bind {
-        addr: v.listen,
-        source,
-    };
-    let listener = listener.into_std().map_err(io)?;
+    let io = |addr| move |source| ServeError::Bind { addr, source };
+    let listeners = listeners
+        .into_iter()
+        .map(|b| Ok((b.listener.into_std().map_err(io(b.addr))?, b.addr, b.app)))
+        .collect::<Result<Vec<_>, ServeError>>()?;
     let start = v.start_only();
     let workers = crate::data::workers::resolve(start.workers);
     let slots = Arc::new(Semaphore::new(start.max_connections));
@@ -34,12 +44,18 @@ pub fn spawn(
             .enable_all()
             .build()
             .map_err(ServeError::Runtime)?;
-        let listener = {
-            // Registers the socket with this worker's runtime, so that a failure stops the start.
+        let mine = {
+            // Registers the sockets with this worker's runtime, so that a failure stops the start.
             let _in_rt = rt.enter();
-            TcpListener::from_std(listener.try_clone().map_err(io)?).map_err(io)?
+            listeners
+                .iter()
+                .map(|(l, addr, app)| {
+                    let l = TcpListener::from_std(l.try_clone().map_err(io(*addr))?);
+                    Ok((l.map_err(io(*addr))?, app.clone()))
+                })
+                .collect::<Result<Vec<_>, ServeError>>()?
         };
-        let (state, opts, slots, mut stop, done) = (
+        let (state, opts, slots, stop, done) = (
             state.clone(),
             opts.clone(),
             slots.clone(),
@@ -51,10 +67,15 @@ pub fn spawn(
             .spawn(move || {
                 crate::data::workers::set_index(i);
                 rt.block_on(async move {
-                    let shutdown = async move {
-                        let _ = stop.changed().await;
-                    };
-                    serve(listener, state, opts, slots, shutdown).await;
+                    let serving = mine.into_iter().map(|(listener, app)| {
+                        let mut stop = stop.clone();
+                        let shutdown = async move {
+                            let _ = stop.changed().await;
+                        };
+                        let (state, opts, slots) = (state.clone(), opts.clone(), slots.clone());
+                        serve(listener, app, state, opts, slots, shutdown)
+                    });
+                    futures_util::future::join_all(serving).await;
                 });
                 // Dropping the runtime closes what the grace period left open.
                 drop(rt);

@@ -1,6 +1,8 @@
 //! Prometheus metrics (prometheus-client), shared by every generation.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -8,9 +10,45 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::model::config::RouteClass;
+
+/// An app's name as a label value: shared, so that labelling a sample copies no text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Default)]
+pub struct AppName(pub Arc<str>);
+
+impl AppName {
+    /// The label of requests refused before an app was chosen.
+    pub fn none() -> Self {
+        Self(Arc::from(""))
+    }
+}
+
+impl EncodeLabelValue for AppName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+/// A single `app` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    /// The app's name.
+    pub app: AppName,
+}
+
+/// Labels of `amity_proxy_upstream_handshake_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppReason {
+    /// The app's name.
+    pub app: AppName,
+    /// Why.
+    pub reason: &'static str,
+}
+
 /// Labels of `amity_proxy_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The app's name; empty for a request refused before an app was chosen.
+    pub app: AppName,
     /// Route class: auth_token, admin, extra, denied.
     pub route: &'static str,
     /// HTTP status sent to the backend.
@@ -34,6 +72,8 @@ pub struct ResultLabels {
 /// Labels of per-certificate gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
+    /// The app's name.
+    pub app: AppName,
     /// Console name.
     pub name: String,
     /// Serial, upper-case hex.
@@ -43,17 +83,17 @@ pub struct CertLabels {
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
-    /// Requests answered, by route class and status.
+    /// Requests answered, by app, route class and status.
     pub requests: Family<RequestLabels, Counter>,
-    /// Time from forwarding to the upstream's response head, in seconds: 16 buckets
+    /// Time from forwarding to the upstream's response head, in seconds, by app: 16 buckets
     /// doubling from 1 ms.
-    pub upstream_latency: Histogram,
-    /// Requests sent upstream (retries included).
-    pub upstream_requests: Counter,
-    /// New upstream connections (TCP + TLS handshake each).
-    pub handshakes: Counter,
-    /// Failed upstream handshakes, by reason.
-    pub handshake_failures: Family<FixedReason, Counter>,
+    pub upstream_latency: Family<AppLabels, Histogram, fn() -> Histogram>,
+    /// Requests sent upstream (retries included), by app.
+    pub upstream_requests: Family<AppLabels, Counter>,
+    /// New upstream connections (TCP + TLS handshake each), by app.
+    pub handshakes: Family<AppLabels, Counter>,
+    /// Failed upstream handshakes, by app and reason.
+    pub handshake_failures: Family<AppReason, Counter>,
     /// Reloads, by result.
     pub reloads: Family<ResultLabels, Counter>,
     /// Unix time of the last successful (re)load.
@@ -62,8 +102,10 @@ pub struct Metrics {
     pub cert_expiry: Family<CertLabels, Gauge>,
     /// 1 for the certificate presented now, 0 for the others.
     pub cert_active: Family<CertLabels, Gauge>,
-    /// Requests retried with the other certificate after a rejection.
-    pub failovers: Counter,
+    /// Requests retried with the other certificate after a rejection, by app.
+    pub failovers: Family<AppLabels, Counter>,
+    /// Audit records, by result: written, failed (not written).
+    pub audit_records: Family<ResultLabels, Counter>,
     /// Open backend connections.
     pub connections: Gauge,
     /// Idle HTTP/1 backend connections that hold no buffers (see `conn`).
@@ -88,15 +130,16 @@ impl Metrics {
         let mut registry = Registry::with_prefix("amity_proxy");
         let m = Self {
             requests: Family::default(),
-            upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
-            upstream_requests: Counter::default(),
-            handshakes: Counter::default(),
+            upstream_latency: Family::new_with_constructor(latency_histogram),
+            upstream_requests: Family::default(),
+            handshakes: Family::default(),
             handshake_failures: Family::default(),
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
             cert_expiry: Family::default(),
             cert_active: Family::default(),
-            failovers: Counter::default(),
+            failovers: Family::default(),
+            audit_records: Family::default(),
             connections: Gauge::default(),
             connections_parked: Gauge::default(),
             inbound_handshake_failures: Family::default(),
@@ -155,6 +198,11 @@ impl Metrics {
             m.failovers.clone(),
         );
         registry.register(
+            "audit_records",
+            "Audit records, by result: written, or failed (could not be written)",
+            m.audit_records.clone(),
+        );
+        registry.register(
             "connections",
             "Open backend connections",
             m.connections.clone(),
@@ -179,13 +227,33 @@ impl Metrics {
             "Responses dropped because the backend did not take them within timeouts.send_ms (its connection is then closed)",
             m.send_timeouts.clone(),
         );
-        // Exported from the start, at zero, so that rates over them exist before traffic.
-        for route in RouteClass::NAMES {
-            m.requests
-                .get_or_create(&RequestLabels { route, status: 200 })
-                .inc_by(0);
-        }
         Self { registry, ..m }
+    }
+
+    /// The metrics of one app, resolved once: its requests answered 200 and its certificates'
+    /// upstream counters are exported from then on, at zero before traffic.
+    pub fn app(&self, name: &str) -> AppMetrics {
+        let app = AppName(Arc::from(name));
+        let labels = AppLabels { app: app.clone() };
+        let ok = RouteClass::NAMES.map(|route| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    app: app.clone(),
+                    route,
+                    status: 200,
+                })
+                .clone()
+        });
+        AppMetrics {
+            upstream_requests: self.upstream_requests.get_or_create(&labels).clone(),
+            handshakes: self.handshakes.get_or_create(&labels).clone(),
+            failovers: self.failovers.get_or_create(&labels).clone(),
+            upstream_latency: self.upstream_latency.get_or_create(&labels).clone(),
+            handshake_failures: self.handshake_failures.clone(),
+            requests: self.requests.clone(),
+            ok,
+            app,
+        }
     }
 
     /// The Prometheus text exposition.
@@ -202,28 +270,26 @@ impl Metrics {
         to_classic_text(&self.encode())
     }
 
-    /// Counts a request answered with `status` on `route`.
-    pub fn count_request(&self, route: &'static str, status: u16) {
+    /// Counts a request refused before an app was chosen (route `denied`, app empty).
+    pub fn count_unrouted(&self, status: u16) {
+        let (app, route) = (AppName::none(), "denied");
         self.requests
-            .get_or_create(&RequestLabels { route, status })
+            .get_or_create(&RequestLabels { app, route, status })
             .inc();
     }
 
-    /// Upstream handshakes so far.
-    pub fn handshakes(&self) -> u64 {
-        self.handshakes.get()
-    }
-
-    /// Upstream requests so far.
-    pub fn requests(&self) -> u64 {
-        self.upstream_requests.get()
-    }
-
-    /// Counts a failed upstream connection.
-    pub fn handshake_failed(&self, reason: &'static str) {
-        self.handshake_failures
-            .get_or_create(&FixedReason { reason })
-            .inc();
+    /// The counters of audit records, exported at zero from then on.
+    pub fn audit_counters(&self) -> AuditCounters {
+        let counter = |result: &str| {
+            let result = result.to_string();
+            self.audit_records
+                .get_or_create(&ResultLabels { result })
+                .clone()
+        };
+        AuditCounters {
+            written: counter("written"),
+            failed: counter("failed"),
+        }
     }
 
     /// Counts a failed inbound TLS handshake.
@@ -247,6 +313,61 @@ impl Metrics {
         if ok {
             self.last_reload_success.set(crate::model::pki::now_unix());
         }
+    }
+}
+
+/// `audit_records` by result.
+#[derive(Clone, Debug, Default)]
+pub struct AuditCounters {
+    /// Records written.
+    pub written: Counter,
+    /// Records that could not be written.
+    pub failed: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// One app's metrics, resolved when its generation is built.
+#[derive(Clone)]
+pub struct AppMetrics {
+    /// The app's label value.
+    pub app: AppName,
+    /// Requests sent upstream.
+    pub upstream_requests: Counter,
+    /// New upstream connections.
+    pub handshakes: Counter,
+    /// Requests retried with the other certificate.
+    pub failovers: Counter,
+    /// Time to the upstream's response head.
+    pub upstream_latency: Histogram,
+    handshake_failures: Family<AppReason, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    /// `requests` answered 200, by route class: the common case, counted without a lookup.
+    ok: [Counter; 3],
+}
+
+impl AppMetrics {
+    /// Counts a failed upstream connection.
+    pub fn handshake_failed(&self, reason: &'static str) {
+        let app = self.app.clone();
+        self.handshake_failures
+            .get_or_create(&AppReason { app, reason })
+            .inc();
+    }
+
+    /// Counts a request answered with `status` as `route` (`None`: refused before routing).
+    pub fn count_request(&self, route: Option<RouteClass>, status: u16) {
+        match route {
+            Some(r) if status == 200 => self.ok[r as usize].inc(),
+            _ => {
+                let (app, route) = (self.app.clone(), route.map_or("denied", RouteClass::as_str));
+                self.requests
+                    .get_or_create(&RequestLabels { app, route, status })
+                    .inc()
+            }
+        };
     }
 }
 
@@ -278,7 +399,7 @@ mod tests {
     #[test]
     fn classic_text_names_counters_with_total() {
         let m = Metrics::new();
-        m.failovers.inc();
+        m.app("default").failovers.inc();
         let text = m.encode_classic();
         assert!(
             text.contains("# HELP amity_proxy_failovers_total Requests retried"),
@@ -288,7 +409,10 @@ mod tests {
             text.contains("# TYPE amity_proxy_failovers_total counter"),
             "{text}"
         );
-        assert!(text.contains("\namity_proxy_failovers_total 1\n"), "{text}");
+        assert!(
+            text.contains("\namity_proxy_failovers_total{app=\"default\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE amity_proxy_upstream_latency_seconds histogram"));
         assert!(!text.contains("# EOF"));
     }
@@ -296,12 +420,14 @@ mod tests {
     #[test]
     fn latency_buckets_are_inclusive_upper_bounds_doubling_from_a_millisecond() {
         let m = Metrics::new();
+        let app = m.app("eu");
         for ms in [0.0, 1.0, 2.0, 3.0, 40_000.0] {
-            m.upstream_latency.observe(ms / 1e3);
+            app.upstream_latency.observe(ms / 1e3);
         }
         let text = m.encode_classic();
         let bucket = |le: &str| {
-            let line = format!("amity_proxy_upstream_latency_seconds_bucket{{le=\"{le}\"}} ");
+            let line =
+                format!("amity_proxy_upstream_latency_seconds_bucket{{app=\"eu\",le=\"{le}\"}} ");
             text.lines()
                 .find_map(|l| l.strip_prefix(&line))
                 .unwrap_or_else(|| panic!("no bucket {le}:\n{text}"))
@@ -315,22 +441,25 @@ mod tests {
         assert_eq!(bucket("32.768"), 4);
         assert_eq!(bucket("+Inf"), 5);
         assert!(
-            text.contains("\namity_proxy_upstream_latency_seconds_count 5\n"),
+            text.contains("\namity_proxy_upstream_latency_seconds_count{app=\"eu\"} 5\n"),
             "{text}"
         );
         let sum = text
             .lines()
-            .find_map(|l| l.strip_prefix("amity_proxy_upstream_latency_seconds_sum "))
+            .find_map(|l| l.strip_prefix("amity_proxy_upstream_latency_seconds_sum{app=\"eu\"} "))
             .unwrap();
         assert!((sum.parse::<f64>().unwrap() - 40.006).abs() < 1e-9, "{sum}");
     }
 
     #[test]
     fn successful_requests_are_exported_at_zero_before_traffic() {
-        let text = Metrics::new().encode_classic();
+        let m = Metrics::new();
+        let _app = m.app("eu");
+        let text = m.encode_classic();
         for route in ["auth_token", "admin", "extra"] {
-            let line =
-                format!("amity_proxy_requests_total{{route=\"{route}\",status=\"200\"}} 0\n");
+            let line = format!(
+                "amity_proxy_requests_total{{app=\"eu\",route=\"{route}\",status=\"200\"}} 0\n"
+            );
             assert!(text.contains(&line), "{line} not in:\n{text}");
         }
     }

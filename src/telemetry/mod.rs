@@ -1,5 +1,6 @@
-//! Telemetry: what the gateway tells about itself (metrics, log lines).
+//! Telemetry: what the gateway tells about itself (metrics, log lines, the audit trail).
 
+pub mod audit;
 pub mod logthrottle;
 pub mod logwriter;
 pub mod metrics;

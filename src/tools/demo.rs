@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,18 +107,24 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
     }
     prepare_certs(config_path)?;
     let v = config::load(config_path).map_err(|e| e.to_string())?;
-    if v.config.upstream.url.is_none() || !v.listen.ip().is_loopback() {
+    let [app] = v.apps.as_slice() else {
+        return Err(format!(
+            "{}: the demo serves one app; give upstream at the top of the file, not apps",
+            config_path.display()
+        ));
+    };
+    if app.config.upstream.url.is_none() || !v.listen.ip().is_loopback() {
         return Err(format!(
             "{}: the demo needs upstream.url pointing at the stand-in on loopback and a loopback listen address",
             config_path.display()
         ));
     }
-    let mock_addr: SocketAddr = format!("{}:{}", v.upstream.host, v.upstream.port)
+    let mock_addr: SocketAddr = format!("{}:{}", app.upstream.host, app.upstream.port)
         .parse()
         .map_err(|_| {
             format!(
                 "upstream.url host {:?} is not a loopback IP address",
-                v.upstream.host
+                app.upstream.host
             )
         })?;
     if !mock_addr.ip().is_loopback() {
@@ -146,7 +152,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
 
     step(
         4,
-        &format!("proxy on http://{} -> {}", v.listen, v.upstream.base),
+        &format!("proxy on http://{} -> {}", v.listen, app.upstream.base),
     );
     let proxy = server::start(&v).await.map_err(|e| e.to_string())?;
     let addr = proxy.addr;
@@ -157,11 +163,9 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
         mock.shutdown().await;
         return Err(e);
     }
-    let stats = &proxy.state.metrics;
+    let (requests, handshakes) = proxy.state.current.load().apps[0].upstream_counts();
     println!(
-        "\nupstream: {} requests over {} TLS handshake(s) (pooled: one connection per worker thread while it has room for more streams, {} workers)",
-        stats.requests(),
-        stats.handshakes(),
+        "\nupstream: {requests} requests over {handshakes} TLS handshake(s) (pooled: one connection per worker thread while it has room for more streams, {} workers)",
         crate::data::workers::resolve(v.config.workers)
     );
     if once {
@@ -243,13 +247,14 @@ async fn flow(addr: SocketAddr, v: &config::Validated) -> Result<(), String> {
     }
 
     step(7, "the app creates a session with the token (POST /api/v3/sessions, straight to Amity as the SDK does)");
+    let app = &v.apps[0];
     let sdk = Upstream::new(
-        v.upstream.clone(),
-        &v.config.upstream,
-        &v.extra_roots,
-        v.certs.first(),
+        app.upstream.clone(),
+        &app.config.upstream,
+        &app.extra_roots,
+        app.certs.first(),
         &v.config.timeouts,
-        Arc::new(Metrics::new()),
+        Metrics::new().app(app.name()),
         1,
     )
     .map_err(|e| e.to_string())?;
@@ -267,7 +272,7 @@ async fn flow(addr: SocketAddr, v: &config::Validated) -> Result<(), String> {
         .send(&Outgoing {
             method: Method::POST,
             path_and_query: upstream_path(
-                &v.upstream.path_prefix,
+                &app.upstream.path_prefix,
                 &http::uri::PathAndQuery::from_static("/api/v3/sessions"),
             )
             .map_err(|e| e.to_string())?,

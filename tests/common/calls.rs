@@ -45,7 +45,16 @@ pub async fn token_status(
     addr: SocketAddr,
     headers: &[(&str, &str)],
 ) -> Result<http::StatusCode, String> {
-    call(addr, http::Method::GET, V3, headers, "")
+    token_status_at(addr, V3, headers).await
+}
+
+/// The status of one GET of `path`; `Err` when no HTTP answer came.
+pub async fn token_status_at(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<http::StatusCode, String> {
+    call(addr, http::Method::GET, path, headers, "")
         .await
         .map(|r| r.0)
 }
@@ -66,6 +75,15 @@ pub struct Load {
 impl Load {
     /// Four loops of v3 calls with `headers`, each on a new connection.
     pub fn start(addr: SocketAddr, headers: &'static [(&'static str, &'static str)]) -> Self {
+        Self::start_at(addr, V3, headers)
+    }
+
+    /// Four loops of GETs of `path` with `headers`, each on a new connection.
+    pub fn start_at(
+        addr: SocketAddr,
+        path: &'static str,
+        headers: &'static [(&'static str, &'static str)],
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let tasks = (0..4)
@@ -73,7 +91,7 @@ impl Load {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        match token_status(addr, headers).await {
+                        match token_status_at(addr, path, headers).await {
                             Ok(http::StatusCode::OK) => ok.fetch_add(1, Ordering::Relaxed),
                             other => {
                                 eprintln!("failed request: {other:?}");

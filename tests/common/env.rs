@@ -82,6 +82,13 @@ impl Env {
         config::load(&path).unwrap()
     }
 
+    /// Writes `yaml` as config.yaml and loads it.
+    pub fn config_text(&self, yaml: &str) -> Validated {
+        let path = self.dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        config::load(&path).unwrap()
+    }
+
     /// The stand-in's options (recording requests) from this certs folder.
     pub fn mock_options(&self) -> MockOptions {
         let mut opts = kit::mock_options(
@@ -102,11 +109,27 @@ impl Env {
 
     /// The stand-in with options changed by `tune`.
     pub async fn mock_with(&self, tune: impl FnOnce(&mut MockOptions)) -> MockHandle {
+        self.mock_on("127.0.0.1:0".parse().unwrap(), tune).await
+    }
+
+    /// The stand-in on `addr` (its certificate names 127.0.0.1, ::1 and localhost; see
+    /// [`Env::server_cert_for`]), with options changed by `tune`.
+    pub async fn mock_on(
+        &self,
+        addr: SocketAddr,
+        tune: impl FnOnce(&mut MockOptions),
+    ) -> MockHandle {
         let mut opts = self.mock_options();
         tune(&mut opts);
-        mock::start("127.0.0.1:0".parse().unwrap(), opts)
-            .await
-            .unwrap()
+        mock::start(addr, opts).await.unwrap()
+    }
+
+    /// Reissues the stand-in's server certificate for these addresses too (before any
+    /// stand-in starts).
+    pub fn server_cert_for(&self, ips: &[&str]) {
+        let mut sans = pki::default_server_sans();
+        sans.extend(ips.iter().map(|s| s.to_string()));
+        self.ca.issue_server_cert(&self.certs(), &sans).unwrap();
     }
 
     /// The proxy in this process, serving `v`.

@@ -1,13 +1,14 @@
 //! Who is calling, and whether they may: the `callers` list and the per-caller rate limit.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::reject::Reject;
-use crate::model::config::{RouteClass, Validated};
+use crate::model::config::{Caller, RouteClass, UserIdPattern, Validated};
 
 /// Who is calling, as the listener saw it.
 #[derive(Debug)]
@@ -16,17 +17,28 @@ pub struct ConnInfo {
     pub peer: std::net::SocketAddr,
     /// Identities in the caller's client certificate, with mTLS (see [`crate::model::pki::identities`]).
     pub caller: Option<Vec<String>>,
+    /// The app of the listener it came to, when that listener is an app's own.
+    pub app: Option<Arc<str>>,
     name: String,
 }
 
 impl ConnInfo {
     /// A connection from `peer`, with the identities of its client certificate if any.
-    pub fn new(peer: std::net::SocketAddr, caller: Option<Vec<String>>) -> Self {
+    pub fn new(
+        peer: std::net::SocketAddr,
+        caller: Option<Vec<String>>,
+        app: Option<Arc<str>>,
+    ) -> Self {
         let name = match caller.as_ref().and_then(|c| c.first()) {
             Some(id) => id.clone(),
             None => peer.ip().to_string(),
         };
-        Self { peer, caller, name }
+        Self {
+            peer,
+            caller,
+            app,
+            name,
+        }
     }
 
     /// The caller's name until `callers` matched one: its first identity, else its IP.
@@ -37,21 +49,24 @@ impl ConnInfo {
 
 /// Caller admission of one generation.
 pub(super) struct Admission {
-    /// `callers`: identity and allowed route classes; empty allows every fleet certificate.
-    callers: Vec<(String, Vec<RouteClass>)>,
+    /// `callers` with their grants; empty allows every fleet certificate everything.
+    callers: Vec<Caller>,
     rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
+}
+
+/// A caller let in: the `callers` identity it matched (its name from then on), and the
+/// userIds it may mint for.
+#[derive(Default)]
+pub(super) struct Admitted<'g> {
+    pub(super) identity: Option<&'g String>,
+    pub(super) user_ids: Option<&'g [UserIdPattern]>,
 }
 
 impl Admission {
     /// From `callers` and `limits.rate_limit`.
     pub(super) fn new(v: &Validated) -> Self {
         Self {
-            callers: v
-                .config
-                .callers
-                .iter()
-                .map(|c| (c.identity.clone(), c.routes.clone()))
-                .collect(),
+            callers: v.callers.clone(),
             rate: v.config.limits.rate_limit.as_ref().and_then(|r| {
                 let quota = Quota::per_second(NonZeroU32::new(r.per_second)?)
                     .allow_burst(NonZeroU32::new(r.burst)?);
@@ -60,34 +75,41 @@ impl Admission {
         }
     }
 
-    /// Refuses a caller not allowed this route class (403) or over its rate (429). Returns
-    /// the `callers` identity it matched, if the list is in use: the caller's name from then on.
+    /// Refuses a caller not granted this app (403) or route class (403), or over its rate
+    /// (429).
     pub(super) fn admit(
         &self,
         conn: &ConnInfo,
+        app: &str,
         route: RouteClass,
-    ) -> Result<Option<&String>, Reject> {
-        let mut matched = None;
+    ) -> Result<Admitted<'_>, Reject> {
+        let mut admitted = Admitted::default();
         if !self.callers.is_empty() {
             let ids = conn.caller.as_deref().unwrap_or_default();
-            let entry = self.callers.iter().find(|(id, _)| ids.contains(id));
-            match entry {
-                None => {
-                    return Err(Reject::CallerUnknown {
-                        caller: conn.name().to_string(),
-                    })
-                }
-                Some((id, routes)) if !routes.contains(&route) => {
-                    return Err(Reject::CallerRouteDenied {
-                        caller: id.clone(),
-                        route: route.as_str(),
-                    })
-                }
-                Some((id, _)) => matched = Some(id),
+            let Some(caller) = self.callers.iter().find(|c| ids.contains(&c.identity)) else {
+                return Err(Reject::CallerUnknown {
+                    caller: conn.name().to_string(),
+                });
+            };
+            let Some(grant) = caller.grants.iter().find(|g| g.app == app) else {
+                return Err(Reject::CallerAppDenied {
+                    caller: caller.identity.clone(),
+                    app: app.to_string(),
+                });
+            };
+            if !grant.routes.contains(&route) {
+                return Err(Reject::CallerRouteDenied {
+                    caller: caller.identity.clone(),
+                    route: route.as_str(),
+                });
             }
+            admitted = Admitted {
+                identity: Some(&caller.identity),
+                user_ids: grant.user_ids.as_deref(),
+            };
         }
         if let Some(rate) = &self.rate {
-            let name = matched.unwrap_or(&conn.name);
+            let name = admitted.identity.unwrap_or(&conn.name);
             if let Err(not_until) = rate.check_key(name) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 return Err(Reject::RateLimited {
@@ -99,6 +121,6 @@ impl Admission {
                 rate.retain_recent();
             }
         }
-        Ok(matched)
+        Ok(admitted)
     }
 }

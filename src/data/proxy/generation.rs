@@ -1,4 +1,5 @@
-//! Everything one configuration serves with, swapped whole on reload. Building one is pure:
+//! Everything one configuration serves with, swapped whole on reload: its apps and what they
+//! share (callers, limits, the inbound TLS acceptor, the audit trail). Building one is pure:
 //! only [`super::ProxyState::publish`] makes it visible, in the metrics too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,41 +8,38 @@ use std::time::Duration;
 
 use tokio_rustls::TlsAcceptor;
 
+use super::app::App;
+use super::audit::Audit;
 use super::caller::Admission;
-use super::failover::Failover;
-use super::identity::Identity;
-use super::policy::Policy;
-use super::secrets::Secrets;
 use crate::data::tls::{self, TlsError};
-use crate::data::upstream::Upstream;
-use crate::model::config::{CertRejectedAnswer, LimitsConfig, Validated};
-use crate::model::pki::{self, CertState};
+use crate::model::config::{LimitsConfig, Validated};
+use crate::telemetry::audit::AuditError;
 use crate::telemetry::metrics::Metrics;
+
+/// Why a generation could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The audit file could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
 
 /// Everything one generation serves with; swapped whole on reload.
 pub struct Generation {
-    /// Configured certificates, in config order.
-    pub identities: Vec<Identity>,
-    /// Used only when no certificate is configured (an app without mTLS certificates).
-    pub(super) anonymous: Option<Upstream>,
-    /// Which of `identities` is presented first.
-    pub(super) failover: Failover,
-    /// `upstream.cert_rejected_answers`.
-    pub(super) cert_refusals: Vec<CertRejectedAnswer>,
-    /// The allow-list.
-    pub policy: Policy,
+    /// The apps, in config order.
+    pub apps: Vec<App>,
     /// Size limits.
     pub limits: LimitsConfig,
-    path_prefix: String,
-    /// The upstream's base URL, for people.
-    upstream_base: String,
     pub(super) metrics: Arc<Metrics>,
     /// The backend-facing TLS acceptor, with `inbound_tls`.
     pub inbound: Option<TlsAcceptor>,
     /// `callers` and the rate limit.
     pub(super) admission: Admission,
-    /// The server key and admin token the proxy adds.
-    pub(super) secrets: Secrets,
+    /// The audit trail, with `audit`.
+    pub audit: Option<Audit>,
     /// Requests of this generation waiting for the upstream, at most `limits.max_in_flight`.
     in_flight: AtomicUsize,
     pub(super) body_read_timeout: Duration,
@@ -49,50 +47,32 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Builds a generation: a fresh TLS config and pool per certificate, so nothing
-    /// (no TLS session, no pooled connection) carries over from the previous one. Changes
-    /// nothing that serves: [`super::ProxyState::publish`] swaps it in.
-    pub fn build(v: &Validated, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+    /// Builds a generation, each app with fresh TLS configs and pools. Changes nothing that
+    /// serves ([`super::ProxyState::publish`] swaps it in), with one exception: the audit file
+    /// is opened, or `previous`'s reopened (see [`Audit::open`]).
+    pub fn build(
+        v: &Validated,
+        metrics: Arc<Metrics>,
+        previous: Option<&Generation>,
+    ) -> Result<Self, BuildError> {
+        let previous_audit = previous.and_then(|p| p.audit.as_ref());
+        let audit = Audit::open(v, previous_audit, &metrics)?;
         let workers = crate::data::workers::resolve(v.config.workers);
-        let upstream = |cert| {
-            Upstream::new(
-                v.upstream.clone(),
-                &v.config.upstream,
-                &v.extra_roots,
-                cert,
-                &v.config.timeouts,
-                metrics.clone(),
-                workers,
-            )
-        };
-        let identities = v
-            .certs
+        let apps = v
+            .apps
             .iter()
-            .map(|c| Ok(Identity::new(c, upstream(Some(c))?)))
+            .map(|a| {
+                let secrets = v.config.caller_secrets;
+                App::build(a, &v.config.timeouts, secrets, &metrics, workers)
+            })
             .collect::<Result<Vec<_>, TlsError>>()?;
-        let anonymous = if identities.is_empty() {
-            Some(upstream(None)?)
-        } else {
-            None
-        };
         Ok(Self {
-            failover: Failover::new(
-                &identities,
-                v.config.active.as_deref(),
-                v.config.failover_after,
-                pki::now_unix(),
-            ),
-            identities,
-            anonymous,
-            cert_refusals: v.config.upstream.cert_rejected_answers.0.clone(),
-            policy: Policy::new(&v.config.routes, v.admin_token.is_some()),
+            apps,
             limits: v.config.limits.clone(),
-            path_prefix: v.upstream.path_prefix.clone(),
-            upstream_base: v.upstream.base.clone(),
             metrics,
             inbound: v.inbound.as_ref().map(tls::inbound_acceptor).transpose()?,
             admission: Admission::new(v),
-            secrets: Secrets::new(v),
+            audit,
             in_flight: AtomicUsize::new(0),
             body_read_timeout: v.config.timeouts.header_read(),
             response_timeout: v.config.timeouts.response(),
@@ -100,18 +80,22 @@ impl Generation {
     }
 
     /// Sets the certificate metrics (`cert_expiry`, `cert_active`) from this generation's
-    /// certificates; called as it is published.
+    /// apps; called as it is published.
     pub(super) fn publish_metrics(&self) {
         // The series of certificates the previous generation had go.
         self.metrics.cert_expiry.clear();
         self.metrics.cert_active.clear();
-        for i in &self.identities {
-            self.metrics
-                .cert_expiry
-                .get_or_create(&i.labels())
-                .set(i.info.not_after);
-        }
-        self.publish_active();
+        self.apps.iter().for_each(App::publish_metrics);
+    }
+
+    /// Sets `cert_active` of every app (see [`App::publish_active`]).
+    pub fn publish_active(&self) {
+        self.apps.iter().for_each(App::publish_active);
+    }
+
+    /// The app of that name.
+    pub fn app(&self, name: &str) -> Option<&App> {
+        self.apps.iter().find(|a| &*a.name == name)
     }
 
     /// Counts a request in flight until the guard drops; `None` at the limit. A counter,
@@ -126,95 +110,30 @@ impl Generation {
             .map(|_| InFlight(&self.in_flight))
     }
 
-    /// The upstream's base URL.
-    pub fn upstream_base(&self) -> &str {
-        &self.upstream_base
-    }
-
-    /// Path prefix of the upstream base URL.
-    pub fn path_prefix(&self) -> &str {
-        &self.path_prefix
-    }
-
-    /// Sets `cert_active` to the certificate presented first now, as `/certs` names it (also
-    /// called on each scrape, so an expiry between reloads shows: the other one then serves).
-    /// Each series is set in place, so that a scrape never sees none.
-    pub fn publish_active(&self) {
-        let presented = self
-            .failover
-            .usable(&self.identities, pki::now_unix())
-            .next();
-        let presented = presented.map(|(n, _)| n);
-        for (n, i) in self.identities.iter().enumerate() {
-            self.metrics
-                .cert_active
-                .get_or_create(&i.labels())
-                .set(i64::from(presented == Some(n)));
-        }
-    }
-
-    /// The identity presented first now, if any is usable.
-    pub fn active(&self, now: i64) -> Option<&Identity> {
-        self.failover
-            .usable(&self.identities, now)
-            .next()
-            .map(|(_, i)| i)
-    }
-
-    /// Whether the proxy can serve: `Ok(cert name)` or `Err(reason)`.
+    /// Whether the proxy can serve: every app has a usable certificate, and a required audit
+    /// trail can be written. `Ok` names the certificates presented, `Err` says what is not
+    /// ready; each names its app when there are several.
     pub fn readiness(&self, now: i64) -> Result<String, String> {
-        match self.active(now) {
-            Some(i) => Ok(i.name.clone()),
-            None if self.identities.is_empty() => Err("no client certificate is configured".into()),
-            None => Err(self.unusable_reason(now)),
+        let several = self.apps.len() > 1;
+        let named = |app: &App, text: String| match several {
+            true => format!("{}: {text}", app.name),
+            false => text,
+        };
+        let mut ready = Vec::new();
+        let mut not = Vec::new();
+        for app in &self.apps {
+            match app.readiness(now) {
+                Ok(cert) => ready.push(named(app, cert)),
+                Err(why) => not.push(named(app, why)),
+            }
         }
-    }
-
-    /// Why no certificate is usable at `now`: each one's state.
-    pub(super) fn unusable_reason(&self, now: i64) -> String {
-        let why: Vec<String> = self
-            .identities
-            .iter()
-            .map(|i| {
-                if i.info.state(now) == CertState::Expired {
-                    format!("{} expired on {}", i.name, pki::rfc3339(i.info.not_after))
-                } else {
-                    format!(
-                        "{} is not valid before {}",
-                        i.name,
-                        pki::rfc3339(i.info.not_before)
-                    )
-                }
-            })
-            .collect();
-        format!("no usable client certificate: {}", why.join("; "))
-    }
-
-    /// Per-certificate state, as `/certs` shows it.
-    pub fn cert_report(&self, now: i64) -> Vec<serde_json::Value> {
-        let active = self.active(now).map(|i| i.name.as_str());
-        self.identities
-            .iter()
-            .map(|i| {
-                let role = match i.info.state(now) {
-                    _ if Some(i.name.as_str()) == active => "active",
-                    CertState::Valid | CertState::Expiring { .. } => "standby",
-                    CertState::Expired => "expired",
-                    CertState::NotYetValid => "not_yet_valid",
-                };
-                serde_json::json!({
-                    "name": i.name,
-                    "subject": i.info.subject,
-                    "serial": i.info.serial,
-                    "sha256": i.info.sha256,
-                    "not_before": pki::rfc3339(i.info.not_before),
-                    "not_after": pki::rfc3339(i.info.not_after),
-                    "seconds_left": i.info.not_after - now,
-                    "role": role,
-                    "last_handshake": i.last_result(),
-                })
-            })
-            .collect()
+        if let Some(why) = self.audit.as_ref().and_then(Audit::unready) {
+            not.push(why);
+        }
+        match not.is_empty() {
+            true => Ok(ready.join(", ")),
+            false => Err(not.join("; ")),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use super::send::SendError;
 use crate::data::upstream::Upstream;
 use crate::model::config::LoadedCert;
 use crate::model::pki::CertInfo;
-use crate::telemetry::metrics::CertLabels;
+use crate::telemetry::metrics::{AppName, CertLabels};
 
 /// What happened the last time a certificate was presented.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -74,8 +74,9 @@ impl Identity {
     }
 
     /// Its labels in the certificate metrics.
-    pub(super) fn labels(&self) -> CertLabels {
+    pub(super) fn labels(&self, app: &AppName) -> CertLabels {
         CertLabels {
+            app: app.clone(),
             name: self.name.clone(),
             serial: self.info.serial.clone(),
         }

@@ -1,14 +1,17 @@
 //! The hyper service: policy (deny by default), header rewrite, forwarding, and Amity-shaped
 //! errors for everything the proxy itself refuses. One job per file:
 //!
-//! - `phases.rs`: [`handle`] and the request's phases, in order;
+//! - `phases.rs`: [`handle`] and the request's phases, in order; `select.rs`: which app;
+//! - `user_id.rs`: a token call's userId, read as Amity reads it; `audit.rs`: its record;
 //! - `policy.rs`: the allow-list; `caller.rs`: who calls, and admission;
 //! - `headers.rs`: hop-by-hop headers and request ids; `secrets.rs`: the secrets added;
 //! - `identity.rs`, `failover.rs`, `send.rs`: the certificates, which one is presented, and
 //!   the exchange with the upstream; `body.rs`: response bodies;
-//! - `generation.rs`: the state one configuration serves with; `reject.rs`: the proxy's own
-//!   error responses.
+//! - `generation.rs`: the state one configuration serves with, `app.rs` one app's part;
+//!   `reject.rs`: the proxy's own error responses.
 
+mod app;
+mod audit;
 mod body;
 mod caller;
 mod failover;
@@ -19,15 +22,19 @@ mod phases;
 mod policy;
 mod reject;
 mod secrets;
+mod select;
 mod send;
+mod user_id;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+pub use self::app::App;
+pub use self::audit::Audit;
 pub use self::body::{FromUpstream, ProxyBody};
 pub use self::caller::ConnInfo;
-pub use self::generation::Generation;
+pub use self::generation::{BuildError, Generation};
 pub use self::headers::{strip_hop_by_hop, REQUEST_ID};
 pub use self::identity::{HandshakeResult, Identity};
 pub use self::phases::handle;
@@ -35,7 +42,6 @@ pub use self::policy::Policy;
 pub use self::reject::Reject;
 pub use crate::model::config::RouteClass;
 
-use crate::data::tls::TlsError;
 use crate::model::config::Validated;
 use crate::telemetry::metrics::Metrics;
 
@@ -49,9 +55,9 @@ pub struct ProxyState {
 
 impl ProxyState {
     /// State serving `v`.
-    pub fn new(v: &Validated) -> Result<Arc<Self>, TlsError> {
+    pub fn new(v: &Validated) -> Result<Arc<Self>, BuildError> {
         let metrics = Arc::new(Metrics::new());
-        let generation = Arc::new(Generation::build(v, metrics.clone())?);
+        let generation = Arc::new(Generation::build(v, metrics.clone(), None)?);
         generation.publish_metrics();
         metrics.reload(true);
         Ok(Arc::new(Self {

@@ -8,45 +8,68 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::{Body, Incoming};
 
+use super::app::App;
+use super::audit::Audit;
 use super::body::{FromUpstream, ProxyBody};
-use super::caller::ConnInfo;
+use super::caller::{Admitted, ConnInfo};
 use super::generation::{Generation, InFlight};
 use super::headers::{request_id, strip_hop_by_hop, REQUEST_ID};
 use super::reject::{upstream_reject, Reject};
+use super::select::select;
 use super::send::SendError;
+use super::user_id::{self, UserIdError};
 use crate::data::upstream::{upstream_path, Outgoing, UpstreamError};
 use crate::model::config::RouteClass;
 
-/// What one request did, for the log line and metrics.
+/// What one request did, for the log line, the metrics and the audit trail.
 #[derive(Default)]
-struct Outcome<'a> {
-    route: Option<RouteClass>,
-    upstream: Option<Duration>,
-    cert: Option<&'a str>,
+pub(super) struct Outcome<'a> {
+    pub(super) app: Option<&'a App>,
+    pub(super) route: Option<RouteClass>,
+    pub(super) upstream: Option<Duration>,
+    pub(super) cert: Option<&'a str>,
     /// The `callers` identity the request was admitted as.
-    caller: Option<&'a str>,
+    pub(super) caller: Option<&'a String>,
+    /// The userId of a token call, when read.
+    pub(super) user_id: Option<String>,
+    /// Whether it was sent upstream.
+    pub(super) sent: bool,
 }
 
 /// Handles one request from a backend with `generation` (the current one, loaded by the
 /// caller: [`super::ProxyState::current`]), which arrived at `started`.
 pub async fn handle(
     generation: Arc<Generation>,
-    req: Request<Incoming>,
+    req: http::Request<Incoming>,
     conn: Arc<ConnInfo>,
     started: Instant,
 ) -> Response<ProxyBody> {
     let rid = request_id(req.headers());
     // request_id only returns visible ASCII, so this never falls back.
     let rid_text = rid.to_str().unwrap_or("-");
-    // For the access log only, when it is on: `forward` consumes the request.
-    let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
-        .then(|| (req.method().clone(), req.uri().clone()));
+    // For the access log and the audit trail only, when on: `forward` consumes the request.
+    let logged = (generation.audit.is_some()
+        || tracing::enabled!(target: "access", tracing::Level::INFO))
+    .then(|| (req.method().clone(), req.uri().clone()));
     let mut outcome = Outcome::default();
-    let mut resp = match forward(&generation, req, &conn, &rid, started, &mut outcome).await {
+    let answer = forward(&generation, req, &conn, &rid, started, &mut outcome).await;
+    let answer = match (&generation.audit, &logged) {
+        (Some(audit), Some((method, uri))) => {
+            let request = Request {
+                method,
+                uri,
+                id: rid_text,
+                conn: &conn,
+            };
+            audit.record(answer, &outcome, request).await
+        }
+        _ => answer,
+    };
+    let mut resp = match answer {
         Ok(resp) => resp,
         Err(reject) => {
             let status = reject.status();
@@ -65,50 +88,124 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(REQUEST_ID, rid.clone());
-    let route = outcome.route.map_or("denied", RouteClass::as_str);
     let status = resp.status().as_u16();
-    generation.metrics.count_request(route, status);
-    if let Some(d) = outcome.upstream {
-        generation.metrics.upstream_latency.observe(d.as_secs_f64());
+    match outcome.app {
+        Some(app) => {
+            app.metrics.count_request(outcome.route, status);
+            if let Some(d) = outcome.upstream {
+                app.metrics.upstream_latency.observe(d.as_secs_f64());
+            }
+        }
+        None => generation.metrics.count_unrouted(status),
     }
-    if let Some((method, uri)) = logged {
+    if let Some((method, uri)) =
+        logged.filter(|_| tracing::enabled!(target: "access", tracing::Level::INFO))
+    {
         tracing::info!(
             target: "access",
             method = method.as_str(),
             path = uri.path(),
-            route,
+            app = outcome.app.map_or("-", |a| &*a.name),
+            route = outcome.route.map_or("denied", RouteClass::as_str),
             status,
             upstream_ms = outcome.upstream.map_or(0, |d| d.as_millis() as u64),
             total_ms = started.elapsed().as_millis() as u64,
             request_id = rid_text,
             cert = outcome.cert.unwrap_or("-"),
-            caller = outcome.caller.unwrap_or(conn.name()),
+            caller = outcome.caller.map_or(conn.name(), String::as_str),
             "request"
         );
     }
     resp
 }
 
+/// The request as the backend sent it, for the audit trail.
+pub(super) struct Request<'a> {
+    pub(super) method: &'a http::Method,
+    pub(super) uri: &'a http::Uri,
+    pub(super) id: &'a str,
+    pub(super) conn: &'a ConnInfo,
+}
+
 /// The request's phases, in order; the first refusal ends it.
 async fn forward<'g>(
     g: &'g Generation,
-    req: Request<Incoming>,
+    mut req: http::Request<Incoming>,
     conn: &ConnInfo,
     rid: &HeaderValue,
     started: Instant,
     outcome: &mut Outcome<'g>,
 ) -> Result<Response<ProxyBody>, Reject> {
-    let route = g.policy.classify(req.method(), req.uri(), req.headers())?;
+    let app = select(g, conn, req.uri_mut())?;
+    outcome.app = Some(app);
+    let route = app
+        .policy
+        .classify(req.method(), req.uri(), req.headers())?;
     outcome.route = Some(route);
-    outcome.caller = g.admission.admit(conn, route)?.map(String::as_str);
+    let admitted = g.admission.admit(conn, &app.name, route)?;
+    outcome.caller = admitted.identity;
     let (mut parts, body) = req.into_parts();
     let (body, sent) = read_body(g, &parts.headers, body, started).await?;
+    check_user_id(g, &parts, &body, &admitted, outcome)?;
     rewrite_headers(&mut parts.headers, rid);
-    g.secrets.inject(route, &mut parts.headers)?;
-    let out = upstream_request(g, parts, body)?;
+    app.secrets.inject(route, &mut parts.headers)?;
+    let out = upstream_request(app, parts, body)?;
     let _slot = bound_in_flight(g)?;
-    let resp = send(g, &out, sent, outcome).await?;
+    if let Some(refusal) = g.audit.as_ref().and_then(Audit::refuses) {
+        return Err(refusal);
+    }
+    let resp = send(g, app, &out, sent, outcome).await?;
     Ok(respond(resp))
+}
+
+/// Check userId: for a token call that is audited or whose caller may mint only for some
+/// userIds, the userId as Amity reads it (v3: the query; v4: the JSON body), refused when
+/// ambiguous or not granted.
+fn check_user_id(
+    g: &Generation,
+    parts: &Parts,
+    body: &Bytes,
+    admitted: &Admitted<'_>,
+    outcome: &mut Outcome<'_>,
+) -> Result<(), Reject> {
+    if outcome.route != Some(RouteClass::AuthToken)
+        || (admitted.user_ids.is_none() && g.audit.is_none())
+    {
+        return Ok(());
+    }
+    let query = user_id::from_query(parts.uri.query());
+    let read = if parts.method == http::Method::GET {
+        match body.is_empty() {
+            true => query,
+            false => Err(UserIdError::BodyOnV3),
+        }
+    } else {
+        match query {
+            Ok(None) => {
+                let ct = parts.headers.get(header::CONTENT_TYPE);
+                user_id::from_json_body(ct, body)
+            }
+            Ok(Some(_)) => Err(UserIdError::QueryOnV4),
+            Err(e) => Err(e),
+        }
+    };
+    let user_id = read.map_err(|e| Reject::UserIdAmbiguous {
+        error: e.to_string(),
+    })?;
+    outcome.user_id = user_id;
+    let (Some(patterns), Some(caller)) = (admitted.user_ids, admitted.identity) else {
+        return Ok(());
+    };
+    match &outcome.user_id {
+        None => Err(Reject::UserIdMissing {
+            caller: caller.clone(),
+        }),
+        Some(u) if !patterns.iter().any(|p| p.matches(u)) => Err(Reject::UserIdDenied {
+            caller: caller.clone(),
+            user_id: u.clone(),
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Read body: the whole request body, within `limits.max_request_body_bytes` (a declared
@@ -168,7 +265,7 @@ fn rewrite_headers(headers: &mut HeaderMap, rid: &HeaderValue) {
 }
 
 /// Upstream request: the path under the upstream's prefix, with the rewritten headers.
-fn upstream_request(g: &Generation, parts: Parts, body: Bytes) -> Result<Outgoing, Reject> {
+fn upstream_request(g: &App, parts: Parts, body: Bytes) -> Result<Outgoing, Reject> {
     let root = PathAndQuery::from_static("/");
     let path = parts.uri.path_and_query().unwrap_or(&root);
     Ok(Outgoing {
@@ -188,18 +285,20 @@ fn bound_in_flight(g: &Generation) -> Result<InFlight<'_>, Reject> {
     })
 }
 
-/// Send: to the upstream (see [`Generation::send`]), within `timeouts.response` counted from
+/// Send: to the app's upstream (see [`App::send`]), within `timeouts.response` counted from
 /// `sent` for the whole wait, the retry after a TLS failure included.
 async fn send<'g>(
-    g: &'g Generation,
+    g: &Generation,
+    app: &'g App,
     out: &Outgoing,
     sent: Instant,
     outcome: &mut Outcome<'g>,
 ) -> Result<Response<FromUpstream>, Reject> {
     let deadline = sent + g.response_timeout;
+    outcome.sent = true;
     // Boxed: futures nest by value, and hyper moves the whole request future (twice) into
     // its connection; inline, the upstream exchange would make every request future large.
-    let sending = Box::pin(g.send(out));
+    let sending = Box::pin(app.send(out));
     let result = tokio::time::timeout_at(deadline.into(), sending).await.ok();
     outcome.upstream = Some(sent.elapsed());
     let (resp, cert) = result.unwrap_or_else(|| {

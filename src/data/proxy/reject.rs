@@ -59,6 +59,37 @@ rejects! {
     /// A v3 token call without its user.
     MissingUserId => BAD_REQUEST, "missing_user_id",
         "GET /api/v3/authentication/token needs a non-empty userId query parameter";
+    /// The shared listener serves several apps and the path names none.
+    AppNotNamed => NOT_FOUND, "app_not_named",
+        "this listener serves several Amity apps: begin the path with /apps/<name>/";
+    /// The path or listener names an app that is not configured.
+    UnknownApp {
+        /// The name given.
+        app: String,
+    } => NOT_FOUND, "unknown_app", "no app is named {app:?} here";
+    /// The userId of a token call cannot be read unambiguously.
+    UserIdAmbiguous {
+        /// Why.
+        error: String,
+    } => BAD_REQUEST, "user_id_ambiguous", "the userId cannot be read unambiguously: {error}";
+    /// The caller may mint tokens only for some userIds, and this request names none.
+    UserIdMissing {
+        /// The `callers` identity matched.
+        caller: String,
+    } => FORBIDDEN, "user_id_denied", "caller {caller} may mint tokens only for some userIds, and this request names none";
+    /// The caller may not mint a token for this userId.
+    UserIdDenied {
+        /// The `callers` identity matched.
+        caller: String,
+        /// The userId asked for.
+        user_id: String,
+    } => FORBIDDEN, "user_id_denied", "caller {caller} may not mint tokens for userId {user_id:?}";
+    /// `audit.required` is set and the audit trail cannot be written.
+    AuditUnavailable {
+        /// Where the records go.
+        path: String,
+    } => SERVICE_UNAVAILABLE, "audit_unavailable",
+        "the audit trail ({path}) cannot be written and audit.required is set; no call is made until it can";
     /// Not on the allow-list.
     RouteDenied {
         /// The request's method.
@@ -72,6 +103,13 @@ rejects! {
         /// The caller's name (its first identity, else its IP).
         caller: String,
     } => FORBIDDEN, "caller_unknown", "caller {caller} is not listed under callers";
+    /// The caller has no grant on this app.
+    CallerAppDenied {
+        /// The `callers` identity matched.
+        caller: String,
+        /// The app's name.
+        app: String,
+    } => FORBIDDEN, "caller_app_denied", "caller {caller} may not call app {app}";
     /// The caller may not make calls of this route class.
     CallerRouteDenied {
         /// The `callers` identity matched.

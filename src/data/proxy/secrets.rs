@@ -5,7 +5,7 @@ use http::header::{HeaderMap, HeaderValue};
 
 use super::headers::{AUTHORIZATION, X_ADMIN_TOKEN, X_SERVER_KEY};
 use super::reject::Reject;
-use crate::model::config::{CallerSecrets, RouteClass, Validated};
+use crate::model::config::{CallerSecrets, LoadedApp, RouteClass};
 
 /// The secrets of one generation, ready to be put on requests.
 pub(super) struct Secrets {
@@ -23,7 +23,7 @@ fn secret_header(v: &str) -> Option<HeaderValue> {
 
 impl Secrets {
     /// The configured server key and admin token, with `caller_secrets`.
-    pub(super) fn new(v: &Validated) -> Self {
+    pub(super) fn new(v: &LoadedApp, caller_secrets: CallerSecrets) -> Self {
         Self {
             server_key: v
                 .server_key
@@ -33,7 +33,7 @@ impl Secrets {
                 .admin_token
                 .as_ref()
                 .and_then(|t| secret_header(&format!("Bearer {}", t.expose()))),
-            caller_secrets: v.config.caller_secrets,
+            caller_secrets,
         }
     }
 

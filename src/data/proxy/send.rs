@@ -4,8 +4,8 @@
 
 use http::Response;
 
+use super::app::App;
 use super::body::FromUpstream;
-use super::generation::Generation;
 use super::reject::{upstream_reject, Reject};
 use crate::data::upstream::{Outgoing, Upstream, UpstreamError};
 use crate::model::config::CertRejectedAnswer;
@@ -68,7 +68,7 @@ fn refusal<'r>(
 /// A response from the upstream, with the name of the certificate presented for it.
 type Sent<'g> = (Response<FromUpstream>, Option<&'g str>);
 
-impl Generation {
+impl App {
     /// Sends upstream with the active certificate. On a TLS failure the request
     /// (never read by the upstream) is retried once: with the other certificate when
     /// the upstream refused ours and another is usable, else on a new connection. An HTTP

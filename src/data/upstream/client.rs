@@ -3,7 +3,7 @@
 
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use super::{error, multiplex, UpstreamBody, UpstreamError};
 use crate::data::tls::{self, TlsError};
 use crate::data::workers::local;
 use crate::model::config::{LoadedCert, TimeoutsConfig, UpstreamConfig, UpstreamTarget};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::AppMetrics;
 
 /// A request ready to go upstream: everything but the URI's base.
 pub struct Outgoing {
@@ -61,7 +61,7 @@ pub struct Upstream {
     connector: CountingConnector,
     idle: Duration,
     target: UpstreamTarget,
-    metrics: Arc<Metrics>,
+    metrics: AppMetrics,
     timeouts: TimeoutsConfig,
     recent: RecentTls,
 }
@@ -74,7 +74,7 @@ impl Upstream {
         extra_roots: &[rustls::pki_types::CertificateDer<'static>],
         cert: Option<&LoadedCert>,
         timeouts: &TimeoutsConfig,
-        metrics: Arc<Metrics>,
+        metrics: AppMetrics,
         workers: usize,
     ) -> Result<Self, TlsError> {
         let tls = tls::upstream_client_config(extra_roots, cert)?;

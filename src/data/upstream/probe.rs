@@ -1,28 +1,27 @@
 //! `check --live`: proves that the upstream accepts a certificate.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 
 use super::{upstream_path, Outgoing, Upstream, UpstreamError};
-use crate::model::config::LoadedCert;
+use crate::model::config::{LoadedApp, LoadedCert, Validated};
 use crate::telemetry::metrics::Metrics;
 
 /// `check --live`: one request over a new mTLS connection presenting `cert`.
 /// Any HTTP answer means the handshake was accepted.
 pub async fn probe(
-    v: &crate::model::config::Validated,
+    v: &Validated,
+    app: &LoadedApp,
     cert: &LoadedCert,
 ) -> Result<String, UpstreamError> {
     let upstream = Upstream::new(
-        v.upstream.clone(),
-        &v.config.upstream,
-        &v.extra_roots,
+        app.upstream.clone(),
+        &app.config.upstream,
+        &app.extra_roots,
         Some(cert),
         &v.config.timeouts,
-        Arc::new(Metrics::new()),
+        Metrics::new().app(app.name()),
         1,
     )
     .map_err(|e| UpstreamError::Tls {
@@ -30,7 +29,7 @@ pub async fn probe(
     })?;
     let out = Outgoing {
         method: Method::GET,
-        path_and_query: upstream_path(&v.upstream.path_prefix, &PathAndQuery::from_static("/"))?,
+        path_and_query: upstream_path(&app.upstream.path_prefix, &PathAndQuery::from_static("/"))?,
         headers: HeaderMap::new(),
         body: Bytes::new(),
     };
@@ -40,8 +39,8 @@ pub async fn probe(
         .map_err(|_| UpstreamError::ResponseTimeout { ms: t.response_ms })??;
     Ok(format!(
         "accepted by {}:{} (serial {}; the upstream answered HTTP {} over {:?})",
-        v.upstream.host,
-        v.upstream.port,
+        app.upstream.host,
+        app.upstream.port,
         cert.info.serial,
         resp.status().as_u16(),
         resp.version()

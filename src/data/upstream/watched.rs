@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::error::HandshakeTimedOut;
 use super::BoxError;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::AppMetrics;
 
 /// The first TLS error seen on a connection. h2 flattens I/O errors into text,
 /// so a TLS alert that arrives after the handshake (TLS 1.3 client-certificate
@@ -164,7 +164,7 @@ impl Connection for Watched {
 #[derive(Clone)]
 pub(super) struct CountingConnector {
     pub(super) inner: HttpsConnector<HttpConnector>,
-    pub(super) metrics: Arc<Metrics>,
+    pub(super) metrics: AppMetrics,
     pub(super) bound: Duration,
     pub(super) recent: RecentTls,
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::apps::AppConfig;
 use super::secret::Secret;
 use super::types::Config;
 use super::validate::Report;
@@ -13,7 +14,7 @@ use super::{resolve, Problem};
 use crate::model::pki::{self, CertInfo, CertName};
 
 /// `client_certs`: at most [`pki::MAX_CERTS`], unique names, each key matching its certificate.
-pub(super) fn client_certs(config: &Config, base_dir: &Path, r: &mut Report) -> Vec<LoadedCert> {
+pub(super) fn client_certs(config: &AppConfig, base_dir: &Path, r: &mut Report) -> Vec<LoadedCert> {
     let listed = &config.client_certs;
     if listed.len() > pki::MAX_CERTS {
         r.problem(
@@ -98,7 +99,7 @@ pub(super) fn inbound(config: &Config, base_dir: &Path, r: &mut Report) -> Optio
 
 /// `upstream.ca`: extra trust roots.
 pub(super) fn upstream_ca(
-    config: &Config,
+    config: &AppConfig,
     base_dir: &Path,
     r: &mut Report,
 ) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -110,18 +111,15 @@ pub(super) fn upstream_ca(
         .unwrap_or_default()
 }
 
-/// The secrets, read: the server key, the admin token to inject, the admin listener's token.
-pub(super) struct Secrets {
-    pub(super) server_key: Option<Secret>,
-    pub(super) admin_token: Option<Secret>,
-    pub(super) admin_auth_token: Option<Secret>,
-}
-
 /// Amity's longest server key.
 const MAX_SERVER_KEY: usize = 150;
 
-/// `server_key_file` or `server_key_env`, `admin_token_file`, `admin_auth_token_file`.
-pub(super) fn secrets(config: &Config, base_dir: &Path, r: &mut Report) -> Secrets {
+/// An app's secrets, read: `server_key_file` or `server_key_env`, and `admin_token_file`.
+pub(super) fn app_secrets(
+    config: &AppConfig,
+    base_dir: &Path,
+    r: &mut Report,
+) -> (Option<Secret>, Option<Secret>) {
     let server_key = match (&config.server_key_file, &config.server_key_env) {
         (Some(_), Some(_)) => {
             r.problem(
@@ -130,9 +128,7 @@ pub(super) fn secrets(config: &Config, base_dir: &Path, r: &mut Report) -> Secre
             );
             None
         }
-        (Some(f), None) => Secret::from_file(&resolve(base_dir, f))
-            .map_err(|e| r.problem("server_key_file", e))
-            .ok(),
+        (Some(f), None) => secret_file(r, "server_key_file", base_dir, f),
         (None, Some(var)) => match std::env::var(var) {
             Ok(v) => Secret::new(v)
                 .map_err(|e| r.problem("server_key_env", format!("${var}: {e}")))
@@ -160,18 +156,23 @@ pub(super) fn secrets(config: &Config, base_dir: &Path, r: &mut Report) -> Secre
             format!("the server key is longer than Amity's {MAX_SERVER_KEY} characters"),
         );
     }
-    let mut secret_file = |field: &str, f: &Option<std::path::PathBuf>| {
-        f.as_ref().and_then(|f| {
-            Secret::from_file(&resolve(base_dir, f))
-                .map_err(|e| r.problem(field, e))
-                .ok()
-        })
-    };
-    Secrets {
-        server_key,
-        admin_token: secret_file("admin_token_file", &config.admin_token_file),
-        admin_auth_token: secret_file("admin_auth_token_file", &config.admin_auth_token_file),
-    }
+    let admin_token = config
+        .admin_token_file
+        .as_ref()
+        .and_then(|f| secret_file(r, "admin_token_file", base_dir, f));
+    (server_key, admin_token)
+}
+
+/// `admin_auth_token_file`: the token the admin listener requires.
+pub(super) fn admin_auth_token(config: &Config, base_dir: &Path, r: &mut Report) -> Option<Secret> {
+    let f = config.admin_auth_token_file.as_ref()?;
+    secret_file(r, "admin_auth_token_file", base_dir, f)
+}
+
+fn secret_file(r: &mut Report, field: &str, base_dir: &Path, f: &Path) -> Option<Secret> {
+    Secret::from_file(&resolve(base_dir, f))
+        .map_err(|e| r.problem(field, e))
+        .ok()
 }
 
 /// A warning when users other than this service's may read the private key at `path`:

@@ -2,6 +2,9 @@
 //! how they are shown, and the one `load` path (parse, then validate) that start-up,
 //! `check` and reload all go through. What only a restart changes is [`StartOnly`].
 
+mod apps;
+mod audit;
+mod callers;
 mod error;
 mod files;
 mod limits;
@@ -10,6 +13,7 @@ mod secret;
 mod timeouts;
 mod types;
 mod upstream;
+mod user_pattern;
 mod validate;
 mod validated;
 
@@ -18,18 +22,22 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use apps::{AppConfig, DEFAULT_APP};
+pub use audit::{AuditConfig, AuditPath};
+pub use callers::{Caller, CallerConfig, GrantConfig};
 pub use error::{ConfigError, Problem};
 pub use limits::{LimitsConfig, RateLimitConfig};
 pub use routes::{ExtraRoute, PathRule, RouteClass, RoutesConfig};
 pub use secret::Secret;
 pub use timeouts::TimeoutsConfig;
-pub use types::{CallerConfig, CallerSecrets, ClientCertConfig, Config, InboundTlsConfig};
+pub use types::{CallerSecrets, ClientCertConfig, Config, InboundTlsConfig};
 pub use upstream::{
     region_url, CertRejectedAnswer, CertRejectedAnswers, UpstreamConfig, CERT_REJECTED_BODY_BYTES,
 };
+pub use user_pattern::UserIdPattern;
 pub use validate::validate;
 pub use validated::{
-    LoadedCert, LoadedInbound, StartOnly, StartOnlyChange, UpstreamTarget, Validated,
+    LoadedApp, LoadedCert, LoadedInbound, StartOnly, StartOnlyChange, UpstreamTarget, Validated,
 };
 
 use crate::model::pki;

@@ -61,23 +61,22 @@ fn region_and_url_resolve() {
 
 #[test]
 fn cert_rejected_answers_default_to_nginx_and_are_checked() {
-    let c = parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\n").unwrap();
-    assert_eq!(
-        c.upstream.cert_rejected_answers,
-        CertRejectedAnswers::default()
-    );
-    assert_eq!(c.upstream.cert_rejected_answers.0[0].status, 400);
-    assert!(c.upstream.cert_rejected_answers.problems().is_empty());
-    let c =
+    let upstream = |c: Config| c.upstream.unwrap();
+    let c = upstream(parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\n").unwrap());
+    assert_eq!(c.cert_rejected_answers, CertRejectedAnswers::default());
+    assert_eq!(c.cert_rejected_answers.0[0].status, 400);
+    assert!(c.cert_rejected_answers.problems().is_empty());
+    let c = upstream(
         parse_str("listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers: []\n")
-            .unwrap();
-    assert!(c.upstream.cert_rejected_answers.0.is_empty());
-    let c = parse_str(&format!(
+            .unwrap(),
+    );
+    assert!(c.cert_rejected_answers.0.is_empty());
+    let c = upstream(parse_str(&format!(
         "listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {{status: 403, body_contains: denied}}\n    - {{status: 200, body_contains: ' '}}\n    - {{status: 495, body_contains: {}}}\n",
         "x".repeat(300)
     ))
-    .unwrap();
-    let problems = c.upstream.cert_rejected_answers.problems();
+    .unwrap());
+    let problems = c.cert_rejected_answers.problems();
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(
         fields,
@@ -130,7 +129,7 @@ fn route_classes_are_named_once_and_parse_by_that_name() {
         "listen: 127.0.0.1:1\nupstream: {region: sg}\ncallers:\n  - {identity: a, routes: [auth_token, admin, extra]}\n",
     )
     .unwrap();
-    assert_eq!(c.callers[0].routes, RouteClass::ALL);
+    assert_eq!(c.callers[0].routes.as_deref(), Some(&RouteClass::ALL[..]));
 }
 
 #[test]
@@ -173,6 +172,7 @@ fn every_section_reports_its_problems_with_field_paths() {
 fn start_only_changes_name_each_field_with_both_values() {
     let running = StartOnly {
         listen: "127.0.0.1:8080".parse().unwrap(),
+        app_listeners: vec![("eu".into(), "127.0.0.1:8081".parse().unwrap())],
         admin_listen: "127.0.0.1:9901".parse().unwrap(),
         workers: 2,
         max_connections: 100,
@@ -187,10 +187,11 @@ fn start_only_changes_name_each_field_with_both_values() {
     let configured = StartOnly {
         admin_listen: "127.0.0.1:9902".parse().unwrap(),
         idle: Duration::from_millis(1500),
+        app_listeners: vec![("us".into(), "127.0.0.1:8082".parse().unwrap())],
         ..running.clone()
     };
-    let change = |field, running: &str, configured: &str| StartOnlyChange {
-        field,
+    let change = |field: &str, running: &str, configured: &str| StartOnlyChange {
+        field: field.into(),
         running: running.into(),
         configured: configured.into(),
     };
@@ -199,6 +200,8 @@ fn start_only_changes_name_each_field_with_both_values() {
         [
             change("admin_listen", "127.0.0.1:9901", "127.0.0.1:9902"),
             change("timeouts.idle_ms", "60000", "1500"),
+            change("apps[eu].listen", "127.0.0.1:8081", "none"),
+            change("apps[us].listen", "none", "127.0.0.1:8082"),
         ]
     );
 }

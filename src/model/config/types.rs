@@ -5,17 +5,21 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::apps::AppConfig;
+use super::audit::AuditConfig;
+use super::callers::CallerConfig;
 use super::limits::LimitsConfig;
-use super::routes::{RouteClass, RoutesConfig};
+use super::routes::RoutesConfig;
 use super::timeouts::TimeoutsConfig;
 use super::upstream::UpstreamConfig;
 
-/// The whole configuration file.
+/// The whole configuration file. An app's fields (`upstream` to `routes`) are given either
+/// at the top, for one app named `default`, or under `apps`, never both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address backends connect to: plain HTTP (HTTP/1.1 or h2c), or TLS with `inbound_tls`.
-    /// Read at start only.
+    /// Address backends connect to: plain HTTP (HTTP/1.1 or h2c), or TLS with `inbound_tls`;
+    /// with several apps, `/apps/<name>/` before the path selects one. Read at start only.
     pub listen: String,
     /// Terminate TLS (and with `client_ca`, mutual TLS) from the fleet on `listen`.
     #[serde(default)]
@@ -27,7 +31,7 @@ pub struct Config {
     /// injects a server key or admin token (a warning is logged at start and by `check`).
     #[serde(default)]
     pub allow_unauthenticated_callers: bool,
-    /// Fleet identities allowed to call, and which route classes each may use (needs `inbound_tls.client_ca`).
+    /// Fleet identities allowed to call, and what each may call (needs `inbound_tls.client_ca`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub callers: Vec<CallerConfig>,
     /// File holding the Amity server key, added as `x-server-key` to auth-token calls.
@@ -50,20 +54,28 @@ pub struct Config {
     /// endpoint but `/healthz` and `/readyz`.
     #[serde(default)]
     pub admin_auth_token_file: Option<PathBuf>,
-    /// Where calls are forwarded.
-    pub upstream: UpstreamConfig,
+    /// Where calls are forwarded (the single-app shape).
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
     /// Client certificates registered in the Amity console (at most 2).
     #[serde(default, deserialize_with = "null_as_default")]
     pub client_certs: Vec<ClientCertConfig>,
     /// The certificate to present while it is valid; default: the valid one that expires last.
     #[serde(default)]
     pub active: Option<String>,
-    /// Consecutive rejections of the active certificate after which the other one takes over.
-    #[serde(default = "default_failover_after")]
-    pub failover_after: u32,
+    /// Consecutive rejections of the active certificate after which the other one takes over
+    /// (default 3).
+    #[serde(default)]
+    pub failover_after: Option<u32>,
     /// Which calls may pass; everything else is refused with 403.
     #[serde(default)]
-    pub routes: RoutesConfig,
+    pub routes: Option<RoutesConfig>,
+    /// The Amity apps served, each with its own upstream, certificates and secrets.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub apps: Vec<AppConfig>,
+    /// One record per auth-token mint and admin call, allowed or refused.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// Size limits on what backends send.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -87,16 +99,6 @@ pub struct InboundTlsConfig {
     /// Fleet CA (PEM); when set, callers must present a certificate it issued.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
-}
-
-/// One fleet identity and what it may call.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallerConfig {
-    /// A SAN DNS name, a SAN URI (e.g. a SPIFFE ID) or the CN of the caller's certificate.
-    pub identity: String,
-    /// Route classes it may use.
-    pub routes: Vec<RouteClass>,
 }
 
 /// Handling of secrets a caller sends when the proxy injects its own.
@@ -135,6 +137,6 @@ fn default_admin_listen() -> String {
     "127.0.0.1:9901".to_string()
 }
 
-fn default_failover_after() -> u32 {
+pub(super) fn default_failover_after() -> u32 {
     3
 }

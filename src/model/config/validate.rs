@@ -4,10 +4,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::apps::AppConfig;
+use super::callers::{self, Caller};
 use super::error::{ConfigError, Problem};
 use super::files;
 use super::types::Config;
-use super::validated::Validated;
+use super::validated::{LoadedApp, Validated};
+use crate::model::pki::CertName;
 
 /// More worker threads than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
@@ -34,18 +37,18 @@ impl Report {
 pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     let mut r = Report::default();
     let (listen, admin_listen) = listeners(&config, &mut r);
-    let upstream = config
-        .upstream
-        .target()
-        .map_err(|p| r.problems.push(p))
-        .ok();
-    let extra_roots = files::upstream_ca(&config, base_dir, &mut r);
-    let certs = files::client_certs(&config, base_dir, &mut r);
+    let app_configs = config.app_list().unwrap_or_else(|p| {
+        r.problems.extend(p);
+        Vec::new()
+    });
+    let apps: Vec<LoadedApp> = app_configs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| app(&config, i, a, base_dir, &mut r))
+        .collect();
+    app_listeners(&app_configs, [listen, admin_listen], &mut r);
     r.problems.extend(config.limits.problems());
     r.problems.extend(config.timeouts.problems());
-    r.problems.extend(config.upstream.problems());
-    r.problems.extend(config.routes.problems());
-    r.problems.extend(failover(&config));
     if config.workers > MAX_WORKERS {
         r.problem(
             "workers",
@@ -53,24 +56,28 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         );
     }
     let inbound = files::inbound(&config, base_dir, &mut r);
-    exposure(&config, listen, admin_listen, &mut r);
-    r.problems.extend(callers(&config));
-    let secrets = files::secrets(&config, base_dir, &mut r);
+    exposure(&config, &app_configs, listen, admin_listen, &mut r);
+    let callers = callers(&config, &app_configs, &mut r);
+    let admin_auth_token = files::admin_auth_token(&config, base_dir, &mut r);
+    let audit = config
+        .audit
+        .as_ref()
+        .and_then(|a| a.target(base_dir).map_err(|p| r.problems.push(p)).ok());
 
-    match (listen, admin_listen, upstream) {
-        (Some(listen), Some(admin_listen), Some(upstream)) if r.problems.is_empty() => {
+    match (listen, admin_listen) {
+        (Some(listen), Some(admin_listen))
+            if r.problems.is_empty() && apps.len() == app_configs.len() =>
+        {
             Ok(Validated {
                 path: path.to_path_buf(),
                 config,
                 listen,
                 admin_listen,
-                upstream,
-                extra_roots,
-                certs,
+                apps,
+                callers,
                 inbound,
-                server_key: secrets.server_key,
-                admin_token: secrets.admin_token,
-                admin_auth_token: secrets.admin_auth_token,
+                audit,
+                admin_auth_token,
                 warnings: r.warnings,
             })
         }
@@ -78,6 +85,73 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
             path: path.to_path_buf(),
             problems: r.problems,
         }),
+    }
+}
+
+/// One app: its name, upstream, certificates and secrets, each problem under the app's
+/// field path (`apps[<name>].` with apps, none for the single-app shape).
+fn app(
+    config: &Config,
+    i: usize,
+    a: &AppConfig,
+    base_dir: &Path,
+    r: &mut Report,
+) -> Option<LoadedApp> {
+    let mut own = Report::default();
+    let at = if config.has_apps() {
+        let named = match CertName::parse(&a.name) {
+            Err(e) => Err(e.to_string().replace("certificate name", "app name")),
+            Ok(_) if config.apps[..i].iter().any(|o| o.name == a.name) => {
+                Err(format!("{:?} is given to two apps", a.name))
+            }
+            Ok(_) => Ok(format!("apps[{}].", a.name)),
+        };
+        named.unwrap_or_else(|e| {
+            own.problem("name", e);
+            format!("apps[{i}].")
+        })
+    } else {
+        String::new()
+    };
+    let listen = a
+        .listen
+        .as_deref()
+        .and_then(|l| parse_addr(l).map_err(|e| own.problem("listen", e)).ok());
+    let upstream = a.upstream.target().map_err(|p| own.problems.push(p)).ok();
+    let extra_roots = files::upstream_ca(a, base_dir, &mut own);
+    let certs = files::client_certs(a, base_dir, &mut own);
+    own.problems.extend(a.upstream.problems());
+    own.problems.extend(a.routes.problems());
+    own.problems.extend(failover(a));
+    let (server_key, admin_token) = files::app_secrets(a, base_dir, &mut own);
+    let under = |p: Problem| Problem::new(format!("{at}{}", p.field), p.reason);
+    r.problems.extend(own.problems.into_iter().map(under));
+    r.warnings.extend(own.warnings.into_iter().map(under));
+    Some(LoadedApp {
+        config: a.clone(),
+        listen,
+        upstream: upstream?,
+        extra_roots,
+        certs,
+        server_key,
+        admin_token,
+    })
+}
+
+/// `apps[].listen`: each its own address, none of them `listen` or `admin_listen`.
+fn app_listeners(apps: &[AppConfig], shared: [Option<SocketAddr>; 2], r: &mut Report) {
+    let mut taken: Vec<SocketAddr> = shared.into_iter().flatten().collect();
+    for a in apps {
+        let Some(addr) = a.listen.as_deref().and_then(|l| parse_addr(l).ok()) else {
+            continue;
+        };
+        if addr.port() != 0 && taken.contains(&addr) {
+            r.problem(
+                format!("apps[{}].listen", a.name),
+                format!("{addr} is already listen, admin_listen or another app's listen"),
+            );
+        }
+        taken.push(addr);
     }
 }
 
@@ -104,7 +178,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// `active` and `failover_after`.
-fn failover(config: &Config) -> Vec<Problem> {
+fn failover(config: &AppConfig) -> Vec<Problem> {
     let mut out = Vec::new();
     if let Some(a) = &config.active {
         if !config.client_certs.iter().any(|c| &c.name == a) {
@@ -125,11 +199,19 @@ fn failover(config: &Config) -> Vec<Problem> {
 /// non-loopback admin listener is warned about.
 fn exposure(
     config: &Config,
+    apps: &[AppConfig],
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     r: &mut Report,
 ) {
-    if let Some(l) = listen.filter(|l| !l.ip().is_loopback()) {
+    let app_listens = apps
+        .iter()
+        .filter_map(|a| a.listen.as_deref().and_then(|l| parse_addr(l).ok()));
+    let exposed = listen
+        .into_iter()
+        .chain(app_listens)
+        .find(|l| !l.ip().is_loopback());
+    if let Some(l) = exposed {
         if config.inbound_tls.is_none() {
             if config.allow_plaintext_non_loopback {
                 r.warning(
@@ -143,14 +225,9 @@ fn exposure(
                 );
             }
         }
-        let injected: Vec<&str> = [
-            ("server_key_file", config.server_key_file.is_some()),
-            ("server_key_env", config.server_key_env.is_some()),
-            ("admin_token_file", config.admin_token_file.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(f, set)| set.then_some(f))
-        .collect();
+        let mut injected: Vec<&str> = apps.iter().flat_map(AppConfig::injected).collect();
+        injected.sort_unstable();
+        injected.dedup();
         let no_client_ca = config
             .inbound_tls
             .as_ref()
@@ -182,24 +259,20 @@ fn exposure(
     }
 }
 
-/// `callers`: told apart by client certificate, so they need `inbound_tls.client_ca`; the
-/// route classes are checked as they are parsed.
-fn callers(config: &Config) -> Vec<Problem> {
-    let mut out = Vec::new();
+/// `callers`: told apart by client certificate, so they need `inbound_tls.client_ca`; their
+/// grants name apps that exist.
+fn callers(config: &Config, apps: &[AppConfig], r: &mut Report) -> Vec<Caller> {
     let has_client_ca = config
         .inbound_tls
         .as_ref()
         .is_some_and(|t| t.client_ca.is_some());
     if !config.callers.is_empty() && !has_client_ca {
-        out.push(Problem::new(
+        r.problem(
             "callers",
             "needs inbound_tls.client_ca: callers are told apart by their client certificates",
-        ));
+        );
     }
-    for (i, c) in config.callers.iter().enumerate() {
-        if c.identity.trim().is_empty() {
-            out.push(Problem::new(format!("callers[{i}].identity"), "is empty"));
-        }
-    }
-    out
+    let (callers, problems) = callers::callers(&config.callers, apps, config.has_apps());
+    r.problems.extend(problems);
+    callers
 }

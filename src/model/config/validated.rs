@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::apps::AppConfig;
+use super::audit::AuditPath;
+use super::callers::Caller;
 use super::error::Problem;
 use super::secret::Secret;
 use super::types::Config;
@@ -23,30 +26,62 @@ pub struct Validated {
     pub listen: SocketAddr,
     /// Parsed `admin_listen`.
     pub admin_listen: SocketAddr,
-    /// The upstream to call.
-    pub upstream: UpstreamTarget,
-    /// Extra trust roots from `upstream.ca`.
-    pub extra_roots: Vec<CertificateDer<'static>>,
-    /// Client certificates, in config order.
-    pub certs: Vec<LoadedCert>,
+    /// The apps, in config order (one named `default` for the single-app shape).
+    pub apps: Vec<LoadedApp>,
+    /// `callers`, each with its grants.
+    pub callers: Vec<Caller>,
     /// The gateway's TLS identity and fleet CA, with `inbound_tls`.
     pub inbound: Option<LoadedInbound>,
-    /// The server key to inject.
-    pub server_key: Option<Secret>,
-    /// The admin token to inject.
-    pub admin_token: Option<Secret>,
+    /// Where audit records go, with `audit`.
+    pub audit: Option<AuditPath>,
     /// The token the admin listener requires.
     pub admin_auth_token: Option<Secret>,
     /// What is allowed but unsafe; logged at start and printed by `check`.
     pub warnings: Vec<Problem>,
 }
 
+/// One app with every file it names loaded.
+#[derive(Debug)]
+pub struct LoadedApp {
+    /// Its configuration (for the single-app shape, the top-level fields).
+    pub config: AppConfig,
+    /// Parsed `listen`, when it has a listener of its own.
+    pub listen: Option<SocketAddr>,
+    /// The upstream to call.
+    pub upstream: UpstreamTarget,
+    /// Extra trust roots from `upstream.ca`.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Client certificates, in config order.
+    pub certs: Vec<LoadedCert>,
+    /// The server key to inject.
+    pub server_key: Option<Secret>,
+    /// The admin token to inject.
+    pub admin_token: Option<Secret>,
+}
+
+impl LoadedApp {
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
 impl Validated {
+    /// The app of that name.
+    pub fn app(&self, name: &str) -> Option<&LoadedApp> {
+        self.apps.iter().find(|a| a.name() == name)
+    }
+
     /// The settings only a restart changes.
     pub fn start_only(&self) -> StartOnly {
         let (l, t) = (&self.config.limits, &self.config.timeouts);
         StartOnly {
             listen: self.listen,
+            app_listeners: self
+                .apps
+                .iter()
+                .filter_map(|a| Some((a.name().to_string(), a.listen?)))
+                .collect(),
             admin_listen: self.admin_listen,
             workers: self.config.workers,
             max_connections: l.max_connections,
@@ -67,6 +102,8 @@ impl Validated {
 pub struct StartOnly {
     /// `listen`.
     pub listen: SocketAddr,
+    /// `apps[].listen`, by app name.
+    pub app_listeners: Vec<(String, SocketAddr)>,
     /// `admin_listen`.
     pub admin_listen: SocketAddr,
     /// `workers` as configured (0: one per CPU core).
@@ -91,7 +128,7 @@ pub struct StartOnly {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartOnlyChange {
     /// The field, as written in the config, e.g. `timeouts.idle_ms`.
-    pub field: &'static str,
+    pub field: String,
     /// The value the process started with, and keeps.
     pub running: String,
     /// The value now in the config.
@@ -100,9 +137,9 @@ pub struct StartOnlyChange {
 
 impl StartOnly {
     /// Each field as the config names and writes it.
-    fn fields(&self) -> [(&'static str, String); 10] {
+    fn fields(&self) -> Vec<(String, String)> {
         let ms = |d: Duration| d.as_millis().to_string();
-        [
+        let fixed = [
             ("listen", self.listen.to_string()),
             ("admin_listen", self.admin_listen.to_string()),
             ("workers", self.workers.to_string()),
@@ -113,20 +150,42 @@ impl StartOnly {
             ("timeouts.send_ms", ms(self.send)),
             ("timeouts.inbound_handshake_ms", ms(self.inbound_handshake)),
             ("timeouts.shutdown_grace_ms", ms(self.shutdown_grace)),
-        ]
+        ];
+        let apps = self
+            .app_listeners
+            .iter()
+            .map(|(app, addr)| (format!("apps[{app}].listen"), addr.to_string()));
+        fixed
+            .into_iter()
+            .map(|(f, v)| (f.to_string(), v))
+            .chain(apps)
+            .collect()
     }
 
-    /// Every field `configured` sets differently from `self`, the running values.
+    /// Every field `configured` sets differently from `self`, the running values (`none`
+    /// for an app listener one side lacks).
     pub fn changes(&self, configured: &StartOnly) -> Vec<StartOnlyChange> {
-        self.fields()
+        let (running, now) = (self.fields(), configured.fields());
+        let value = |fields: &[(String, String)], field: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == field)
+                .map_or_else(|| "none".to_string(), |(_, v)| v.clone())
+        };
+        let mut names: Vec<&str> = running.iter().map(|(f, _)| f.as_str()).collect();
+        for (f, _) in &now {
+            if !names.contains(&f.as_str()) {
+                names.push(f);
+            }
+        }
+        names
             .into_iter()
-            .zip(configured.fields())
-            .filter(|((_, running), (_, now))| running != now)
-            .map(|((field, running), (_, configured))| StartOnlyChange {
-                field,
-                running,
-                configured,
+            .map(|field| StartOnlyChange {
+                field: field.to_string(),
+                running: value(&running, field),
+                configured: value(&now, field),
             })
+            .filter(|c| c.running != c.configured)
             .collect()
     }
 }

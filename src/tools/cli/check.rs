@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::model::config::{self, ConfigError};
+use crate::model::config::{self, ConfigError, LoadedApp, Validated};
 use crate::model::pki::{self, CertState};
 
 use super::runtime;
@@ -55,46 +55,8 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
     };
     println!("listen:   {} ({listener})", v.listen);
     println!("admin:    {}", v.admin_listen);
-    println!(
-        "upstream: {}{}",
-        v.upstream.base,
-        v.config
-            .upstream
-            .ca
-            .as_ref()
-            .map(|c| format!(" (extra trust roots: {})", c.display()))
-            .unwrap_or_default()
-    );
-    println!(
-        "client certificates: {} of {}",
-        v.certs.len(),
-        pki::MAX_CERTS
-    );
-    for (i, c) in v.certs.iter().enumerate() {
-        println!(
-            "  {}: CN={} serial={} expires {} ({} days left)",
-            c.name,
-            c.info.cn.as_deref().unwrap_or("-"),
-            c.info.serial,
-            pki::rfc3339(c.info.not_after),
-            c.info.days_left(now)
-        );
-        let field = format!("client_certs[{i}].cert");
-        if let Some(p) = out_of_validity(&field, &c.cert_path, &c.info, now) {
-            problems.push(p);
-        } else if let CertState::Expiring { days_left: days } = c.info.state(now) {
-            eprintln!(
-                "warning: {}: {days} days left; renew at least {} days before expiry",
-                c.name,
-                pki::RENEW_DAYS
-            );
-        }
-        if c.info.client_auth == Some(false) {
-            problems.push(format!(
-                "client_certs[{i}].cert: {} does not allow TLS client authentication",
-                c.cert_path.display()
-            ));
-        }
+    for app in &v.apps {
+        problems.extend(app_summary(&v, app, now));
     }
     if let Some(t) = &v.inbound {
         println!(
@@ -113,23 +75,11 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
     for w in &v.warnings {
         eprintln!("warning: {w}");
     }
-    if v.certs.is_empty() {
-        problems.push(
-            "client_certs: none configured; Amity's mTLS check will refuse every call".to_string(),
-        );
-    }
-    if live && !v.certs.is_empty() {
-        println!("live mTLS handshake with {}:", v.upstream.base);
+    if live {
         match runtime() {
             Ok(rt) => {
-                for (i, c) in v.certs.iter().enumerate() {
-                    match rt.block_on(crate::data::upstream::probe(&v, c)) {
-                        Ok(verdict) => println!("  {}: {verdict}", c.name),
-                        Err(e) => {
-                            println!("  {}: {e}", c.name);
-                            problems.push(format!("client_certs[{i}] ({}): {e}", c.name));
-                        }
-                    }
+                for app in v.apps.iter().filter(|a| !a.certs.is_empty()) {
+                    problems.extend(rt.block_on(live_check(&v, app)));
                 }
             }
             Err(e) => problems.push(e),
@@ -146,4 +96,92 @@ pub fn check(config: &Path, live: bool) -> ExitCode {
         eprintln!("check failed");
         ExitCode::FAILURE
     }
+}
+
+/// Where an app's fields are: nothing for the single-app shape, else `apps[<name>].`.
+fn field_of(v: &Validated, app: &LoadedApp) -> String {
+    match v.config.has_apps() {
+        true => format!("apps[{}].", app.name()),
+        false => String::new(),
+    }
+}
+
+/// Prints an app's upstream and certificates; returns its problems.
+fn app_summary(v: &Validated, app: &LoadedApp, now: i64) -> Vec<String> {
+    let at = field_of(v, app);
+    let indent = if v.config.has_apps() {
+        let own = app
+            .listen
+            .map(|l| format!(", own listener {l}"))
+            .unwrap_or_default();
+        println!("app {} (at /apps/{}/{own}):", app.name(), app.name());
+        "  "
+    } else {
+        ""
+    };
+    let mut problems = Vec::new();
+    println!(
+        "{indent}upstream: {}{}",
+        app.upstream.base,
+        app.config
+            .upstream
+            .ca
+            .as_ref()
+            .map(|c| format!(" (extra trust roots: {})", c.display()))
+            .unwrap_or_default()
+    );
+    println!(
+        "{indent}client certificates: {} of {}",
+        app.certs.len(),
+        pki::MAX_CERTS
+    );
+    for (i, c) in app.certs.iter().enumerate() {
+        println!(
+            "{indent}  {}: CN={} serial={} expires {} ({} days left)",
+            c.name,
+            c.info.cn.as_deref().unwrap_or("-"),
+            c.info.serial,
+            pki::rfc3339(c.info.not_after),
+            c.info.days_left(now)
+        );
+        let field = format!("{at}client_certs[{i}].cert");
+        if let Some(p) = out_of_validity(&field, &c.cert_path, &c.info, now) {
+            problems.push(p);
+        } else if let CertState::Expiring { days_left: days } = c.info.state(now) {
+            eprintln!(
+                "warning: {at}{}: {days} days left; renew at least {} days before expiry",
+                c.name,
+                pki::RENEW_DAYS
+            );
+        }
+        if c.info.client_auth == Some(false) {
+            problems.push(format!(
+                "{field}: {} does not allow TLS client authentication",
+                c.cert_path.display()
+            ));
+        }
+    }
+    if app.certs.is_empty() {
+        problems.push(format!(
+            "{at}client_certs: none configured; Amity's mTLS check will refuse every call"
+        ));
+    }
+    problems
+}
+
+/// `check --live` for one app: each certificate presented to its upstream.
+async fn live_check(v: &Validated, app: &LoadedApp) -> Vec<String> {
+    let at = field_of(v, app);
+    println!("live mTLS handshake with {}:", app.upstream.base);
+    let mut problems = Vec::new();
+    for (i, c) in app.certs.iter().enumerate() {
+        match crate::data::upstream::probe(v, app, c).await {
+            Ok(verdict) => println!("  {}: {verdict}", c.name),
+            Err(e) => {
+                println!("  {}: {e}", c.name);
+                problems.push(format!("{at}client_certs[{i}] ({}): {e}", c.name));
+            }
+        }
+    }
+    problems
 }

@@ -1,0 +1,203 @@
+//! One Amity app as a generation serves it: its certificates and their pools, which one is
+//! presented, its allow-list and secrets. Nothing of one app is used for another.
+
+use std::sync::Arc;
+
+use super::failover::Failover;
+use super::identity::Identity;
+use super::policy::Policy;
+use super::secrets::Secrets;
+use crate::data::tls::TlsError;
+use crate::data::upstream::Upstream;
+use crate::model::config::{CallerSecrets, CertRejectedAnswer, LoadedApp, TimeoutsConfig};
+use crate::model::pki::{self, CertState};
+use crate::telemetry::metrics::{AppMetrics, Metrics};
+
+/// One app of a generation.
+pub struct App {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Configured certificates, in config order.
+    pub identities: Vec<Identity>,
+    /// Used only when no certificate is configured (an app without mTLS certificates).
+    pub(super) anonymous: Option<Upstream>,
+    /// Which of `identities` is presented first.
+    pub(super) failover: Failover,
+    /// `upstream.cert_rejected_answers`.
+    pub(super) cert_refusals: Vec<CertRejectedAnswer>,
+    /// The allow-list.
+    pub policy: Policy,
+    /// The server key and admin token the proxy adds.
+    pub(super) secrets: Secrets,
+    path_prefix: String,
+    /// The upstream's base URL, for people.
+    upstream_base: String,
+    pub(super) metrics: AppMetrics,
+    all_metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// Builds an app: a fresh TLS config and pool per certificate, so nothing (no TLS
+    /// session, no pooled connection) carries over from the previous generation.
+    pub(super) fn build(
+        a: &LoadedApp,
+        timeouts: &TimeoutsConfig,
+        caller_secrets: CallerSecrets,
+        all_metrics: &Arc<Metrics>,
+        workers: usize,
+    ) -> Result<Self, TlsError> {
+        let metrics = all_metrics.app(a.name());
+        let upstream = |cert| {
+            Upstream::new(
+                a.upstream.clone(),
+                &a.config.upstream,
+                &a.extra_roots,
+                cert,
+                timeouts,
+                metrics.clone(),
+                workers,
+            )
+        };
+        let identities = a
+            .certs
+            .iter()
+            .map(|c| Ok(Identity::new(c, upstream(Some(c))?)))
+            .collect::<Result<Vec<_>, TlsError>>()?;
+        let anonymous = if identities.is_empty() {
+            Some(upstream(None)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            name: Arc::from(a.name()),
+            failover: Failover::new(
+                &identities,
+                a.config.active.as_deref(),
+                a.config.failover_after,
+                pki::now_unix(),
+            ),
+            identities,
+            anonymous,
+            cert_refusals: a.config.upstream.cert_rejected_answers.0.clone(),
+            policy: Policy::new(&a.config.routes, a.admin_token.is_some()),
+            secrets: Secrets::new(a, caller_secrets),
+            path_prefix: a.upstream.path_prefix.clone(),
+            upstream_base: a.upstream.base.clone(),
+            metrics,
+            all_metrics: all_metrics.clone(),
+        })
+    }
+
+    /// Sets `cert_expiry` for this app's certificates and `cert_active` (see
+    /// [`App::publish_active`]); called as its generation is published, after the previous
+    /// generation's series were cleared.
+    pub(super) fn publish_metrics(&self) {
+        for i in &self.identities {
+            self.all_metrics
+                .cert_expiry
+                .get_or_create(&i.labels(&self.metrics.app))
+                .set(i.info.not_after);
+        }
+        self.publish_active();
+    }
+
+    /// Sets `cert_active` to the certificate presented first now, as `/certs` names it (also
+    /// called on each scrape, so an expiry between reloads shows: the other one then serves).
+    /// Each series is set in place, so that a scrape never sees none.
+    pub fn publish_active(&self) {
+        let presented = self
+            .failover
+            .usable(&self.identities, pki::now_unix())
+            .next()
+            .map(|(n, _)| n);
+        for (n, i) in self.identities.iter().enumerate() {
+            self.all_metrics
+                .cert_active
+                .get_or_create(&i.labels(&self.metrics.app))
+                .set(i64::from(presented == Some(n)));
+        }
+    }
+
+    /// Requests sent upstream and upstream handshakes so far.
+    pub fn upstream_counts(&self) -> (u64, u64) {
+        (
+            self.metrics.upstream_requests.get(),
+            self.metrics.handshakes.get(),
+        )
+    }
+
+    /// The upstream's base URL.
+    pub fn upstream_base(&self) -> &str {
+        &self.upstream_base
+    }
+
+    /// Path prefix of the upstream base URL.
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// The identity presented first now, if any is usable.
+    pub fn active(&self, now: i64) -> Option<&Identity> {
+        self.failover
+            .usable(&self.identities, now)
+            .next()
+            .map(|(_, i)| i)
+    }
+
+    /// Whether the app can be served: `Ok(cert name)` or `Err(reason)`.
+    pub fn readiness(&self, now: i64) -> Result<String, String> {
+        match self.active(now) {
+            Some(i) => Ok(i.name.clone()),
+            None if self.identities.is_empty() => Err("no client certificate is configured".into()),
+            None => Err(self.unusable_reason(now)),
+        }
+    }
+
+    /// Why no certificate is usable at `now`: each one's state.
+    pub(super) fn unusable_reason(&self, now: i64) -> String {
+        let why: Vec<String> = self
+            .identities
+            .iter()
+            .map(|i| {
+                if i.info.state(now) == CertState::Expired {
+                    format!("{} expired on {}", i.name, pki::rfc3339(i.info.not_after))
+                } else {
+                    format!(
+                        "{} is not valid before {}",
+                        i.name,
+                        pki::rfc3339(i.info.not_before)
+                    )
+                }
+            })
+            .collect();
+        format!("no usable client certificate: {}", why.join("; "))
+    }
+
+    /// Per-certificate state, as `/certs` shows it.
+    pub fn cert_report(&self, now: i64) -> Vec<serde_json::Value> {
+        let active = self.active(now).map(|i| i.name.as_str());
+        self.identities
+            .iter()
+            .map(|i| {
+                let role = match i.info.state(now) {
+                    _ if Some(i.name.as_str()) == active => "active",
+                    CertState::Valid | CertState::Expiring { .. } => "standby",
+                    CertState::Expired => "expired",
+                    CertState::NotYetValid => "not_yet_valid",
+                };
+                serde_json::json!({
+                    "app": &*self.name,
+                    "name": i.name,
+                    "subject": i.info.subject,
+                    "serial": i.info.serial,
+                    "sha256": i.info.sha256,
+                    "not_before": pki::rfc3339(i.info.not_before),
+                    "not_after": pki::rfc3339(i.info.not_after),
+                    "seconds_left": i.info.not_after - now,
+                    "role": role,
+                    "last_handshake": i.last_result(),
+                })
+            })
+            .collect()
+    }
+}

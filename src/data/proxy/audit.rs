@@ -1,0 +1,129 @@
+//! The audit trail as requests write it: one record per auth-token mint and admin call,
+//! allowed or refused. With `audit.required`, a call whose record cannot be written is
+//! refused: before it is sent when the trail is known to be failing, and after, by holding
+//! back the answer (the token never reaches the caller).
+
+use std::sync::Arc;
+
+use http::Response;
+
+use super::body::ProxyBody;
+use super::phases::{Outcome, Request};
+use super::reject::Reject;
+use crate::model::config::{AuditPath, RouteClass, Validated};
+use crate::telemetry::audit::{
+    now_rfc3339, AuditError, AuditRecord, AuditSink, AuditTarget, Decision,
+};
+use crate::telemetry::metrics::Metrics;
+
+/// The audit trail of one generation.
+pub struct Audit {
+    sink: AuditSink,
+    required: bool,
+    path: AuditPath,
+}
+
+impl Audit {
+    /// The trail `v` configures, if any: `previous`'s sink when the path is the same (then
+    /// reopened, so that a renamed file is let go), else a new one.
+    pub fn open(
+        v: &Validated,
+        previous: Option<&Audit>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Self>, AuditError> {
+        let (Some(path), Some(config)) = (&v.audit, &v.config.audit) else {
+            return Ok(None);
+        };
+        let sink = match previous.filter(|p| &p.path == path) {
+            Some(p) => {
+                p.sink.reopen()?;
+                p.sink.clone()
+            }
+            None => {
+                let target = match path {
+                    AuditPath::Stderr => AuditTarget::Stderr,
+                    AuditPath::File(f) => AuditTarget::File(f.clone()),
+                };
+                AuditSink::open(target, metrics.audit_counters())?
+            }
+        };
+        Ok(Some(Self {
+            sink,
+            required: config.required,
+            path: path.clone(),
+        }))
+    }
+
+    /// Why the proxy is not ready: the trail is required and failing.
+    pub fn unready(&self) -> Option<String> {
+        (self.required && !self.sink.healthy()).then(|| {
+            format!(
+                "the audit trail ({}) cannot be written and audit.required is set",
+                self.path.describe()
+            )
+        })
+    }
+
+    /// The refusal of a call while a required trail is failing.
+    pub(super) fn refuses(&self) -> Option<Reject> {
+        (self.required && !self.sink.healthy()).then(|| self.unavailable())
+    }
+
+    fn unavailable(&self) -> Reject {
+        Reject::AuditUnavailable {
+            path: self.path.describe(),
+        }
+    }
+
+    /// Writes the record of an auth-token or admin call (others pass untouched). With
+    /// `required`, waits for the write, and an answer whose record could not be written
+    /// becomes a refusal.
+    pub(super) async fn record(
+        &self,
+        answer: Result<Response<ProxyBody>, Reject>,
+        outcome: &Outcome<'_>,
+        req: Request<'_>,
+    ) -> Result<Response<ProxyBody>, Reject> {
+        let (Some(route), Some(app)) = (outcome.route, outcome.app) else {
+            return answer;
+        };
+        if route == RouteClass::Extra {
+            return answer;
+        }
+        let admin = route == RouteClass::Admin;
+        let peer = req.conn.peer.to_string();
+        let caller = match (outcome.caller, &req.conn.caller) {
+            (Some(id), _) => id.as_str(),
+            (None, Some(_)) => req.conn.name(),
+            (None, None) => &peer,
+        };
+        let record = AuditRecord {
+            time: now_rfc3339(),
+            app: &app.name,
+            caller,
+            route: route.as_str(),
+            user_id: outcome.user_id.as_deref(),
+            method: admin.then(|| req.method.as_str()),
+            path: admin.then(|| req.uri.path()),
+            decision: if outcome.sent {
+                Decision::Allowed
+            } else {
+                Decision::Refused
+            },
+            reason: answer.as_ref().err().map(Reject::reason),
+            upstream_status: answer.as_ref().ok().map(|r| r.status().as_u16()),
+            latency_ms: outcome.upstream.map(|d| d.as_millis() as u64),
+            cert: outcome.cert,
+            request_id: req.id,
+        };
+        let receipt = self.sink.write(record.to_line());
+        if !self.required {
+            return answer;
+        }
+        match receipt.await {
+            Ok(()) => answer,
+            _ if answer.is_err() => answer,
+            _ => Err(self.unavailable()),
+        }
+    }
+}

@@ -1,0 +1,1007 @@
+//! The audit trail's sink: one JSON line per auth-token mint and per admin call, allowed or
+//! refused, written to a file of its own (or standard error), apart from the access log.
+//!
+//! A background thread writes everything queued with one `write_all` (group commit): under
+//! load many records share one system call, yet a lone record waits only for the write already
+//! in progress, never for a timer. Each record gets a [`Receipt`] saying whether it reached the
+//! file, so a mint that must not happen without its record (`audit.required`) can wait for it.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::metrics::AuditCounters;
+
+/// Records waiting beyond this many are refused at once: memory stays bounded when the file
+/// does not keep up, and a request never waits for room.
+pub const MAX_QUEUED: usize = 1 << 16;
+
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// Standard error (`audit.path: "-"`).
+    Stderr,
+    /// A file, created if missing and appended to.
+    File(PathBuf),
+}
+
+impl AuditTarget {
+    /// The target `audit.path` names: `-` is standard error, anything else a file.
+    pub fn from_path(path: &Path) -> Self {
+        if path == Path::new("-") {
+            Self::Stderr
+        } else {
+            Self::File(path.to_path_buf())
+        }
+    }
+}
+
+impl fmt::Display for AuditTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stderr => f.write_str("standard error"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Why a record, an open or a reopen failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The audit file could not be opened (at start, on reopen, or before a batch after a
+    /// failed write).
+    #[error("{}: cannot open audit file: {source}", path.display())]
+    Open {
+        /// The path that failed.
+        path: PathBuf,
+        /// The error from the system.
+        source: io::Error,
+    },
+    /// The batch holding the record could not be written; shared by every record in it.
+    #[error("{target}: cannot write audit record: {source}")]
+    Write {
+        /// Where the batch went.
+        target: AuditTarget,
+        /// The error from the system.
+        source: Arc<io::Error>,
+    },
+    /// The queue held [`MAX_QUEUED`] records: the target is not keeping up.
+    #[error("{target}: audit record dropped: {capacity} records already waiting to be written")]
+    QueueFull {
+        /// Where the queue goes.
+        target: AuditTarget,
+        /// How many records the queue holds.
+        capacity: usize,
+    },
+    /// The sink was closed (or its writer thread stopped) before the record was written.
+    #[error("{target}: audit sink is closed")]
+    Closed {
+        /// Where the sink wrote.
+        target: AuditTarget,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+/// Whether the gateway let the call through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Forwarded upstream.
+    Allowed,
+    /// Refused locally; it never left the machine.
+    Refused,
+}
+
+/// One audit record, serialised as one JSON object per line with the fields in this order and
+/// absent ones left out. It never holds a token, server key or admin token: there is no field
+/// for one.
+#[derive(Debug, Serialize)]
+pub struct AuditRecord<'a> {
+    /// When the call was decided, RFC 3339 UTC with milliseconds (see [`now_rfc3339`]).
+    pub time: String,
+    /// The app the call was for.
+    pub app: &'a str,
+    /// The caller's matched identity, or its peer address without inbound mTLS.
+    pub caller: &'a str,
+    /// Route class: `auth_token` or `admin`.
+    pub route: &'a str,
+    /// The userId a token was asked for (token calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<&'a str>,
+    /// HTTP method (admin calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'a str>,
+    /// Request path (admin calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    /// Allowed or refused.
+    pub decision: Decision,
+    /// Why it was refused (or anything notable about an allowed call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// The upstream's status, when the call was forwarded and answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// Time spent upstream, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Name of the client certificate presented upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<&'a str>,
+    /// The request id, as in the access log.
+    pub request_id: &'a str,
+}
+
+impl AuditRecord<'_> {
+    /// The record as one JSON line, newline included. JSON escapes control characters, so no
+    /// field value (a userId holding a newline, say) can split or forge a line.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Only strings, integers and a unit enum: serialising cannot fail.
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// The time now as RFC 3339 UTC with milliseconds, e.g. `2026-12-06T12:00:00.123Z`.
+pub fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    // Formatting fails only for years beyond four digits, which `now_utc` does not give.
+    t.to_offset(time::UtcOffset::UTC)
+        .format(format)
+        .unwrap_or_default()
+}
+
+/// Resolves once its record was written (`Ok`) or could not be (`Err`). Dropping it is fine:
+/// the record is written all the same.
+pub struct Receipt {
+    rx: oneshot::Receiver<Reply>,
+    shared: Arc<Shared>,
+}
+
+impl Future for Receipt {
+    type Output = Result<(), AuditError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(AuditError::Closed {
+                    target: this.shared.target.clone(),
+                })
+            })
+        })
+    }
+}
+
+type Reply = Result<(), AuditError>;
+
+enum Job {
+    Line(Vec<u8>, oneshot::Sender<Reply>),
+    Reopen(mpsc::SyncSender<Reply>),
+}
+
+#[derive(Default)]
+struct State {
+    jobs: Vec<Job>,
+    /// Lines in `jobs`: the queue's bound counts records, not reopen requests.
+    lines: usize,
+    /// Set by `close()` or when the last handle goes: take no more work.
+    closing: bool,
+    /// Set when the writer thread has ended.
+    stopped: bool,
+}
+
+struct Shared {
+    target: AuditTarget,
+    capacity: usize,
+    state: Mutex<State>,
+    /// Wakes the writer thread: work queued, or closing.
+    work: Condvar,
+    /// Wakes `close()`: the writer thread ended.
+    done: Condvar,
+    counters: AuditCounters,
+    healthy: AtomicBool,
+}
+
+impl Shared {
+    /// The state lock. No code panics while holding it, so a poisoned lock still guards
+    /// consistent state and is used as it is.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fail(&self, tx: oneshot::Sender<Reply>, err: AuditError) {
+        self.counters.failed.inc();
+        let _ = tx.send(Err(err));
+    }
+}
+
+/// Handle to the writer thread; cheap to clone. The thread ends, after writing everything
+/// queued, when the last handle is dropped or on [`AuditSink::close`].
+#[derive(Clone)]
+pub struct AuditSink {
+    shared: Arc<Shared>,
+    _last: Arc<CloseOnDrop>,
+}
+
+/// Held only by handles (not by the writer thread or receipts), so it drops with the last one.
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().closing = true;
+        self.0.work.notify_one();
+    }
+}
+
+impl fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("target", &self.shared.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditSink {
+    /// Opens the target (a file is created with mode 0640 if missing, and appended to) in the
+    /// caller's thread, so that a bad path is an error now, then starts the writer thread.
+    /// Records are counted in `counters`.
+    pub fn open(target: AuditTarget, counters: AuditCounters) -> Result<Self, AuditError> {
+        let out = Output::open(&target)?;
+        let sink = Self::idle(target, MAX_QUEUED, counters);
+        sink.start(out)?;
+        Ok(sink)
+    }
+
+    /// A sink whose writer thread is not started yet.
+    fn idle(target: AuditTarget, capacity: usize, counters: AuditCounters) -> Self {
+        let shared = Arc::new(Shared {
+            target,
+            capacity,
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            counters,
+            healthy: AtomicBool::new(true),
+        });
+        Self {
+            _last: Arc::new(CloseOnDrop(shared.clone())),
+            shared,
+        }
+    }
+
+    fn start(&self, out: Output) -> Result<(), AuditError> {
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                let stop = StopOnExit(shared);
+                write_loop(&stop.0, out);
+            })
+            .map(drop)
+            .map_err(AuditError::Spawn)
+    }
+
+    /// Where this sink writes.
+    pub fn target(&self) -> AuditTarget {
+        self.shared.target.clone()
+    }
+
+    /// Queues one line (see [`AuditRecord::to_line`]); the receipt resolves once it was written
+    /// or could not be. A full queue or a closed sink fails the receipt at once.
+    pub fn write(&self, line: Vec<u8>) -> Receipt {
+        let (tx, rx) = oneshot::channel();
+        let receipt = Receipt {
+            rx,
+            shared: self.shared.clone(),
+        };
+        let s = &*self.shared;
+        let refusal = {
+            let mut st = s.lock();
+            if st.closing || st.stopped {
+                AuditError::Closed {
+                    target: s.target.clone(),
+                }
+            } else if st.lines >= s.capacity {
+                AuditError::QueueFull {
+                    target: s.target.clone(),
+                    capacity: s.capacity,
+                }
+            } else {
+                st.jobs.push(Job::Line(line, tx));
+                st.lines += 1;
+                // The writer sleeps only on an empty queue: one wake-up per batch, not per line.
+                if st.jobs.len() == 1 {
+                    s.work.notify_one();
+                }
+                return receipt;
+            }
+        };
+        if matches!(refusal, AuditError::QueueFull { .. }) {
+            // Records are being refused: not healthy until a batch is written again.
+            s.healthy.store(false, Ordering::Relaxed);
+        }
+        s.fail(tx, refusal);
+        receipt
+    }
+
+    /// Reopens the file at its path (after a logrotate-style rename): everything queued before
+    /// is written to the old file first, so no record is lost. Returns once reopened. Blocks,
+    /// for as long as the write in progress takes; call it from a blocking context (reload).
+    /// A no-op for standard error. After a failure, every batch tries the path again first and
+    /// its records fail until the path opens: records never go anywhere but the configured path.
+    pub fn reopen(&self) -> Result<(), AuditError> {
+        let s = &*self.shared;
+        if s.target == AuditTarget::Stderr {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        {
+            let mut st = s.lock();
+            if st.closing || st.stopped {
+                return Err(AuditError::Closed {
+                    target: s.target.clone(),
+                });
+            }
+            st.jobs.push(Job::Reopen(tx));
+            if st.jobs.len() == 1 {
+                s.work.notify_one();
+            }
+        }
+        rx.recv().unwrap_or_else(|_| {
+            Err(AuditError::Closed {
+                target: s.target.clone(),
+            })
+        })
+    }
+
+    /// False after a failed write or reopen (or a full queue); true again after a batch is
+    /// written.
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.shared.counters.written.get()
+    }
+
+    /// Records that could not be written (write error, full queue, closed sink).
+    pub fn failed(&self) -> u64 {
+        self.shared.counters.failed.get()
+    }
+
+    /// Writes everything queued, then stops the writer thread; returns when it has stopped.
+    /// Later writes and reopens fail with [`AuditError::Closed`].
+    pub fn close(&self) {
+        let s = &*self.shared;
+        let mut st = s.lock();
+        st.closing = true;
+        s.work.notify_one();
+        while !st.stopped {
+            st = s.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Marks the writer stopped however its thread ends, so `close()` never waits forever and
+/// requests queued after a (never expected) panic resolve as closed instead of hanging.
+struct StopOnExit(Arc<Shared>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        let orphans = {
+            let mut st = self.0.lock();
+            st.stopped = true;
+            st.lines = 0;
+            std::mem::take(&mut st.jobs)
+        };
+        self.0.done.notify_all();
+        for job in orphans {
+            if let Job::Line(_, tx) = job {
+                let target = self.0.target.clone();
+                self.0.fail(tx, AuditError::Closed { target });
+            }
+        }
+    }
+}
+
+fn write_loop(s: &Shared, mut out: Output) {
+    let mut jobs = Vec::new();
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut waiting = Vec::new();
+    loop {
+        let last = {
+            let mut st = s.lock();
+            while st.jobs.is_empty() && !st.closing {
+                st = s.work.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+            st.lines = 0;
+            std::mem::swap(&mut st.jobs, &mut jobs);
+            st.closing
+        };
+        for job in jobs.drain(..) {
+            match job {
+                Job::Line(line, tx) => {
+                    batch.extend_from_slice(&line);
+                    waiting.push(tx);
+                }
+                Job::Reopen(reply) => {
+                    commit(s, &mut out, &mut batch, &mut waiting);
+                    let r = out.reopen();
+                    if r.is_err() {
+                        s.healthy.store(false, Ordering::Relaxed);
+                    }
+                    let _ = reply.send(r);
+                }
+            }
+        }
+        commit(s, &mut out, &mut batch, &mut waiting);
+        if last {
+            return;
+        }
+    }
+}
+
+/// Writes the batch with one `write_all` and answers its receipts. No fsync: once written, the
+/// kernel holds the data, so a crash of the process loses nothing that was acknowledged (only a
+/// crash of the machine could).
+fn commit(
+    s: &Shared,
+    out: &mut Output,
+    batch: &mut Vec<u8>,
+    waiting: &mut Vec<oneshot::Sender<Reply>>,
+) {
+    if waiting.is_empty() {
+        return;
+    }
+    match out.write(batch) {
+        Ok(()) => {
+            s.counters.written.inc_by(waiting.len() as u64);
+            s.healthy.store(true, Ordering::Relaxed);
+            for tx in waiting.drain(..) {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            s.healthy.store(false, Ordering::Relaxed);
+            let e = Arc::new(e);
+            for tx in waiting.drain(..) {
+                let err = AuditError::Write {
+                    target: s.target.clone(),
+                    source: e.clone(),
+                };
+                s.fail(tx, err);
+            }
+        }
+    }
+    batch.clear();
+}
+
+/// The writer thread's end of the target.
+struct Output {
+    /// `None` for standard error.
+    path: Option<PathBuf>,
+    /// `None` after a failed write or reopen: the next batch opens the path first.
+    file: Option<File>,
+    /// The last write stopped inside a line; the next starts with a newline so that the
+    /// fragment stays on a line of its own and later records still parse.
+    torn: bool,
+}
+
+impl Output {
+    fn open(target: &AuditTarget) -> Result<Self, AuditError> {
+        let (path, file) = match target {
+            AuditTarget::Stderr => (None, None),
+            AuditTarget::File(p) => (Some(p.clone()), Some(open_append(p).map_err(open_err(p))?)),
+        };
+        Ok(Self {
+            path,
+            file,
+            torn: false,
+        })
+    }
+
+    fn reopen(&mut self) -> Result<(), AuditError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        // Dropped even on failure, so that nothing more goes to a renamed file.
+        self.file = None;
+        self.file = Some(open_append(path).map_err(open_err(path))?);
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &[u8]) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return write_whole(&mut io::stderr().lock(), batch, &mut self.torn);
+        };
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(open_append(path)?),
+        };
+        let r = write_whole(file, batch, &mut self.torn);
+        if r.is_err() {
+            self.file = None;
+        }
+        r
+    }
+}
+
+/// Opens for appending (`O_APPEND`: every write lands at the end even if another process
+/// appends too), creating the file with mode 0640 if missing. Unbuffered: a batch is one write.
+fn open_append(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
+    o.open(path)
+}
+
+fn open_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+    move |source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes all of `batch`, first ending a line a failed earlier write left unfinished.
+fn write_whole(w: &mut impl Write, batch: &[u8], torn: &mut bool) -> io::Result<()> {
+    if *torn {
+        write_tracked(w, b"\n", torn)?;
+    }
+    write_tracked(w, batch, torn)
+}
+
+/// `write_all` that keeps track of whether the bytes written so far end a line.
+fn write_tracked(w: &mut impl Write, mut data: &[u8], torn: &mut bool) -> io::Result<()> {
+    while !data.is_empty() {
+        match w.write(data) {
+            Ok(n) => {
+                let Some((done, rest)) = data.split_at_checked(n).filter(|_| n > 0) else {
+                    return Err(io::ErrorKind::WriteZero.into());
+                };
+                *torn = done.last() != Some(&b'\n');
+                data = rest;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Waker;
+    use std::time::Duration;
+
+    /// Polls a future to completion on this thread (receipts need no runtime).
+    fn block_on<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn token_record<'a>(user_id: &'a str, request_id: &'a str) -> AuditRecord<'a> {
+        AuditRecord {
+            time: now_rfc3339(),
+            app: "prod-eu",
+            caller: "spiffe://fleet.example/payments",
+            route: "auth_token",
+            user_id: Some(user_id),
+            method: None,
+            path: None,
+            decision: Decision::Allowed,
+            reason: None,
+            upstream_status: Some(200),
+            latency_ms: Some(12),
+            cert: Some("eu-a"),
+            request_id,
+        }
+    }
+
+    fn record(request_id: &str) -> Vec<u8> {
+        token_record("bot-7", request_id).to_line()
+    }
+
+    /// The request ids of the file's lines, checking that every line is a whole JSON object.
+    fn ids(path: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "last line unfinished"
+        );
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("line is JSON");
+                v["request_id"].as_str().expect("request_id").to_owned()
+            })
+            .collect()
+    }
+
+    fn file_sink(dir: &tempfile::TempDir) -> (AuditSink, PathBuf) {
+        let path = dir.path().join("audit.jsonl");
+        let sink =
+            AuditSink::open(AuditTarget::File(path.clone()), AuditCounters::default()).unwrap();
+        (sink, path)
+    }
+
+    #[test]
+    fn record_line_lists_fields_in_order_and_leaves_out_absent_ones() {
+        let token = AuditRecord {
+            time: "2026-12-06T12:00:00.123Z".into(),
+            app: "prod-eu",
+            caller: "spiffe://fleet.example/payments",
+            route: "auth_token",
+            user_id: Some("bot-7"),
+            method: None,
+            path: None,
+            decision: Decision::Allowed,
+            reason: None,
+            upstream_status: Some(200),
+            latency_ms: Some(41),
+            cert: Some("eu-2026"),
+            request_id: "r1",
+        };
+        assert_eq!(
+            String::from_utf8(token.to_line()).unwrap(),
+            concat!(
+                r#"{"time":"2026-12-06T12:00:00.123Z","app":"prod-eu","#,
+                r#""caller":"spiffe://fleet.example/payments","route":"auth_token","#,
+                r#""user_id":"bot-7","decision":"allowed","upstream_status":200,"#,
+                r#""latency_ms":41,"cert":"eu-2026","request_id":"r1"}"#,
+                "\n"
+            )
+        );
+        let admin = AuditRecord {
+            time: "2026-12-06T12:00:01.000Z".into(),
+            app: "default",
+            caller: "10.0.0.7:51234",
+            route: "admin",
+            user_id: None,
+            method: Some("DELETE"),
+            path: Some("/api/v4/users/u1"),
+            decision: Decision::Refused,
+            reason: Some("route not granted"),
+            upstream_status: None,
+            latency_ms: None,
+            cert: None,
+            request_id: "r2",
+        };
+        assert_eq!(
+            String::from_utf8(admin.to_line()).unwrap(),
+            concat!(
+                r#"{"time":"2026-12-06T12:00:01.000Z","app":"default","caller":"10.0.0.7:51234","#,
+                r#""route":"admin","method":"DELETE","path":"/api/v4/users/u1","#,
+                r#""decision":"refused","reason":"route not granted","request_id":"r2"}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_user_id_with_a_newline_stays_on_one_line() {
+        let forged = "alice\n{\"decision\":\"allowed\"}";
+        let line = token_record(forged, "r").to_line();
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["user_id"], forged);
+    }
+
+    #[test]
+    fn time_is_rfc3339_utc_with_milliseconds() {
+        use time::macros::datetime;
+        assert_eq!(
+            rfc3339(datetime!(2026-12-06 12:00:00.123456 UTC)),
+            "2026-12-06T12:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339(datetime!(2026-12-06 13:00:00.5 +1)),
+            "2026-12-06T12:00:00.500Z"
+        );
+        let now = now_rfc3339();
+        let shape: String = now
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '0' } else { c })
+            .collect();
+        assert_eq!(shape, "0000-00-00T00:00:00.000Z", "{now}");
+    }
+
+    #[test]
+    fn audit_path_dash_means_standard_error() {
+        assert_eq!(AuditTarget::from_path(Path::new("-")), AuditTarget::Stderr);
+        assert_eq!(
+            AuditTarget::from_path(Path::new("/var/log/a.jsonl")),
+            AuditTarget::File("/var/log/a.jsonl".into())
+        );
+    }
+
+    #[test]
+    fn receipt_resolves_after_the_line_is_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = file_sink(&dir);
+        let line = record("r1");
+        block_on(sink.write(line.clone())).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), line);
+        assert_eq!(
+            (sink.written(), sink.failed(), sink.healthy()),
+            (1, 0, true)
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o027,
+                0,
+                "group-writable or world-readable: {mode:o}"
+            );
+        }
+    }
+
+    #[test]
+    fn eight_threads_of_2000_writes_give_16000_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = file_sink(&dir);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    (0..2000)
+                        .map(|i| sink.write(record(&format!("{t}-{i}"))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            for r in t.join().unwrap() {
+                block_on(r).unwrap();
+            }
+        }
+        sink.close();
+        let ids = ids(&path);
+        assert_eq!(ids.len(), 16_000);
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 16_000);
+        assert_eq!((sink.written(), sink.failed()), (16_000, 0));
+    }
+
+    #[test]
+    fn rename_then_reopen_mid_stream_loses_and_duplicates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = file_sink(&dir);
+        let rotated = dir.path().join("audit.jsonl.1");
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (go_on, resume) = mpsc::channel::<()>();
+        let writer = {
+            let (sink, sent) = (sink.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut receipts = Vec::new();
+                for i in 0..10_000 {
+                    // Half the records race the rename; the rest come after reopen() returned.
+                    if i == 5_000 {
+                        resume.recv().unwrap();
+                    }
+                    receipts.push(sink.write(record(&i.to_string())));
+                    sent.store(i + 1, Ordering::SeqCst);
+                }
+                receipts
+            })
+        };
+        while sent.load(Ordering::SeqCst) < 2_000 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::fs::rename(&path, &rotated).unwrap();
+        let before = sent.load(Ordering::SeqCst);
+        sink.reopen().unwrap();
+        let after = sent.load(Ordering::SeqCst);
+        go_on.send(()).unwrap();
+        for r in writer.join().unwrap() {
+            block_on(r).unwrap();
+        }
+        sink.close();
+
+        let old: Vec<usize> = ids(&rotated).iter().map(|s| s.parse().unwrap()).collect();
+        let new: Vec<usize> = ids(&path).iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(old.len() + new.len(), 10_000);
+        let all: HashSet<_> = old.iter().chain(&new).copied().collect();
+        assert_eq!(all, (0..10_000).collect());
+        // Queued before reopen() was called: in the old file; written after it returned: new.
+        assert!((0..before).all(|i| old.contains(&i)), "before = {before}");
+        let new: HashSet<_> = new.into_iter().collect();
+        assert!(
+            (after + 1..10_000).all(|i| new.contains(&i)),
+            "after = {after}"
+        );
+        assert_eq!(sink.written(), 10_000);
+    }
+
+    #[test]
+    fn open_fails_naming_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("audit.jsonl");
+        let err =
+            AuditSink::open(AuditTarget::File(path.clone()), AuditCounters::default()).unwrap_err();
+        assert!(matches!(&err, AuditError::Open { path: p, .. } if *p == path));
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failing_device_fails_receipts_and_health() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return; // Linux only: every write to it fails with ENOSPC.
+        }
+        let sink =
+            AuditSink::open(AuditTarget::File(full.into()), AuditCounters::default()).unwrap();
+        let receipts: Vec<_> = (0..5).map(|i| sink.write(record(&i.to_string()))).collect();
+        for r in receipts {
+            let err = block_on(r).unwrap_err();
+            assert!(matches!(err, AuditError::Write { .. }), "{err}");
+            assert!(err.to_string().contains("/dev/full"), "{err}");
+        }
+        assert_eq!(
+            (sink.written(), sink.failed(), sink.healthy()),
+            (0, 5, false)
+        );
+    }
+
+    #[test]
+    fn a_failed_reopen_fails_records_until_the_path_opens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("logs");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let sink =
+            AuditSink::open(AuditTarget::File(path.clone()), AuditCounters::default()).unwrap();
+        block_on(sink.write(record("a"))).unwrap();
+
+        std::fs::rename(&path, &rotated).unwrap();
+        std::fs::remove_dir(&sub).unwrap();
+        let err = sink.reopen().unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Open { path: p, .. } if *p == path),
+            "{err}"
+        );
+        assert!(!sink.healthy());
+        assert!(block_on(sink.write(record("b"))).is_err());
+        assert_eq!(sink.failed(), 1);
+
+        std::fs::create_dir(&sub).unwrap();
+        block_on(sink.write(record("c"))).unwrap();
+        assert!(sink.healthy());
+        assert_eq!(ids(&rotated), ["a"]);
+        assert_eq!(ids(&path), ["c"]);
+    }
+
+    #[test]
+    fn close_writes_everything_queued_then_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = file_sink(&dir);
+        for i in 0..1000 {
+            drop(sink.write(record(&i.to_string())));
+        }
+        sink.close();
+        assert_eq!(ids(&path).len(), 1000);
+        let err = block_on(sink.write(record("late"))).unwrap_err();
+        assert!(matches!(err, AuditError::Closed { .. }), "{err}");
+        assert!(matches!(sink.reopen(), Err(AuditError::Closed { .. })));
+        assert_eq!((sink.written(), sink.failed()), (1000, 1));
+        sink.close(); // a second close returns at once
+    }
+
+    #[test]
+    fn dropping_the_last_handle_writes_what_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, path) = file_sink(&dir);
+        let other = sink.clone();
+        let receipts: Vec<_> = (0..100)
+            .map(|i| other.write(record(&i.to_string())))
+            .collect();
+        drop(other);
+        drop(sink);
+        for r in receipts {
+            block_on(r).unwrap();
+        }
+        assert_eq!(ids(&path).len(), 100);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = AuditTarget::File(dir.path().join("audit.jsonl"));
+        // Writer not started yet: nothing leaves the queue.
+        let sink = AuditSink::idle(target.clone(), 3, AuditCounters::default());
+        let queued: Vec<_> = (0..3).map(|i| sink.write(record(&i.to_string()))).collect();
+        let err = block_on(sink.write(record("3"))).unwrap_err();
+        assert!(
+            matches!(err, AuditError::QueueFull { capacity: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(sink.failed(), 1);
+        assert!(!sink.healthy());
+
+        sink.start(Output::open(&target).unwrap()).unwrap();
+        for r in queued {
+            block_on(r).unwrap();
+        }
+        assert!(sink.healthy());
+        assert_eq!(sink.written(), 3);
+    }
+
+    #[test]
+    fn standard_error_takes_records_and_ignores_reopen() {
+        let sink = AuditSink::open(AuditTarget::Stderr, AuditCounters::default()).unwrap();
+        block_on(sink.write(b"{\"test\":\"audit to standard error\"}\n".to_vec())).unwrap();
+        sink.reopen().unwrap();
+        assert_eq!(sink.written(), 1);
+    }
+
+    /// Takes `budget` bytes, then fails every write.
+    struct Flaky {
+        out: Vec<u8>,
+        budget: usize,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, d: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            let n = d.len().min(self.budget);
+            self.budget -= n;
+            self.out.extend_from_slice(&d[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_cut_by_a_failed_write_does_not_swallow_the_next_record() {
+        let mut w = Flaky {
+            out: Vec::new(),
+            budget: 5,
+        };
+        let mut torn = false;
+        assert!(write_whole(&mut w, &record("lost"), &mut torn).is_err());
+        w.budget = usize::MAX;
+        write_whole(&mut w, &record("kept"), &mut torn).unwrap();
+        let text = String::from_utf8(w.out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["request_id"], "kept");
+    }
+}
