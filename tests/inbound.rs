@@ -3,45 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use amity_mtls_proxy::model::pki::{now_unix, Validity};
-use common::{call, foreign_ca, json, Env, Fleet, Spawned, ADMIN_TOKEN, SERVER_KEY, V3};
+use common::{call, curl, foreign_ca, json, Env, Fleet, Spawned, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use rcgen::SanType;
-
-/// curl as a fleet backend; returns (exit ok, HTTP status or 0, body).
-fn curl(url: &str, ca: &Path, cert: Option<(&Path, &Path)>, extra: &[&str]) -> (bool, u16, String) {
-    let mut c = Command::new("curl");
-    c.args([
-        "-sS",
-        "--max-time",
-        "5",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "--cacert",
-    ])
-    .arg(ca);
-    if let Some((crt, key)) = cert {
-        c.arg("--cert").arg(crt).arg("--key").arg(key);
-    }
-    let out = c
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("curl runs (apt-get install curl)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        out.status.success(),
-        code.trim().parse().unwrap_or(0),
-        body.to_string(),
-    )
-}
 
 /// The proxy binary serving `v`, with a JSON debug log.
 async fn spawn_json_debug(v: &amity_mtls_proxy::model::config::Validated) -> Spawned {

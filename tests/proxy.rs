@@ -180,7 +180,10 @@ async fn expect_cert_rejection(
         "the stand-in served a request without a valid cert"
     );
     // One handshake failure is retried once on a new connection, no more.
-    assert_eq!(env_proxy.state.current.load().apps[0].upstream_counts().1, 2);
+    assert_eq!(
+        env_proxy.state.current.load().apps[0].upstream_counts().1,
+        2
+    );
     assert_eq!(
         mock.observed
             .rejected_handshakes

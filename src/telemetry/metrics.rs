@@ -427,7 +427,7 @@ mod tests {
         let text = m.encode_classic();
         let bucket = |le: &str| {
             let line =
-                format!("amity_proxy_upstream_latency_seconds_bucket{{app=\"eu\",le=\"{le}\"}} ");
+                format!("amity_proxy_upstream_latency_seconds_bucket{{le=\"{le}\",app=\"eu\"}} ");
             text.lines()
                 .find_map(|l| l.strip_prefix(&line))
                 .unwrap_or_else(|| panic!("no bucket {le}:\n{text}"))

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,4 +161,41 @@ pub async fn settles_on(
             .all(|s| s.client_serial == serial),
         "an old certificate was presented after the switch"
     );
+}
+
+/// One call with curl (a real TLS client, with `cert` as the caller's certificate): whether
+/// curl succeeded, the status and the body.
+pub fn curl(
+    url: &str,
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+    extra: &[&str],
+) -> (bool, u16, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "--max-time",
+        "5",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(ca);
+    if let Some((crt, key)) = cert {
+        c.arg("--cert").arg(crt).arg("--key").arg(key);
+    }
+    let out = c
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.success(),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
 }

@@ -1,0 +1,306 @@
+//! The audit trail: one JSON line per auth-token mint and admin call, allowed or refused,
+//! never a secret; rotated like logrotate does it without losing a record; and, when
+//! required, no mint without its record.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{call, get_metrics, json, metric, Env, ADMIN_TOKEN, SERVER_KEY, V3};
+use http::{Method, StatusCode};
+
+/// The records in `files`, once they hold `n` lines (the writer thread is asynchronous).
+async fn records(files: &[&Path], n: usize) -> Vec<serde_json::Value> {
+    let read = || -> Vec<String> {
+        files
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                text.lines().map(String::from).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for _ in 0..200 {
+        if read().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let lines = read();
+    assert_eq!(lines.len(), n, "records: {lines:#?}");
+    for l in &lines {
+        assert!(
+            !l.contains(SERVER_KEY) && !l.contains(ADMIN_TOKEN),
+            "a secret in {l}"
+        );
+    }
+    lines.iter().map(|l| json(l.as_bytes())).collect()
+}
+
+#[tokio::test]
+async fn every_mint_and_admin_call_is_recorded_once_without_secrets() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    std::fs::write(env.dir.path().join("key"), SERVER_KEY).unwrap();
+    std::fs::write(env.dir.path().join("admin"), ADMIN_TOKEN).unwrap();
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "server_key_file: key\nadmin_token_file: admin\ncaller_secrets: reject\naudit:\n  path: audit.jsonl\n",
+    );
+    let proxy = env.proxy(&v).await;
+    let (status, h, _) = call(proxy.addr, Method::GET, V3, &[], "").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let minted_id = h["x-request-id"].to_str().unwrap().to_string();
+    let v4 = "/api/v4/authentication/token";
+    let ct = [("content-type", "application/json")];
+    let (status, _, _) = call(proxy.addr, Method::POST, v4, &ct, r#"{"userId":"bob"}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(proxy.addr, Method::GET, "/api/v3/users?limit=1", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // Refused by the proxy: the caller sent the key the proxy adds.
+    let (status, _, _) = call(proxy.addr, Method::GET, V3, &[("x-server-key", "mine")], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = call(
+        proxy.addr,
+        Method::GET,
+        "/api/v3/channels",
+        &[("x", "y")],
+        "",
+    )
+    .await
+    .unwrap();
+    // With the admin token injected, any /api/ path is an admin call: forwarded, and the
+    // stand-in does not know this one.
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Not a mint nor an admin call: refused, and not in the audit trail.
+    let (status, _, _) = call(proxy.addr, Method::GET, "/healthz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let audit = env.dir.path().join("audit.jsonl");
+    let r = records(&[&audit], 5).await;
+    let serial = &mock.observed.requests()[0].client_serial;
+    assert!(!serial.is_empty());
+    assert_eq!(r[0]["app"], "default");
+    assert_eq!(r[0]["route"], "auth_token");
+    assert_eq!(r[0]["user_id"], "alice");
+    assert_eq!(r[0]["decision"], "allowed");
+    assert_eq!(r[0]["upstream_status"], 200);
+    assert_eq!(r[0]["cert"], "backend-a");
+    assert_eq!(
+        r[0]["caller"].as_str().unwrap().split(':').next(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(r[0]["request_id"], minted_id.as_str());
+    assert!(r[0]["latency_ms"].is_u64() && r[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        r[0].get("method").is_none(),
+        "a mint names its user, not a path"
+    );
+    assert_eq!(r[1]["user_id"], "bob");
+    assert_eq!(r[2]["route"], "admin");
+    assert_eq!(
+        (r[2]["method"].as_str(), r[2]["path"].as_str()),
+        (Some("GET"), Some("/api/v3/users"))
+    );
+    assert!(r[2].get("user_id").is_none());
+    assert_eq!(r[3]["decision"], "refused");
+    assert_eq!(r[3]["reason"], "caller_sent_secret");
+    assert!(r[3].get("upstream_status").is_none());
+    assert_eq!(r[4]["path"], "/api/v3/channels");
+    assert_eq!(r[4]["upstream_status"], 404);
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_audit_records_total",
+            &[("result", "written")]
+        ),
+        Some(5.0)
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_concurrent_mints_with_a_rotation_leave_exactly_one_record_each() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    std::fs::write(env.dir.path().join("key"), SERVER_KEY).unwrap();
+    let mock = env.mock(Duration::from_millis(2)).await;
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "server_key_file: key\naudit:\n  path: audit.jsonl\nlimits:\n  max_in_flight: 4096\n",
+    );
+    let proxy = env.spawn(&v).await;
+    let (addr, admin) = (proxy.listen, proxy.admin);
+    const N: usize = 2000;
+    // Over HTTP/2: 2,000 calls in flight at once on a few connections.
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        clients.push(tx);
+    }
+    let calls: Vec<_> = (0..N)
+        .map(|i| {
+            let mut tx = clients[i % clients.len()].clone();
+            tokio::spawn(async move {
+                let req = http::Request::get(format!(
+                    "http://{addr}/api/v3/authentication/token?userId=user-{i}"
+                ))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+                tx.ready().await.unwrap();
+                tx.send_request(req).await.map(|r| r.status())
+            })
+        })
+        .collect();
+    // Rotate in the middle, as logrotate does: rename, then ask for a reopen.
+    let audit = env.dir.path().join("audit.jsonl");
+    let rotated = env.dir.path().join("audit.jsonl.1");
+    common::eventually(Duration::from_secs(20), "some records written", || async {
+        let n = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        (n >= N / 4).then_some(()).ok_or(format!("{n} records"))
+    })
+    .await;
+    std::fs::rename(&audit, &rotated).unwrap();
+    proxy.signal("-HUP");
+    let mut answered = 0;
+    let mut ok = 0;
+    for c in calls {
+        if let Ok(Ok(status)) = c.await {
+            answered += 1;
+            ok += usize::from(status == StatusCode::OK);
+        }
+    }
+    assert_eq!(answered, N, "every call got an answer");
+    let r = records(&[&rotated, &audit], N).await;
+    let old = std::fs::read_to_string(&rotated).unwrap().lines().count();
+    assert!(
+        old < N && old >= N / 4,
+        "the rotation split the records: {old} in the old file"
+    );
+    let ids: HashSet<&str> = r
+        .iter()
+        .map(|x| x["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), N, "one record per request");
+    let users: HashSet<&str> = r.iter().map(|x| x["user_id"].as_str().unwrap()).collect();
+    assert_eq!(users.len(), N);
+    let allowed = r.iter().filter(|x| x["upstream_status"] == 200).count();
+    assert_eq!(allowed, ok);
+    assert_eq!(
+        allowed,
+        mock.observed.requests().len(),
+        "as many as Amity saw"
+    );
+    let m = get_metrics(admin).await;
+    let metric_ok = metric(
+        &m,
+        "amity_proxy_requests_total",
+        &[("route", "auth_token"), ("status", "200")],
+    );
+    assert_eq!(metric_ok, Some(ok as f64));
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_audit_records_total",
+            &[("result", "written")]
+        ),
+        Some(N as f64)
+    );
+}
+
+#[tokio::test]
+async fn a_required_trail_that_cannot_be_written_refuses_mints_and_readiness() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    // Every write to /dev/full fails (ENOSPC), as on a full disk.
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "audit:\n  path: /dev/full\n  required: true\n",
+    );
+    let proxy = env.proxy(&v).await;
+    for _ in 0..3 {
+        let (status, _, body) = call(proxy.addr, Method::GET, V3, common::WITH_KEY, "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body = json(&body);
+        assert_eq!(body["data"]["reason"], "audit_unavailable");
+        assert!(!body.to_string().contains("s9"), "no token: {body}");
+    }
+    // The first mint was made before the trail was known to fail, and its token withheld;
+    // the next ones were never sent.
+    assert!(mock.observed.requests().len() <= 1);
+    let (status, _, body) = call(proxy.admin_addr, Method::GET, "/readyz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        json(&body)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("audit trail (/dev/full) cannot be written"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_audit_records_total",
+            &[("result", "failed")]
+        ),
+        Some(3.0)
+    );
+    proxy.shutdown().await;
+
+    // Not required: the same failure is counted, and service goes on.
+    let v = env.config(mock.addr, &["backend-a"], "audit:\n  path: /dev/full\n");
+    let proxy = env.proxy(&v).await;
+    let (status, _, _) = call(proxy.addr, Method::GET, V3, common::WITH_KEY, "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(proxy.admin_addr, Method::GET, "/readyz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    common::eventually(Duration::from_secs(5), "the failure counted", || async {
+        let m = get_metrics(proxy.admin_addr).await;
+        let failed = metric(
+            &m,
+            "amity_proxy_audit_records_total",
+            &[("result", "failed")],
+        );
+        (failed == Some(1.0))
+            .then_some(())
+            .ok_or(format!("{failed:?}"))
+    })
+    .await;
+    proxy.shutdown().await;
+}
