@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use amity_mtls_proxy::model::pki::Validity;
@@ -15,12 +15,12 @@ type Caller = (PathBuf, PathBuf);
 /// One call through curl as `who`: (status, the proxy's reason when it refused).
 async fn call_as(
     base: &str,
-    ca: &PathBuf,
+    ca: &Path,
     who: &Caller,
     path: &str,
     body: Option<&str>,
 ) -> (u16, String) {
-    let (url, ca, (crt, key)) = (format!("{base}{path}"), ca.clone(), who.clone());
+    let (url, ca, (crt, key)) = (format!("{base}{path}"), ca.to_path_buf(), who.clone());
     let mut extra: Vec<String> = vec!["-H".into(), format!("x-server-key: {SERVER_KEY}")];
     if let Some(b) = body {
         extra.extend(["-H", "content-type: application/json", "--data-raw", b].map(String::from));
