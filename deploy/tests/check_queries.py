@@ -23,6 +23,7 @@ GRAFANA_VARIABLES = {
     "$__range": "1h",
     "$job": ".*",
     "$instance": ".*",
+    "$app": ".*",
 }
 METRIC = re.compile(r"\bamity_proxy_[a-z0-9_]+")
 

@@ -227,7 +227,10 @@ impl Metrics {
             "Responses dropped because the backend did not take them within timeouts.send_ms (its connection is then closed)",
             m.send_timeouts.clone(),
         );
-        Self { registry, ..m }
+        let m = Self { registry, ..m };
+        // Exported at zero from the start, so that an alert on their increase sees the first.
+        m.audit_counters();
+        m
     }
 
     /// The metrics of one app, resolved once: its requests answered 200 and its certificates'
