@@ -149,15 +149,7 @@ async fn two_thousand_concurrent_mints_with_a_rotation_leave_exactly_one_record_
     // Over HTTP/2: 2,000 calls in flight at once on a few connections.
     let mut clients = Vec::new();
     for _ in 0..16 {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (tx, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        clients.push(tx);
+        clients.push(common::h2c(addr).await);
     }
     let calls: Vec<_> = (0..N)
         .map(|i| {
@@ -166,7 +158,7 @@ async fn two_thousand_concurrent_mints_with_a_rotation_leave_exactly_one_record_
                 let req = http::Request::get(format!(
                     "http://{addr}/api/v3/authentication/token?userId=user-{i}"
                 ))
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .body(Default::default())
                 .unwrap();
                 tx.ready().await.unwrap();
                 tx.send_request(req).await.map(|r| r.status())

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{call, json, v3, Env, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 #[tokio::test]
 async fn body_and_header_limits() {
@@ -65,12 +65,7 @@ async fn body_and_header_limits() {
 #[tokio::test]
 async fn h2c_from_backends_is_served() {
     let (_env, _mock, proxy) = common::proxied("").await;
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = common::h2c(proxy.addr).await;
     let req = http::Request::get(format!("http://{}{V3}", proxy.addr))
         .header("x-server-key", SERVER_KEY)
         .body(Full::new(Bytes::new()))

@@ -59,10 +59,14 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests within the grace period, and returns.
+    /// Stops accepting, drains in-flight requests within the grace period, writes the audit
+    /// records queued, and returns.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         let _ = self.serving.recv().await;
+        if let Some(audit) = &self.state.current.load().audit {
+            audit.close();
+        }
     }
 }
 

@@ -41,6 +41,21 @@ pub async fn v4(addr: SocketAddr, user: &str) -> (http::StatusCode, http::Header
     .unwrap()
 }
 
+/// An HTTP/2 cleartext (h2c) connection to `addr`, as a backend opens one.
+pub async fn h2c(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
 /// The status of one v3 token call; `Err` when no HTTP answer came.
 pub async fn token_status(
     addr: SocketAddr,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use amity_mtls_proxy::tools::kit::{DEFAULT_CONFIG, DEMO_ADMIN_TOKEN, DEMO_SERVER_KEY};
 pub use calls::{
-    call, curl, handshakes_seen, settles_on, token_status, v3, v4, Load, V3, WITH_KEY,
+    call, curl, h2c, handshakes_seen, settles_on, token_status, v3, v4, Load, V3, WITH_KEY,
 };
 pub use env::{foreign_ca, proxied, proxied_with, proxy, Env};
 pub use fleet::Fleet;

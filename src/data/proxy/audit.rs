@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Response;
 
 use super::body::ProxyBody;
-use super::phases::{Outcome, Request};
+use super::phases::{Call, Outcome};
 use super::reject::Reject;
 use crate::model::config::{AuditPath, RouteClass, Validated};
 use crate::telemetry::audit::{
@@ -54,6 +54,11 @@ impl Audit {
         }))
     }
 
+    /// Writes every record queued, then stops the writer; at shutdown, once requests are done.
+    pub fn close(&self) {
+        self.sink.close();
+    }
+
     /// Why the proxy is not ready: the trail is required and failing.
     pub fn unready(&self) -> Option<String> {
         (self.required && !self.sink.healthy()).then(|| {
@@ -82,7 +87,7 @@ impl Audit {
         &self,
         answer: Result<Response<ProxyBody>, Reject>,
         outcome: &Outcome<'_>,
-        req: Request<'_>,
+        req: Call<'_>,
     ) -> Result<Response<ProxyBody>, Reject> {
         let (Some(route), Some(app)) = (outcome.route, outcome.app) else {
             return answer;

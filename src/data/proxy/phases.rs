@@ -59,13 +59,13 @@ pub async fn handle(
     let answer = forward(&generation, req, &conn, &rid, started, &mut outcome).await;
     let answer = match (&generation.audit, &logged) {
         (Some(audit), Some((method, uri))) => {
-            let request = Request {
+            let call = Call {
                 method,
                 uri,
                 id: rid_text,
                 conn: &conn,
             };
-            audit.record(answer, &outcome, request).await
+            audit.record(answer, &outcome, call).await
         }
         _ => answer,
     };
@@ -120,7 +120,7 @@ pub async fn handle(
 }
 
 /// The request as the backend sent it, for the audit trail.
-pub(super) struct Request<'a> {
+pub(super) struct Call<'a> {
     pub(super) method: &'a http::Method,
     pub(super) uri: &'a http::Uri,
     pub(super) id: &'a str,
