@@ -2,6 +2,10 @@
 """Two builds of the proxy side by side: which one spends less CPU per request, which answers more.
 
   python3 benches/ab.py BIN_A BIN_B [--conns 32 256] [--pairs 8] [--secs 3] [--workers 1] [--nice -10]
+                       [--b-extra YAML]
+
+--b-extra appends config text to B's config only: the same build twice, with and without a
+feature, gives that feature's cost (e.g. `--b-extra 'audit: {path: audit.jsonl}'`).
 
 Both builds run at once against the same upstream nginx (as in bench.py), and wrk drives them in
 short alternating rounds (A B B A ...). On a machine whose speed drifts from minute to minute
@@ -24,8 +28,8 @@ from peers import Proxy, make_certs, ours_conf, start_upstream  # noqa: E402
 from procs import stop_all  # noqa: E402
 
 
-def start(bin_path, port, admin, workers):
-    cfg = write(f"ours-{port}.yaml", ours_conf(port, admin, workers=workers))
+def start(bin_path, port, admin, workers, extra=""):
+    cfg = write(f"ours-{port}.yaml", ours_conf(port, admin, workers=workers) + extra)
     px = Proxy("ours", os.path.basename(bin_path), port, workers).run([bin_path, "run", "-c", cfg], f"ours-{port}", admin)
     px.ready()
     return px
@@ -40,6 +44,7 @@ def main():
     ap.add_argument("--secs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--nice", type=int, default=0)
+    ap.add_argument("--b-extra", default="", help="config text appended to B's config")
     a = ap.parse_args()
     # The proxies run in a work folder of their own.
     a.a, a.b = os.path.abspath(a.a), os.path.abspath(a.b)
@@ -55,7 +60,7 @@ def main():
         make_certs(os.path.join(common.WORK, "certs"))
         start_upstream()
         pxs = [start(a.a, P["ours"], P["ours_admin"], a.workers),
-               start(a.b, P["ours_info"], P["ours_info_admin"], a.workers)]
+               start(a.b, P["ours_info"], P["ours_info_admin"], a.workers, a.b_extra + "\n")]
         for conns in a.conns:
             for px in pxs:
                 wrk(px.port, conns, 2)  # warm-up

@@ -58,11 +58,8 @@ pub fn from_query(query: Option<&str>) -> Result<Option<String>, UserIdError> {
     let mut found: Option<(&str, &str)> = None;
     for pair in query.unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decoded = percent_decode_str(name)
-            .decode_utf8_lossy()
-            .to_ascii_lowercase();
-        // `userId[]=a` and `userId[k]=a` are an array and an object to Express's parser.
-        if decoded != "userid" && !decoded.starts_with("userid[") {
+        // Decoding borrows unless the name holds an escape: no allocation per parameter.
+        if !names_user_id(&percent_decode_str(name).decode_utf8_lossy()) {
             continue;
         }
         if let Some((first, _)) = found {
@@ -79,6 +76,13 @@ pub fn from_query(query: Option<&str>) -> Result<Option<String>, UserIdError> {
         found = Some((name, value));
     }
     found.map(|(_, value)| decode_value(value)).transpose()
+}
+
+/// Whether a decoded parameter name is read as userId by some server: any case, and
+/// `userId[]` or `userId[k]` (an array and an object to Express's query parser).
+fn names_user_id(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 6 && b[..6].eq_ignore_ascii_case(b"userid") && (b.len() == 6 || b[6] == b'[')
 }
 
 /// A query value, percent-decoded, when it decodes one way only.
