@@ -4,33 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use crate::model::pki::CertInfo;
-
-/// A certificate the choice can fall on.
-pub(super) trait Candidate {
-    /// Console name.
-    fn name(&self) -> &str;
-    /// What the certificate says.
-    fn info(&self) -> &CertInfo;
-
-    /// Whether it may be presented at `now`: an expired or not yet valid one never is.
-    fn usable_at(&self, now: i64) -> bool {
-        self.info().state(now).is_usable()
-    }
-}
-
-/// The certificate to present first: `active` if it is valid now, else the valid one that expires last.
-pub(super) fn preferred<C: Candidate>(ids: &[C], active: Option<&str>, now: i64) -> usize {
-    if let Some(n) = active.and_then(|a| ids.iter().position(|i| i.name() == a && i.usable_at(now)))
-    {
-        return n;
-    }
-    ids.iter()
-        .enumerate()
-        .filter(|(_, i)| i.usable_at(now))
-        .max_by_key(|(_, i)| i.info().not_after)
-        .map_or(0, |(n, _)| n)
-}
+use crate::model::pki::{preferred, Candidate};
 
 /// The active certificate (an index into a generation's list) and its rejections in a row.
 pub(super) struct Failover {
@@ -43,7 +17,7 @@ impl Failover {
     /// Starts on the [`preferred`] certificate; switches after `after` rejections in a row.
     pub(super) fn new<C: Candidate>(ids: &[C], active: Option<&str>, after: u32, now: i64) -> Self {
         Self {
-            active: AtomicUsize::new(preferred(ids, active, now)),
+            active: AtomicUsize::new(preferred(ids, active, now).unwrap_or(0)),
             rejections: AtomicU32::new(0),
             after,
         }
@@ -100,6 +74,7 @@ impl Failover {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::pki::CertInfo;
 
     const NOW: i64 = 1_800_000_000;
     const DAY: i64 = 86_400;
@@ -140,11 +115,11 @@ mod tests {
     #[test]
     fn the_configured_active_certificate_is_preferred_while_valid() {
         let ids = [cert("a", -10, 20), cert("b", -10, 90)];
-        assert_eq!(preferred(&ids, Some("a"), NOW), 0);
-        assert_eq!(preferred(&ids, Some("b"), NOW), 1);
+        assert_eq!(preferred(&ids, Some("a"), NOW), Some(0));
+        assert_eq!(preferred(&ids, Some("b"), NOW), Some(1));
         // Not configured, or unknown: the valid one that expires last.
-        assert_eq!(preferred(&ids, None, NOW), 1);
-        assert_eq!(preferred(&ids, Some("c"), NOW), 1);
+        assert_eq!(preferred(&ids, None, NOW), Some(1));
+        assert_eq!(preferred(&ids, Some("c"), NOW), Some(1));
     }
 
     #[test]
@@ -154,9 +129,9 @@ mod tests {
             cert("soon", -10, 5),
             cert("future", 1, 400),
         ];
-        assert_eq!(preferred(&ids, Some("expired"), NOW), 1);
-        assert_eq!(preferred(&ids, Some("future"), NOW), 1);
-        assert_eq!(preferred(&[cert("old", -90, -1)], None, NOW), 0);
+        assert_eq!(preferred(&ids, Some("expired"), NOW), Some(1));
+        assert_eq!(preferred(&ids, Some("future"), NOW), Some(1));
+        assert_eq!(preferred(&[cert("old", -90, -1)], None, NOW), None);
     }
 
     #[test]

@@ -4,11 +4,10 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use super::failover::Candidate;
 use super::send::SendError;
 use crate::data::upstream::Upstream;
 use crate::model::config::LoadedCert;
-use crate::model::pki::CertInfo;
+use crate::model::pki::{Candidate, CertInfo};
 use crate::telemetry::metrics::{AppName, CertLabels};
 
 /// What happened the last time a certificate was presented.

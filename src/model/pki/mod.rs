@@ -2,12 +2,13 @@
 //!
 //! Generation and signing use rcgen; reading PEM uses rustls' `PemObject`;
 //! inspection uses x509-parser. One job per file: `x509` reads what a certificate says and
-//! classifies its validity, `clock` tells the time, `files` reads and writes bounded files,
+//! classifies its validity, `choice` which certificate is presented first, `clock` tells the time, `files` reads and writes bounded files,
 //! `csr` makes keys and CSRs, `store` keeps the certs folder, `dev_ca` is the local CA.
 //! Every public item is re-exported here, so callers name it `pki::Item`.
 
 use std::path::PathBuf;
 
+mod choice;
 mod clock;
 mod csr;
 mod dev_ca;
@@ -15,6 +16,7 @@ mod files;
 mod store;
 mod x509;
 
+pub use choice::{preferred, Candidate};
 pub use clock::{now_unix, rfc3339};
 pub use csr::{generate_csr, CertName, CsrRequest, KeyType, NewCsr};
 pub use dev_ca::{default_server_sans, DevCa, Validity};

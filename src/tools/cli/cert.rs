@@ -1,37 +1,12 @@
-//! `cert new | import | list`: keys, CSRs and signed certificates in the certs folder.
+//! `cert new | import | list`: keys, CSRs and signed certificates in the certs folder, one
+//! folder per app (certs/APP/) when the config lists `apps`.
 
 use std::path::{Path, PathBuf};
 
-use crate::model::config;
-use crate::model::pki::{self, CertName, CertStore, CsrRequest};
+use crate::model::pki::{self, CertEntry, CertName, CertStore, CsrRequest};
 
-use super::{certs_dir, CertCommand};
-
-/// Names and resolved paths of the configured certificates, from a config that may not fully validate.
-fn configured_certs(config: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, String> {
-    let text = match pki::read_bounded(config).map(|b| String::from_utf8_lossy(&b).into_owned()) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: cannot read: {e}", config.display())),
-    };
-    let parsed = config::parse(config, &text).map_err(|e| {
-        format!(
-            "{e}\n(the config is read to see which certificates are configured; fix it or pass -c)"
-        )
-    })?;
-    let base = config.parent().unwrap_or(Path::new(""));
-    Ok(parsed
-        .client_certs
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                config::resolve(base, &c.cert),
-                config::resolve(base, &c.key),
-            )
-        })
-        .collect())
-}
+use super::apps::{first_presented, read_apps, App, Apps};
+use super::CertCommand;
 
 pub(super) fn cert(config: &Path, cmd: CertCommand) -> Result<(), String> {
     match cmd {
@@ -42,12 +17,14 @@ pub(super) fn cert(config: &Path, cmd: CertCommand) -> Result<(), String> {
             san,
             key_type,
             force,
+            app,
             dir,
         } => {
             let name = CertName::parse(&name).map_err(|e| e.to_string())?;
-            let configured: Vec<String> =
-                configured_certs(config)?.into_iter().map(|c| c.0).collect();
-            let store = CertStore::new(certs_dir(config, dir));
+            let apps = read_apps(config)?;
+            let app = apps.choose(config, app.as_deref())?;
+            let configured: Vec<String> = app.certs.iter().map(|c| c.0.clone()).collect();
+            let store = CertStore::new(apps.dir(config, dir, app));
             let req = CsrRequest {
                 name: name.clone(),
                 cn,
@@ -55,9 +32,14 @@ pub(super) fn cert(config: &Path, cmd: CertCommand) -> Result<(), String> {
                 sans: san,
                 key_type,
             };
-            let new = store
-                .new_csr(&req, force, &configured)
-                .map_err(|e| e.to_string())?;
+            let new = store.new_csr(&req, force, &configured).map_err(|e| {
+                // The limit is per app: say which app's slots are full.
+                if apps.named {
+                    format!("app {:?}: {e}", app.name)
+                } else {
+                    e.to_string()
+                }
+            })?;
             let csr_path = store.path(name.as_str(), "csr");
             println!("{}", new.csr_pem.trim_end());
             println!();
@@ -68,11 +50,21 @@ pub(super) fn cert(config: &Path, cmd: CertCommand) -> Result<(), String> {
             println!("CSR:         {}", csr_path.display());
             println!("CSR SHA-256: {}", new.csr_sha256);
             println!();
-            println!("Next: in the Amity console (secure mode on), Settings > Security > +Create Certificate,");
+            if apps.named {
+                println!(
+                    "Next: in the Amity console of app {} (secure mode on), Settings > Security > +Create Certificate,",
+                    app.name
+                );
+            } else {
+                println!("Next: in the Amity console (secure mode on), Settings > Security > +Create Certificate,");
+            }
             println!("  Certificate Name: {name}");
             println!("  Certificate Signing Request: paste the CSR above");
             println!("then save the certificate Amity returns and run:");
-            println!("  amity-mtls-proxy cert import --name {name} --cert <file>");
+            println!(
+                "  amity-mtls-proxy cert import{} --name {name} --cert <file>",
+                apps.flag(app)
+            );
             if force && store.path(name.as_str(), "crt").exists() {
                 eprintln!("warning: {} belongs to the old key and no longer matches; import the new certificate", store.path(name.as_str(), "crt").display());
             }
@@ -82,10 +74,13 @@ pub(super) fn cert(config: &Path, cmd: CertCommand) -> Result<(), String> {
             name,
             cert,
             force,
+            app,
             dir,
         } => {
             let name = CertName::parse(&name).map_err(|e| e.to_string())?;
-            let store = CertStore::new(certs_dir(config, dir));
+            let apps = read_apps(config)?;
+            let app = apps.choose(config, app.as_deref())?;
+            let store = CertStore::new(apps.dir(config, dir, app));
             let r = store
                 .import(&name, &cert, force)
                 .map_err(|e| e.to_string())?;
@@ -107,10 +102,17 @@ pub(super) fn cert(config: &Path, cmd: CertCommand) -> Result<(), String> {
             for w in &r.warnings {
                 eprintln!("warning: {w}");
             }
-            let configured = configured_certs(config).unwrap_or_default();
-            if !configured.iter().any(|c| c.0 == name.as_str()) {
+            if !app.certs.iter().any(|c| c.0 == name.as_str()) {
                 println!();
-                println!("Next: add it to {} under client_certs:", config.display());
+                if apps.named {
+                    println!(
+                        "Next: add it to {} under client_certs of app {}:",
+                        config.display(),
+                        app.name
+                    );
+                } else {
+                    println!("Next: add it to {} under client_certs:", config.display());
+                }
                 println!(
                     "  - name: {name}\n    cert: {}\n    key: {}",
                     r.path.display(),
@@ -119,24 +121,86 @@ pub(super) fn cert(config: &Path, cmd: CertCommand) -> Result<(), String> {
             }
             Ok(())
         }
-        CertCommand::List { json, dir } => {
-            let configured = configured_certs(config)?;
-            let store = CertStore::new(certs_dir(config, dir));
-            let entries = store.list(&configured);
-            if json {
-                let s = serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?;
-                println!("{s}");
-            } else {
-                print_cert_table(&entries);
+        CertCommand::List { json, app, dir } => {
+            let apps = read_apps(config)?;
+            if !apps.named {
+                // The single-app shape: one folder and today's output, unchanged.
+                let app = apps.choose(config, app.as_deref())?;
+                let store = CertStore::new(apps.dir(config, dir, app));
+                let entries = store.list(&app.certs);
+                if json {
+                    let s = serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?;
+                    println!("{s}");
+                } else {
+                    print_cert_table(&entries, "");
+                }
+                return Ok(());
             }
-            Ok(())
+            let chosen: Vec<&App> = match app.as_deref() {
+                Some(a) => vec![apps.choose(config, Some(a))?],
+                None => apps.list.iter().collect(),
+            };
+            if dir.is_some() && chosen.len() > 1 {
+                return Err(format!(
+                    "--dir names one app's folder, and {} defines {} apps ({}); pass --app NAME with --dir",
+                    config.display(),
+                    chosen.len(),
+                    apps.names()
+                ));
+            }
+            list_apps(config, &apps, &chosen, dir, json)
         }
     }
 }
 
-fn print_cert_table(entries: &[pki::CertEntry]) {
+/// `cert list` for a config with `apps`: every chosen app's certificates, app by app, each
+/// with the certificate its app presents first. JSON: one array, each entry with `app` and
+/// `active` added, so that one `jq` filter serves one app or all.
+fn list_apps(
+    config: &Path,
+    apps: &Apps,
+    chosen: &[&App],
+    dir: Option<PathBuf>,
+    json: bool,
+) -> Result<(), String> {
+    let mut all = Vec::new();
+    for (i, app) in chosen.iter().enumerate() {
+        let folder = apps.dir(config, dir.clone(), app);
+        let entries = CertStore::new(&folder).list(&app.certs);
+        let active = first_presented(app, &entries);
+        if json {
+            for e in &entries {
+                let mut v = serde_json::to_value(e).map_err(|e| e.to_string())?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("app".into(), app.name.clone().into());
+                    o.insert("active".into(), (Some(e.name.as_str()) == active).into());
+                }
+                all.push(v);
+            }
+            continue;
+        }
+        if i > 0 {
+            println!();
+        }
+        println!(
+            "app {} ({}): active {}",
+            app.name,
+            folder.display(),
+            active.unwrap_or("none (no valid configured certificate)")
+        );
+        print_cert_table(&entries, &apps.flag(app));
+    }
+    if json {
+        let s = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+        println!("{s}");
+    }
+    Ok(())
+}
+
+/// The table of one folder; `app_flag` is ` --app NAME` when the hint needs it.
+fn print_cert_table(entries: &[CertEntry], app_flag: &str) {
     if entries.is_empty() {
-        println!("no certificates yet; start with `cert new --name NAME`");
+        println!("no certificates yet; start with `cert new{app_flag} --name NAME`");
         return;
     }
     let rows: Vec<[String; 9]> = entries

@@ -1,5 +1,6 @@
 //! The command line: clap types, logging setup, and the dispatch to one module per command.
 
+mod apps;
 mod cert;
 mod check;
 mod dev_ca;
@@ -95,7 +96,12 @@ pub enum CertCommand {
         /// Replace an existing key and CSR of this name.
         #[arg(long)]
         force: bool,
-        /// Certificate folder (default: certs/ beside the config file).
+        /// The app (from `apps` in the config) the certificate is for; its files go to
+        /// certs/APP/. Needed when the config defines several apps; with the single-app shape
+        /// the one app is `default` and its files stay in certs/.
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
+        /// Certificate folder (default: certs/ beside the config file, certs/APP/ with --app).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -110,7 +116,12 @@ pub enum CertCommand {
         /// Replace an installed certificate of this name.
         #[arg(long)]
         force: bool,
-        /// Certificate folder (default: certs/ beside the config file).
+        /// The app (from `apps` in the config) the certificate is for; its files go to
+        /// certs/APP/. Needed when the config defines several apps; with the single-app shape
+        /// the one app is `default` and its files stay in certs/.
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
+        /// Certificate folder (default: certs/ beside the config file, certs/APP/ with --app).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -119,7 +130,11 @@ pub enum CertCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Certificate folder (default: certs/ beside the config file).
+        /// Only this app's certificates (from `apps` in the config), from certs/APP/;
+        /// without it, a config with several apps lists every app's certificates, app by app.
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
+        /// Certificate folder (default: certs/ beside the config file, certs/APP/ with --app).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -192,7 +207,20 @@ pub struct DemoArgs {
 }
 
 fn certs_dir(config: &Path, dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| config.parent().unwrap_or(Path::new("")).join("certs"))
+    app_certs_dir(config, dir, None)
+}
+
+/// `--dir`, else certs/ beside the config, else certs/APP/ for an app of a config with
+/// `apps`: each app's keys apart, so that one app's names never collide with another's.
+/// `app` must already be a valid name (`CertName` rules), so it is one path component.
+fn app_certs_dir(config: &Path, dir: Option<PathBuf>, app: Option<&str>) -> PathBuf {
+    dir.unwrap_or_else(|| {
+        let certs = config.parent().unwrap_or(Path::new("")).join("certs");
+        match app {
+            Some(app) => certs.join(app),
+            None => certs,
+        }
+    })
 }
 
 /// Sets up tracing on stderr. Without a terminal, lines are written in batches by a
