@@ -1,6 +1,6 @@
-//! The userId of an auth-token call, read where Amity reads it (v3: the query; v4: the JSON
-//! body) and refused when another reader could see another value: a grant is checked, and
-//! the audit trail records, exactly what Amity will mint for.
+//! The userId of an auth-token call, read where Amity reads it (v3: the query, parsed as
+//! Express's `qs` does; v4: the JSON body) and refused when another reader could see another
+//! value: a grant is checked, and the audit trail records, exactly what Amity mints for.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -12,54 +12,65 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 /// Why a token call's userId cannot be read unambiguously.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserIdError {
-    /// More than one parameter names a userId.
+    /// More than one query parameter names a userId.
     #[error("the query names userId more than once ({first:?} and {second:?})")]
     RepeatedParameter {
-        /// The first, as written.
+        /// The first parameter's name, as written.
         first: String,
-        /// The second, as written.
+        /// The second parameter's name, as written.
         second: String,
     },
-    /// A parameter other readers take for userId, spelt otherwise.
-    #[error("the query parameter {name:?} is read as userId by some servers; write it userId")]
+    /// A query parameter that the server reads as userId, spelt otherwise.
+    #[error("the query parameter {name:?} is read as userId by the server; write it userId")]
     DisguisedParameter {
         /// The parameter's name, as written.
         name: String,
     },
-    /// The value does not decode one way only.
-    #[error("the userId {value:?} {why}")]
+    /// A userId value that does not decode one way only.
+    #[error("the userId {value:?} {reason}")]
     BadValue {
-        /// The value, as written.
+        /// The value: as written in a query, decoded from a JSON body.
         value: String,
         /// What is wrong with it.
-        why: &'static str,
+        reason: &'static str,
     },
-    /// The body is not JSON, so that a form parser could read another userId.
+    /// A body that is not declared JSON: a form parser could read another userId from it.
     #[error(
-        "a token call's body must be JSON (content-type application/json), not {content_type:?}"
+        "a token call's body must be JSON (content-type application/json), not {}",
+        describe_content_type(.content_type)
     )]
     NotJson {
-        /// The content type sent.
-        content_type: String,
+        /// The content type sent, if any.
+        content_type: Option<String>,
     },
-    /// The body is not a JSON object with unique keys and a string userId.
-    #[error("the JSON body {0}")]
-    BadBody(String),
-    /// A v3 call with a body: Amity reads the query.
+    /// A body that is not one JSON object with unique keys and a string userId.
+    #[error("the JSON body is refused: {reason}")]
+    BadBody {
+        /// What is wrong, with its line and column.
+        reason: String,
+    },
+    /// A v3 call with a body: Amity reads the query, another reader may read the body.
     #[error("a v3 token call carries no body; its userId is in the query")]
     BodyOnV3,
-    /// A v4 call with a userId in the query too: Amity reads the body.
+    /// A v4 call naming a userId in the query too: Amity reads the body.
     #[error("a v4 token call names its userId in the body; this one names one in the query too")]
     QueryOnV4,
 }
 
-/// The userId of a v3 token call from its raw query; `None` when no parameter names one.
+fn describe_content_type(content_type: &Option<String>) -> String {
+    match content_type {
+        Some(ct) => format!("{ct:?}"),
+        None => "a body without one".to_string(),
+    }
+}
+
+/// The userId of `GET /api/v3/authentication/token?...` from its raw query; `None` when no
+/// parameter names one.
 pub fn from_query(query: Option<&str>) -> Result<Option<String>, UserIdError> {
     let mut found: Option<(&str, &str)> = None;
     for pair in query.unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        // Decoding borrows unless the name holds an escape: no allocation per parameter.
-        if !names_user_id(&percent_decode_str(name).decode_utf8_lossy()) {
+        if !names_user_id(name) {
             continue;
         }
         if let Some((first, _)) = found {
@@ -68,103 +79,126 @@ pub fn from_query(query: Option<&str>) -> Result<Option<String>, UserIdError> {
                 second: name.to_string(),
             });
         }
-        if name != "userId" {
-            return Err(UserIdError::DisguisedParameter {
-                name: name.to_string(),
-            });
-        }
         found = Some((name, value));
     }
-    found.map(|(_, value)| decode_value(value)).transpose()
+    let Some((name, value)) = found else {
+        return Ok(None);
+    };
+    if name != "userId" {
+        return Err(UserIdError::DisguisedParameter {
+            name: name.to_string(),
+        });
+    }
+    decode_value(value).map(Some)
 }
 
-/// Whether a decoded parameter name is read as userId by some server: any case, and
-/// `userId[]` or `userId[k]` (an array and an object to Express's query parser).
+/// Whether some server reads this parameter as userId. `qs` decodes names; reads `userId[]`,
+/// `userId[0]` and `userId[k]` as an array or object under userId; and takes a leading
+/// bracket pair for the name (`[userId]=a` is userId). Other frameworks ignore case.
 fn names_user_id(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.len() >= 6 && b[..6].eq_ignore_ascii_case(b"userid") && (b.len() == 6 || b[6] == b'[')
+    // Decoding borrows unless the name holds an escape: no allocation per parameter.
+    let decoded = percent_decode_str(name).decode_utf8_lossy();
+    let b = decoded.as_bytes();
+    let bare = b.strip_prefix(b"[").unwrap_or(b);
+    bare.len() >= 6
+        && bare[..6].eq_ignore_ascii_case(b"userid")
+        && matches!(bare.get(6), None | Some(b'[' | b']'))
 }
 
-/// A query value, percent-decoded, when it decodes one way only.
+/// A query value, percent-decoded, when every decoder reads it the same way.
 fn decode_value(value: &str) -> Result<String, UserIdError> {
-    let bad = |why| UserIdError::BadValue {
+    let bad = |reason| UserIdError::BadValue {
         value: value.to_string(),
-        why,
+        reason,
     };
     if value.contains('+') {
-        return Err(bad("holds '+', a space to form decoders and '+' to others"));
+        return Err(bad(
+            "holds a '+': a space to form decoders, a '+' to others",
+        ));
     }
     if value.contains(';') {
-        return Err(bad("holds ';', a parameter separator to some decoders"));
+        return Err(bad("holds a ';': a parameter separator to some decoders"));
+    }
+    // `qs` splits a parameter at "]=" before it looks for the first '=', so it reads
+    // `userId=a]=b` as a parameter named `userId=a]`.
+    if value.contains("]=") {
+        return Err(bad("holds \"]=\": the end of a parameter's name to qs"));
     }
     let b = value.as_bytes();
     let malformed = b.iter().enumerate().any(|(i, c)| {
         *c == b'%'
             && !b
                 .get(i + 1..i + 3)
-                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
     });
+    // percent-encoding keeps such a '%' as it is; decodeURIComponent throws (and qs then keeps
+    // the whole value undecoded).
     if malformed {
         return Err(bad("has a '%' not followed by two hex digits"));
     }
     let decoded = percent_decode_str(value)
         .decode_utf8()
         .map_err(|_| bad("does not decode to UTF-8 text"))?;
-    no_control(&decoded).map_err(bad)?;
+    if has_control(&decoded) {
+        return Err(bad("decodes to a control character"));
+    }
     Ok(decoded.into_owned())
 }
 
-fn no_control(s: &str) -> Result<(), &'static str> {
-    match s.chars().any(char::is_control) {
-        true => Err("holds a control character"),
-        false => Ok(()),
-    }
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
-/// The userId of a v4 token call from its content type and body; `None` for an empty body
-/// or one without a `userId` key.
+/// The userId of `POST /api/v4/authentication/token` from its content type and body; `None`
+/// for an empty body or one without a `userId` key.
 pub fn from_json_body(
     content_type: Option<&HeaderValue>,
     body: &[u8],
 ) -> Result<Option<String>, UserIdError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         return Ok(None);
     }
-    let ct = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !is_json(ct) {
-        return Err(UserIdError::NotJson {
-            content_type: ct.to_string(),
-        });
+    let content_type = content_type.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if !content_type.as_deref().is_some_and(is_json) {
+        return Err(UserIdError::NotJson { content_type });
     }
+    // serde_json's recursion limit (128) stays on: a deeply nested body is an error, not a
+    // stack overflow.
     let mut de = serde_json::Deserializer::from_slice(body);
     let user_id = TopLevel
         .deserialize(&mut de)
         .and_then(|u| de.end().map(|()| u))
-        .map_err(|e| UserIdError::BadBody(e.to_string()))?;
-    if let Some(u) = &user_id {
-        no_control(u).map_err(|why| UserIdError::BadValue {
-            value: u.clone(),
-            why,
+        .map_err(|e| UserIdError::BadBody {
+            reason: e.to_string(),
         })?;
+    match user_id {
+        Some(u) if has_control(&u) => Err(UserIdError::BadValue {
+            value: u,
+            reason: "holds a control character",
+        }),
+        user_id => Ok(user_id),
     }
-    Ok(user_id)
 }
 
-/// `application/json` or `application/<something>+json`, with any parameters.
+/// `application/json` or `application/<subtype>+json`, any case, with any parameters.
 fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
-        .unwrap_or("")
+        .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
     essence == "application/json"
         || essence
             .strip_prefix("application/")
-            .is_some_and(|s| s.ends_with("+json"))
+            .and_then(|s| s.strip_suffix("+json"))
+            .is_some_and(|subtype| !subtype.is_empty())
 }
 
-/// The top-level object: its `userId`, if a string; every key unique at every depth.
+/// The top-level object: its `userId` (which must be a string), every key unique.
 struct TopLevel;
 
 impl<'de> DeserializeSeed<'de> for TopLevel {
@@ -186,33 +220,43 @@ impl<'de> Visitor<'de> for TopLevel {
         let mut keys = HashSet::new();
         let mut user_id = None;
         while let Some(key) = map.next_key::<String>()? {
-            if !keys.insert(key.clone()) {
-                return Err(de::Error::custom(format!("repeats the key {key:?}")));
-            }
-            if key == "userId" {
-                let value: serde_json::Value = map.next_value_seed(Unique)?;
-                match value {
-                    serde_json::Value::String(s) => user_id = Some(s),
-                    other => {
-                        return Err(de::Error::custom(format!(
-                            "has a userId that is not a string: {other}"
-                        )))
-                    }
+            let is_user_id = key == "userId";
+            insert_unique(&mut keys, key)?;
+            let value = map.next_value_seed(Unique)?;
+            match value {
+                Node::Text(s) if is_user_id => user_id = Some(s),
+                Node::Other(kind) if is_user_id => {
+                    return Err(de::Error::custom(format!("userId is {kind}, not a string")))
                 }
-            } else {
-                map.next_value_seed(Unique)?;
+                _ => {}
             }
         }
         Ok(user_id)
     }
 }
 
-/// Any JSON value, refusing a repeated key in any object within it; a string or number is
-/// kept (for `userId`), anything else is checked and dropped.
+/// Adds an object's key to those seen in it; a repeated one is an error, since JSON.parse
+/// keeps the last of them and other parsers the first.
+fn insert_unique<E: de::Error>(keys: &mut HashSet<String>, key: String) -> Result<(), E> {
+    if keys.contains(&key) {
+        return Err(E::custom(format!("the key {key:?} is repeated")));
+    }
+    keys.insert(key);
+    Ok(())
+}
+
+/// What a JSON value is: a string is kept (it may be the userId), anything else is checked
+/// for repeated keys and named.
+enum Node {
+    Text(String),
+    Other(&'static str),
+}
+
+/// Any JSON value, refusing a repeated key in any object within it.
 struct Unique;
 
 impl<'de> DeserializeSeed<'de> for Unique {
-    type Value = serde_json::Value;
+    type Value = Node;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -220,48 +264,43 @@ impl<'de> DeserializeSeed<'de> for Unique {
 }
 
 impl<'de> Visitor<'de> for Unique {
-    type Value = serde_json::Value;
+    type Value = Node;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(v.into())
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Other("a boolean"))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(v.into())
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Other("a number"))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(v.into())
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Other("a number"))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(v.into())
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Other("a number"))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(v.into())
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Text(v.to_string()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Other("null"))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         while seq.next_element_seed(Unique)?.is_some() {}
-        Ok(serde_json::Value::Array(Vec::new()))
+        Ok(Node::Other("an array"))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut keys = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !keys.insert(key.clone()) {
-                return Err(de::Error::custom(format!("repeats the key {key:?}")));
-            }
+            insert_unique(&mut keys, key)?;
             map.next_value_seed(Unique)?;
         }
-        Ok(serde_json::Value::Object(serde_json::Map::new()))
+        Ok(Node::Other("an object"))
     }
 }
 
@@ -273,96 +312,312 @@ mod tests {
         from_query(Some(query))
     }
 
-    fn body(text: &str) -> Result<Option<String>, UserIdError> {
-        from_json_body(
-            Some(&HeaderValue::from_static("application/json")),
-            text.as_bytes(),
-        )
+    fn json(body: &str) -> Result<Option<String>, UserIdError> {
+        let ct = HeaderValue::from_static("application/json");
+        from_json_body(Some(&ct), body.as_bytes())
+    }
+
+    fn some(s: &str) -> Result<Option<String>, UserIdError> {
+        Ok(Some(s.to_string()))
+    }
+
+    /// The error's message, for a refusal; the test fails on an accepted input.
+    fn refusal(read: Result<Option<String>, UserIdError>, input: &str) -> String {
+        match read {
+            Ok(v) => panic!("{input:?} was accepted as {v:?}"),
+            Err(e) => e.to_string(),
+        }
     }
 
     #[test]
-    fn the_query_gives_the_decoded_user_id() {
-        assert_eq!(q("userId=bot-7"), Ok(Some("bot-7".into())));
-        assert_eq!(q("userId=bot%2D7"), Ok(Some("bot-7".into())));
-        assert_eq!(q("other=1&userId=x"), Ok(Some("x".into())));
-        assert_eq!(q("userId=caf%C3%A9"), Ok(Some("café".into())));
-        assert_eq!(q("userId"), Ok(Some(String::new())));
-        assert_eq!(q("other=1"), Ok(None));
+    fn the_query_gives_the_user_id() {
+        assert_eq!(q("userId=bot-7"), some("bot-7"));
+        assert_eq!(q("other=1&userId=x"), some("x"));
+        assert_eq!(q("&&userId=x&"), some("x"));
+        assert_eq!(q("userId=a=b"), some("a=b"));
+    }
+
+    #[test]
+    fn the_query_value_is_percent_decoded() {
+        assert_eq!(q("userId=bot%2D7"), some("bot-7"));
+        assert_eq!(q("userId=caf%C3%A9"), some("café"));
+        assert_eq!(q("userId=a%2Bb%3Bc%26d%20e"), some("a+b;c&d e"));
+    }
+
+    #[test]
+    fn a_query_without_user_id_gives_none() {
         assert_eq!(from_query(None), Ok(None));
+        assert_eq!(q(""), Ok(None));
+        assert_eq!(q("other=1"), Ok(None));
+        assert_eq!(
+            q("userIdx=a&xuserId=b&user_id=c&user+Id=d&x[userId]=e&userId%5F=f"),
+            Ok(None)
+        );
     }
 
     #[test]
-    fn a_query_read_two_ways_is_refused() {
-        for refused in [
-            "userId=alice&userId=bot-7",
-            "userId=bot-7&USERID=alice",
-            "user%49d=alice",
-            "userid=alice",
-            "userId[]=alice",
-            "userId[0]=alice",
-            "userId=a+b",
-            "userId=a;b",
+    fn a_user_id_without_a_value_is_empty() {
+        assert_eq!(q("userId"), some(""));
+        assert_eq!(q("userId="), some(""));
+        assert_eq!(q("other=1&userId"), some(""));
+    }
+
+    #[test]
+    fn other_parameters_are_not_checked() {
+        assert_eq!(q("x=%zz&y=a+b;c&z=%00&userId=bot-7"), some("bot-7"));
+    }
+
+    #[test]
+    fn a_repeated_user_id_parameter_is_refused() {
+        assert_eq!(
+            q("userId=alice&userId=bot-7"),
+            Err(UserIdError::RepeatedParameter {
+                first: "userId".into(),
+                second: "userId".into()
+            })
+        );
+        let e = refusal(q("userId=bot-7&USERID=alice"), "USERID");
+        assert!(
+            e.contains("more than once") && e.contains("\"USERID\""),
+            "{e}"
+        );
+        for query in [
+            "userId=a&userId",
+            "userId=a&userId[]=b",
+            "user%49d=a&userId=b",
+            "[userId]=alice&userId=bot-7",
+            "userId=a&x=1&userid=a",
+        ] {
+            assert!(
+                matches!(q(query), Err(UserIdError::RepeatedParameter { .. })),
+                "{query}: {:?}",
+                q(query)
+            );
+        }
+    }
+
+    #[test]
+    fn a_user_id_parameter_spelt_otherwise_is_refused() {
+        for name in [
+            "user%49d",
+            "userid",
+            "USERID",
+            "userId[]",
+            "userId[0]",
+            "userId[x]",
+            "userId%5B%5D",
+            "userId[",
+            "[userId]",
+            "%5BuserId%5D",
+            "[userId][x]",
+        ] {
+            let read = q(&format!("{name}=alice"));
+            assert_eq!(
+                read,
+                Err(UserIdError::DisguisedParameter { name: name.into() })
+            );
+            let e = refusal(read, name);
+            assert!(e.contains(&format!("{name:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_plus_semicolon_or_bracket_equals_in_the_value_is_refused() {
+        for (query, value) in [
+            ("userId=a+b", "a+b"),
+            ("userId=+", "+"),
+            ("userId=a;b", "a;b"),
+            ("userId=a]=b", "a]=b"),
+        ] {
+            let e = refusal(q(query), query);
+            assert!(e.contains(&format!("the userId {value:?} holds")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_escape_is_refused() {
+        for query in [
             "userId=%zz",
             "userId=abc%2",
-            "userId=%00x",
-            "userId=%0Ax",
-            "userId=%FF",
+            "userId=%",
+            "userId=%g0",
+            "userId=a%%41",
         ] {
-            assert!(q(refused).is_err(), "{refused} was accepted");
+            let e = refusal(q(query), query);
+            assert!(e.contains("not followed by two hex digits"), "{e}");
         }
-        let e = q("userId=alice&userId=bot-7").unwrap_err().to_string();
-        assert!(e.contains("more than once"), "{e}");
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_refused() {
+        for query in ["userId=%FF", "userId=caf%C3", "userId=%C3%28"] {
+            let e = refusal(q(query), query);
+            assert!(e.contains("UTF-8"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_control_character_in_the_value_is_refused() {
+        for query in ["userId=%00x", "userId=a%0A", "userId=%7F", "userId=%C2%85"] {
+            let e = refusal(q(query), query);
+            assert!(e.contains("control character"), "{e}");
+        }
     }
 
     #[test]
     fn the_body_gives_a_string_user_id() {
-        assert_eq!(body(r#"{"userId":"bot-7"}"#), Ok(Some("bot-7".into())));
+        assert_eq!(json(r#"{"userId":"bot-7"}"#), some("bot-7"));
+        assert_eq!(json("\n { \"userId\" : \"bot-7\" }\r\n"), some("bot-7"));
+        assert_eq!(json(r#"{"user\u0049d":"bot\u002d7"}"#), some("bot-7"));
         assert_eq!(
-            body(r#"{"user\u0049d":"bot-7","x":{"a":[1,{"b":2}]}}"#),
-            Ok(Some("bot-7".into()))
-        );
-        assert_eq!(body(r#"{"other":"x"}"#), Ok(None));
-        assert_eq!(body(" "), Ok(None));
-        let ct = HeaderValue::from_static("application/vnd.api+json; charset=utf-8");
-        assert_eq!(
-            from_json_body(Some(&ct), br#"{"userId":"a"}"#),
-            Ok(Some("a".into()))
+            json(r#"{"x":{"a":[1,{"b":2},[{"b":3}]],"userId":9},"userId":"bot-7","n":null}"#),
+            some("bot-7")
         );
     }
 
     #[test]
-    fn a_body_read_two_ways_is_refused() {
-        for refused in [
-            r#"{"userId":"a","userId":"b"}"#,
-            r#"{"user\u0049d":"a","userId":"b"}"#,
-            r#"{"a":{"k":1,"k":2},"userId":"x"}"#,
-            r#"{"userId":7}"#,
-            r#"{"userId":null}"#,
-            r#"{"userId":["a"]}"#,
-            r#"{"userId":{"a":1}}"#,
-            r#"{"userId":"a\u0000"}"#,
-            r#"["userId","a"]"#,
-            r#""a""#,
-            r#"{"userId":"a"} {"userId":"b"}"#,
-            r#"{"userId":"a""#,
+    fn an_empty_body_or_no_user_id_key_gives_none() {
+        assert_eq!(json(""), Ok(None));
+        assert_eq!(json(" \t\r\n"), Ok(None));
+        assert_eq!(from_json_body(None, b""), Ok(None));
+        assert_eq!(json("{}"), Ok(None));
+        assert_eq!(
+            json(r#"{"userid":"a","UserId":"b","user":{"userId":"c"}}"#),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn json_content_types_are_accepted() {
+        for ct in [
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            " application/json ;charset=UTF-8",
+            "application/vnd.api+json",
+            "application/merge-patch+JSON; x=y",
         ] {
-            assert!(body(refused).is_err(), "{refused} was accepted");
+            let ct = HeaderValue::from_static(ct);
+            assert_eq!(
+                from_json_body(Some(&ct), br#"{"userId":"a"}"#),
+                some("a"),
+                "{ct:?}"
+            );
         }
-        let e = body(r#"{"userId":"a","userId":"b"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("repeats the key \"userId\""), "{e}");
-        let form = HeaderValue::from_static("application/x-www-form-urlencoded");
-        assert!(matches!(
-            from_json_body(Some(&form), b"userId=a"),
-            Err(UserIdError::NotJson { .. })
-        ));
-        assert!(from_json_body(None, br#"{"userId":"a"}"#).is_err());
+    }
+
+    #[test]
+    fn a_body_not_typed_json_is_refused() {
+        for ct in [
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "multipart/form-data; boundary=x",
+        ] {
+            let read = from_json_body(Some(&HeaderValue::from_static(ct)), b"userId=a");
+            assert_eq!(
+                read,
+                Err(UserIdError::NotJson {
+                    content_type: Some(ct.into())
+                })
+            );
+            let e = refusal(read, ct);
+            assert!(e.contains(&format!("not {ct:?}")), "{e}");
+        }
+        let e = refusal(from_json_body(None, br#"{"userId":"a"}"#), "no type");
+        assert!(e.contains("not a body without one"), "{e}");
+    }
+
+    #[test]
+    fn a_repeated_key_anywhere_is_refused() {
+        for (body, key) in [
+            (r#"{"userId":"a","userId":"b"}"#, "userId"),
+            (r#"{"user\u0049d":"a","userId":"b"}"#, "userId"),
+            (r#"{"userId":"a","x":1,"x":2}"#, "x"),
+            (r#"{"a":{"k":1,"k":2},"userId":"x"}"#, "k"),
+            (r#"{"userId":"x","a":[0,[{"k":1,"\u006b":2}]]}"#, "k"),
+        ] {
+            let e = refusal(json(body), body);
+            assert!(e.contains(&format!("the key {key:?} is repeated")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_user_id_that_is_not_a_string_is_refused() {
+        for (body, kind) in [
+            (r#"{"userId":7}"#, "a number"),
+            (r#"{"userId":-7.5}"#, "a number"),
+            (r#"{"userId":null}"#, "null"),
+            (r#"{"userId":true}"#, "a boolean"),
+            (r#"{"userId":["a"]}"#, "an array"),
+            (r#"{"userId":{"a":"b"}}"#, "an object"),
+        ] {
+            let e = refusal(json(body), body);
+            assert!(
+                e.contains(&format!("userId is {kind}, not a string")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        for body in [r#"["userId","a"]"#, r#""a""#, "7", "null"] {
+            let e = refusal(json(body), body);
+            assert!(e.contains("expected a JSON object"), "{e}");
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_refused_with_its_position() {
+        for body in [
+            r#"{"userId":"a""#,
+            r#"{"userId":"a"} {"userId":"b"}"#,
+            "{'userId':'a'}",
+            r#"{"userId":"a",}"#,
+            "\u{feff}{\"userId\":\"a\"}",
+        ] {
+            let e = refusal(json(body), body);
+            assert!(
+                e.starts_with("the JSON body is refused: ") && e.contains("line 1"),
+                "{e}"
+            );
+        }
+        let ct = HeaderValue::from_static("application/json");
+        let e = refusal(from_json_body(Some(&ct), b"{\"userId\":\"\xff\"}"), "\\xff");
+        assert!(e.contains("invalid unicode"), "{e}");
+    }
+
+    #[test]
+    fn a_control_character_in_the_body_user_id_is_refused() {
+        for body in [
+            r#"{"userId":"a\u0000"}"#,
+            r#"{"userId":"a\n"}"#,
+            r#"{"userId":"\u007f"}"#,
+        ] {
+            let e = refusal(json(body), body);
+            assert!(e.contains("holds a control character"), "{e}");
+        }
     }
 
     #[test]
     fn a_deeply_nested_body_is_refused_without_a_crash() {
-        let deep = format!("{{\"x\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(body(&deep).is_err());
+        let deep = |open: &str, close: &str, n: usize| {
+            format!(
+                "{{\"userId\":\"x\",\"a\":{}{}}}",
+                open.repeat(n),
+                close.repeat(n)
+            )
+        };
+        let e = refusal(json(&deep("[", "]", 10_000)), "deep arrays");
+        assert!(e.contains("recursion limit exceeded"), "{e}");
+        let e = refusal(json(&deep("{\"a\":", "}", 10_000)), "deep objects");
+        assert!(e.contains("recursion limit exceeded"), "{e}");
+        // At the top, an array is refused before its depth is read.
+        let top = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = refusal(json(&top), "deep top-level array");
+        assert!(e.contains("expected a JSON object"), "{e}");
+        assert_eq!(json(&deep("[", "]", 100)), some("x"));
     }
 }
