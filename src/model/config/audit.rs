@@ -51,7 +51,12 @@ impl AuditConfig {
             ));
         }
         let file = resolve(base_dir, Path::new(path));
-        let dir = file.parent().unwrap_or(Path::new("/"));
+        // A bare file name beside a config named by a bare file name has an empty parent: `.`.
+        let dir = match file.parent() {
+            Some(d) if d.as_os_str().is_empty() => Path::new("."),
+            Some(d) => d,
+            None => Path::new("/"),
+        };
         if file.is_dir() {
             return Err(Problem::new(
                 "audit.path",
@@ -69,5 +74,40 @@ impl AuditConfig {
             ));
         }
         Ok(AuditPath::File(file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit(path: &str) -> AuditConfig {
+        AuditConfig {
+            path: path.into(),
+            required: false,
+        }
+    }
+
+    #[test]
+    fn a_bare_file_name_is_in_the_config_files_folder() {
+        // `run -c config.yaml`: the config's folder is the empty path.
+        let t = audit("audit.jsonl").target(Path::new("")).unwrap();
+        assert_eq!(t, AuditPath::File("audit.jsonl".into()));
+        let dir = std::env::temp_dir();
+        let t = audit("audit.jsonl").target(&dir).unwrap();
+        assert_eq!(t, AuditPath::File(dir.join("audit.jsonl")));
+        assert_eq!(audit("-").target(Path::new("")).unwrap(), AuditPath::Stderr);
+    }
+
+    #[test]
+    fn a_missing_folder_or_a_folder_is_refused_by_name() {
+        let e = audit("/nonexistent-dir/audit.jsonl")
+            .target(Path::new(""))
+            .unwrap_err();
+        assert_eq!(e.field, "audit.path");
+        assert!(e.reason.contains("/nonexistent-dir does not exist"), "{e}");
+        let e = audit("/tmp").target(Path::new("")).unwrap_err();
+        assert!(e.reason.contains("is a folder"), "{e}");
+        assert!(audit(" ").target(Path::new("")).is_err());
     }
 }
