@@ -77,6 +77,26 @@ impl AuditConfig {
     }
 }
 
+/// A warning when the audit file is in a folder the proxy watches for configuration changes:
+/// each record written there would wake the watcher.
+pub(super) fn in_watched_folder(file: &Path, watched: &[PathBuf]) -> Option<Problem> {
+    let folder = file.parent()?;
+    let same = |w: &PathBuf| {
+        let real = |p: &Path| p.canonicalize().ok();
+        w.as_path() == folder || real(w).is_some_and(|w| real(folder) == Some(w))
+    };
+    watched.iter().any(same).then(|| {
+        Problem::new(
+            "audit.path",
+            format!(
+                "{} is in {}, a folder the proxy watches for configuration and certificate changes: every record written there wakes the watcher; put it in a folder of its own (e.g. /var/log/amity-mtls-proxy/)",
+                file.display(),
+                folder.display()
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +129,16 @@ mod tests {
         let e = audit("/tmp").target(Path::new("")).unwrap_err();
         assert!(e.reason.contains("is a folder"), "{e}");
         assert!(audit(" ").target(Path::new("")).is_err());
+    }
+
+    #[test]
+    fn an_audit_file_in_a_watched_folder_is_warned_about() {
+        let watched = [
+            PathBuf::from("/etc/amity"),
+            PathBuf::from("/etc/amity/certs"),
+        ];
+        let w = in_watched_folder(Path::new("/etc/amity/audit.jsonl"), &watched).unwrap();
+        assert!(w.reason.contains("wakes the watcher"), "{w}");
+        assert!(in_watched_folder(Path::new("/var/log/amity/audit.jsonl"), &watched).is_none());
     }
 }

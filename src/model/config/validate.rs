@@ -2,12 +2,14 @@
 //! at once with its field path.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::apps::AppConfig;
+use super::audit::{self, AuditPath};
 use super::callers::{self, Caller};
 use super::error::{ConfigError, Problem};
 use super::files;
+use super::resolve;
 use super::types::Config;
 use super::validated::{LoadedApp, Validated};
 use crate::model::pki::CertName;
@@ -63,6 +65,10 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         .audit
         .as_ref()
         .and_then(|a| a.target(base_dir).map_err(|p| r.problems.push(p)).ok());
+    if let Some(AuditPath::File(file)) = &audit {
+        let watched = watched_folders(&config, &app_configs, base_dir);
+        r.warnings.extend(audit::in_watched_folder(file, &watched));
+    }
 
     match (listen, admin_listen) {
         (Some(listen), Some(admin_listen))
@@ -136,6 +142,24 @@ fn app(
         server_key,
         admin_token,
     })
+}
+
+/// The folders a running proxy watches for changes: the config's and every named file's.
+fn watched_folders(config: &Config, apps: &[AppConfig], base_dir: &Path) -> Vec<PathBuf> {
+    let inbound = config
+        .inbound_tls
+        .iter()
+        .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
+        .flatten();
+    let files = apps
+        .iter()
+        .flat_map(AppConfig::files)
+        .chain(inbound)
+        .chain(config.admin_auth_token_file.iter());
+    let folders = files.filter_map(|f| resolve(base_dir, f).parent().map(Path::to_path_buf));
+    std::iter::once(base_dir.to_path_buf())
+        .chain(folders)
+        .collect()
 }
 
 /// `apps[].listen`: each its own address, none of them `listen` or `admin_listen`.
