@@ -296,3 +296,19 @@ async fn a_required_trail_that_cannot_be_written_refuses_mints_and_readiness() {
     .await;
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_trail_that_cannot_be_written_is_logged() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["backend-a"], "audit:\n  path: /dev/full\n");
+    let proxy = env.spawn(&v).await;
+    let (status, _, _) = call(proxy.listen, Method::GET, V3, common::WITH_KEY, "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "not required: service goes on");
+    proxy
+        .wait_for_log(&["audit records could not be written", "/dev/full"])
+        .await;
+}

@@ -344,6 +344,9 @@ impl AuditSink {
         if matches!(refusal, AuditError::QueueFull { .. }) {
             // Records are being refused: not healthy until a batch is written again.
             s.healthy.store(false, Ordering::Relaxed);
+            if super::logthrottle::allow("audit", "queue_full") {
+                tracing::error!(error = %refusal, "audit record dropped");
+            }
         }
         s.fail(tx, refusal);
         receipt
@@ -491,6 +494,14 @@ fn commit(
         }
         Err(e) => {
             s.healthy.store(false, Ordering::Relaxed);
+            if super::logthrottle::allow("audit", "write_failed") {
+                tracing::error!(
+                    target_file = %s.target,
+                    records = waiting.len(),
+                    error = %e,
+                    "audit records could not be written"
+                );
+            }
             let e = Arc::new(e);
             for tx in waiting.drain(..) {
                 let err = AuditError::Write {
