@@ -265,12 +265,12 @@ fn rewrite_headers(headers: &mut HeaderMap, rid: &HeaderValue) {
 }
 
 /// Upstream request: the path under the upstream's prefix, with the rewritten headers.
-fn upstream_request(g: &App, parts: Parts, body: Bytes) -> Result<Outgoing, Reject> {
+fn upstream_request(app: &App, parts: Parts, body: Bytes) -> Result<Outgoing, Reject> {
     let root = PathAndQuery::from_static("/");
     let path = parts.uri.path_and_query().unwrap_or(&root);
     Ok(Outgoing {
         method: parts.method,
-        path_and_query: upstream_path(g.path_prefix(), path).map_err(|e| Reject::BadPath {
+        path_and_query: upstream_path(app.path_prefix(), path).map_err(|e| Reject::BadPath {
             error: e.to_string(),
         })?,
         headers: parts.headers,

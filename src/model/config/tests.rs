@@ -205,3 +205,40 @@ fn start_only_changes_name_each_field_with_both_values() {
         ]
     );
 }
+
+#[test]
+fn the_apps_shape_reports_its_problems_naming_the_app() {
+    let yaml = "listen: 127.0.0.1:8080\nupstream: {region: eu}\nroutes: {admin: false}\napps:\n  - {name: eu, listen: 127.0.0.1:8080, upstream: {region: eu}, failover_after: 0}\n  - {name: eu, upstream: {region: mars}}\n  - {name: 'a/b', upstream: {region: us}}\n";
+    let config = parse_str(yaml).unwrap();
+    let Err(ConfigError::Invalid { problems, .. }) =
+        validate(Path::new("t.yaml"), config, Path::new("/nonexistent"))
+    else {
+        panic!("not invalid");
+    };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    for want in [
+        "upstream",
+        "routes",
+        "apps[eu].failover_after",
+        "apps[1].name",
+        "apps[1].upstream.region",
+        "apps[2].name",
+        "apps[eu].listen",
+    ] {
+        assert!(fields.contains(&want), "{want} not in {problems:#?}");
+    }
+    let top = problems.iter().find(|p| p.field == "upstream").unwrap();
+    assert!(top.reason.contains("under each of apps[]"), "{top}");
+}
+
+#[test]
+fn the_single_app_shape_is_one_app_named_default() {
+    let c = parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\nfailover_after: 5\n").unwrap();
+    let apps = c.app_list().unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].name, DEFAULT_APP);
+    assert_eq!(apps[0].failover_after, 5);
+    assert!(apps[0].routes.auth_token_v3, "routes default as before");
+    let none = parse_str("listen: 127.0.0.1:1\n").unwrap();
+    assert_eq!(none.app_list().unwrap_err()[0].field, "upstream");
+}

@@ -39,9 +39,11 @@ impl Report {
 pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     let mut r = Report::default();
     let (listen, admin_listen) = listeners(&config, &mut r);
+    // With fields left at the top beside `apps`, the apps are still checked: every problem
+    // is listed at once.
     let app_configs = config.app_list().unwrap_or_else(|p| {
         r.problems.extend(p);
-        Vec::new()
+        config.apps.clone()
     });
     let apps: Vec<LoadedApp> = app_configs
         .iter()
