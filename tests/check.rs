@@ -224,3 +224,36 @@ async fn check_and_run_warn_about_a_private_key_others_can_read() {
     let out = env.run(&["check"]).success();
     assert!(!out.stderr.contains("warning"), "{out}");
 }
+
+#[test]
+fn check_summarises_each_app_and_names_the_app_of_a_problem() {
+    let env = env_with_certs();
+    let app = |name: &str, cert: &str| {
+        format!(
+            "  - name: {name}\n    upstream: {{ url: \"https://127.0.0.1:9443\", ca: certs/dev-ca.crt }}\n    client_certs:\n{}",
+            own_entry(cert).replace("  - ", "      - ").replace("\n    ", "\n        ")
+        )
+    };
+    let two = format!(
+        "listen: 127.0.0.1:8080\napps:\n{}{}",
+        app("eu", "svc"),
+        app("us", "other")
+    );
+    env.write_config(&two);
+    env.run(&["check"]).success().stdout_has(&[
+        "app eu (at /apps/eu/",
+        "app us (at /apps/us/",
+        "svc: CN=svc",
+        "other: CN=other",
+        "OK",
+    ]);
+    // An expired certificate in one app fails the check, naming that app's field.
+    env.write_config(&format!(
+        "listen: 127.0.0.1:8080\napps:\n{}{}",
+        app("eu", "svc"),
+        app("us", "old")
+    ));
+    env.run(&["check"])
+        .failure()
+        .stderr_has(&["apps[us].client_certs[0].cert", "expired"]);
+}
