@@ -197,11 +197,11 @@ lint=$("$PROMTOOL" check metrics <"$live/metrics.txt" 2>&1) || fail "promtool ch
 echo "promtool check metrics: clean"
 curl -sS --max-time 10 -H 'Accept: application/openmetrics-text; version=1.0.0' \
   "http://$ADMIN/metrics" | tail -n 1 | grep -qx '# EOF' || fail "/metrics did not answer OpenMetrics when asked"
-for expect in 'amity_proxy_upstream_handshake_failures_total{reason="client_cert_rejected"}' \
-  'amity_proxy_reloads_total{result="failed"} 1' 'amity_proxy_cert_active{name="good",'; do
+for expect in 'amity_proxy_upstream_handshake_failures_total{app="default",reason="client_cert_rejected"}' \
+  'amity_proxy_reloads_total{result="failed"} 1' 'amity_proxy_cert_active{app="default",name="good",'; do
   grep -qF "$expect" "$live/metrics.txt" || fail "/metrics lacks $expect"
 done
-grep -q '^amity_proxy_failovers_total [1-9]' "$live/metrics.txt" || fail "/metrics shows no failover"
+grep -q '^amity_proxy_failovers_total{app="default"} [1-9]' "$live/metrics.txt" || fail "/metrics shows no failover"
 "$VENV/bin/python" deploy/tests/check_queries.py "$PROMTOOL" "$live/metrics.txt" \
   deploy/grafana/dashboard.json deploy/prometheus/alerts.yaml
 
