@@ -138,7 +138,6 @@ impl Reloader {
             );
         }
         let now = pki::now_unix();
-        let several = generation.apps.len() > 1;
         let active: Vec<String> = generation
             .apps
             .iter()
@@ -147,10 +146,7 @@ impl Reloader {
                     || "none".to_string(),
                     |i| format!("{} (serial {})", i.name, i.info.serial),
                 );
-                match several {
-                    true => format!("{}: {cert}", app.name),
-                    false => cert,
-                }
+                generation.about(app, cert)
             })
             .collect();
         let active = active.join(", ");

@@ -93,6 +93,14 @@ impl Generation {
         self.apps.iter().for_each(App::publish_active);
     }
 
+    /// `text` about `app`, prefixed with the app's name when there are several.
+    pub fn about(&self, app: &App, text: String) -> String {
+        match self.apps.len() {
+            1 => text,
+            _ => format!("{}: {text}", app.name),
+        }
+    }
+
     /// The app of that name.
     pub fn app(&self, name: &str) -> Option<&App> {
         self.apps.iter().find(|a| &*a.name == name)
@@ -114,17 +122,12 @@ impl Generation {
     /// trail can be written. `Ok` names the certificates presented, `Err` says what is not
     /// ready; each names its app when there are several.
     pub fn readiness(&self, now: i64) -> Result<String, String> {
-        let several = self.apps.len() > 1;
-        let named = |app: &App, text: String| match several {
-            true => format!("{}: {text}", app.name),
-            false => text,
-        };
         let mut ready = Vec::new();
         let mut not = Vec::new();
         for app in &self.apps {
             match app.readiness(now) {
-                Ok(cert) => ready.push(named(app, cert)),
-                Err(why) => not.push(named(app, why)),
+                Ok(cert) => ready.push(self.about(app, cert)),
+                Err(why) => not.push(self.about(app, why)),
             }
         }
         if let Some(why) = self.audit.as_ref().and_then(Audit::unready) {
