@@ -226,16 +226,8 @@ async fn two_thousand_concurrent_mints_with_a_rotation_leave_exactly_one_record_
 
 #[tokio::test]
 async fn a_required_trail_that_cannot_be_written_refuses_mints_and_readiness() {
-    let env = Env::new();
-    env.client_cert("backend-a");
-    let mock = env.mock(Duration::ZERO).await;
     // Every write to /dev/full fails (ENOSPC), as on a full disk.
-    let v = env.config(
-        mock.addr,
-        &["backend-a"],
-        "audit:\n  path: /dev/full\n  required: true\n",
-    );
-    let proxy = env.proxy(&v).await;
+    let (env, mock, proxy) = common::proxied("audit:\n  path: /dev/full\n  required: true\n").await;
     for _ in 0..3 {
         let (status, _, body) = call(proxy.addr, Method::GET, V3, common::WITH_KEY, "")
             .await
