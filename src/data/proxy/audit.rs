@@ -11,9 +11,7 @@ use super::body::ProxyBody;
 use super::phases::{Call, Outcome};
 use super::reject::Reject;
 use crate::model::config::{AuditPath, RouteClass, Validated};
-use crate::telemetry::audit::{
-    now_rfc3339, AuditError, AuditRecord, AuditSink, AuditTarget, Decision,
-};
+use crate::telemetry::audit::{now_rfc3339, AuditError, AuditRecord, AuditSink, Decision};
 use crate::telemetry::metrics::Metrics;
 
 /// The audit trail of one generation.
@@ -39,13 +37,7 @@ impl Audit {
                 p.sink.reopen()?;
                 p.sink.clone()
             }
-            None => {
-                let target = match path {
-                    AuditPath::Stderr => AuditTarget::Stderr,
-                    AuditPath::File(f) => AuditTarget::File(f.clone()),
-                };
-                AuditSink::open(target, metrics.audit_counters())?
-            }
+            None => AuditSink::open(path.clone(), metrics.audit_counters())?,
         };
         Ok(Some(Self {
             sink,
@@ -64,7 +56,7 @@ impl Audit {
         (self.required && !self.sink.healthy()).then(|| {
             format!(
                 "the audit trail ({}) cannot be written and audit.required is set",
-                self.path.describe()
+                self.path
             )
         })
     }
@@ -76,7 +68,7 @@ impl Audit {
 
     fn unavailable(&self) -> Reject {
         Reject::AuditUnavailable {
-            path: self.path.describe(),
+            path: self.path.to_string(),
         }
     }
 

@@ -27,12 +27,12 @@ pub enum AuditPath {
     File(PathBuf),
 }
 
-impl AuditPath {
-    /// For people: the file's path, or `standard error`.
-    pub fn describe(&self) -> String {
+/// For people: the file's path, or `standard error`.
+impl std::fmt::Display for AuditPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Stderr => "standard error".into(),
-            Self::File(p) => p.display().to_string(),
+            Self::Stderr => f.write_str("standard error"),
+            Self::File(p) => write!(f, "{}", p.display()),
         }
     }
 }

@@ -1,0 +1,165 @@
+//! Where the writer writes: a file opened for appending (reopened after a rotation or a
+//! failure) or standard error, each batch written whole.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::AuditError;
+use crate::model::config::AuditPath;
+
+/// The writer thread's end of the target.
+pub(super) struct Output {
+    /// `None` for standard error.
+    path: Option<PathBuf>,
+    /// `None` after a failed write or reopen: the next batch opens the path first.
+    file: Option<File>,
+    /// The last write stopped inside a line; the next starts with a newline so that the
+    /// fragment stays on a line of its own and later records still parse.
+    torn: bool,
+}
+
+impl Output {
+    pub(super) fn open(target: &AuditPath) -> Result<Self, AuditError> {
+        let (path, file) = match target {
+            AuditPath::Stderr => (None, None),
+            AuditPath::File(p) => (Some(p.clone()), Some(open_append(p).map_err(open_err(p))?)),
+        };
+        Ok(Self {
+            path,
+            file,
+            torn: false,
+        })
+    }
+
+    pub(super) fn reopen(&mut self) -> Result<(), AuditError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        // Dropped even on failure, so that nothing more goes to a renamed file.
+        self.file = None;
+        self.file = Some(open_append(path).map_err(open_err(path))?);
+        Ok(())
+    }
+
+    pub(super) fn write(&mut self, batch: &[u8]) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return write_whole(&mut io::stderr().lock(), batch, &mut self.torn);
+        };
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(open_append(path)?),
+        };
+        let r = write_whole(file, batch, &mut self.torn);
+        if r.is_err() {
+            self.file = None;
+        }
+        r
+    }
+}
+
+/// Opens for appending (`O_APPEND`: every write lands at the end even if another process
+/// appends too), creating the file with mode 0640 if missing. Unbuffered: a batch is one write.
+fn open_append(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
+    o.open(path)
+}
+
+/// Writes all of `batch`, first ending a line a failed earlier write left unfinished.
+fn write_whole(w: &mut impl Write, batch: &[u8], torn: &mut bool) -> io::Result<()> {
+    if *torn {
+        write_tracked(w, b"\n", torn)?;
+    }
+    write_tracked(w, batch, torn)
+}
+
+/// `write_all` that keeps track of whether the bytes written so far end a line.
+fn write_tracked(w: &mut impl Write, mut data: &[u8], torn: &mut bool) -> io::Result<()> {
+    while !data.is_empty() {
+        match w.write(data) {
+            Ok(n) => {
+                let Some((done, rest)) = data.split_at_checked(n).filter(|_| n > 0) else {
+                    return Err(io::ErrorKind::WriteZero.into());
+                };
+                *torn = done.last() != Some(&b'\n');
+                data = rest;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn open_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+    move |source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::audit::{AuditRecord, Decision};
+
+    fn record(request_id: &str) -> Vec<u8> {
+        AuditRecord {
+            time: "2026-12-06T12:00:00.123Z".into(),
+            app: "prod-eu",
+            caller: "127.0.0.1:1",
+            route: "auth_token",
+            user_id: Some("bot-7"),
+            method: None,
+            path: None,
+            decision: Decision::Allowed,
+            reason: None,
+            upstream_status: Some(200),
+            latency_ms: Some(1),
+            cert: None,
+            request_id,
+        }
+        .to_line()
+    }
+
+    /// Takes `budget` bytes, then fails every write.
+    struct Flaky {
+        out: Vec<u8>,
+        budget: usize,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, d: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            let n = d.len().min(self.budget);
+            self.budget -= n;
+            self.out.extend_from_slice(&d[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_cut_by_a_failed_write_does_not_swallow_the_next_record() {
+        let mut w = Flaky {
+            out: Vec::new(),
+            budget: 5,
+        };
+        let mut torn = false;
+        assert!(write_whole(&mut w, &record("lost"), &mut torn).is_err());
+        w.budget = usize::MAX;
+        write_whole(&mut w, &record("kept"), &mut torn).unwrap();
+        let text = String::from_utf8(w.out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["request_id"], "kept");
+    }
+}
