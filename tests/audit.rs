@@ -90,8 +90,6 @@ async fn every_mint_and_admin_call_is_recorded_once_without_secrets() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let audit = env.dir.path().join("audit.jsonl");
     let r = records(&[&audit], 5).await;
-    let serial = &mock.observed.requests()[0].client_serial;
-    assert!(!serial.is_empty());
     assert_eq!(r[0]["app"], "default");
     assert_eq!(r[0]["route"], "auth_token");
     assert_eq!(r[0]["user_id"], "alice");
@@ -235,11 +233,10 @@ async fn a_required_trail_that_cannot_be_written_refuses_mints_and_readiness() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         let body = json(&body);
         assert_eq!(body["data"]["reason"], "audit_unavailable");
-        assert!(!body.to_string().contains("s9"), "no token: {body}");
     }
     // The first mint was made before the trail was known to fail, and its token withheld;
     // the next ones were never sent.
-    assert!(mock.observed.requests().len() <= 1);
+    assert_eq!(mock.observed.requests().len(), 1);
     let (status, _, body) = call(proxy.admin_addr, Method::GET, "/readyz", &[], "")
         .await
         .unwrap();

@@ -15,7 +15,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::control::status::{ReloadEvent, ReloadHistory};
 use crate::data::proxy::{Generation, ProxyState};
 use crate::model::config;
-use crate::model::config::AppConfig;
 use crate::model::pki::{self, CertState};
 
 /// What a reload says when the files it was woken for hold what they held.
@@ -207,19 +206,7 @@ fn referenced_files(path: &Path) -> Vec<PathBuf> {
     let Ok(c) = config::parse(path, &text) else {
         return Vec::new();
     };
-    let base = path.parent().unwrap_or(Path::new(""));
-    let apps = c.app_list().unwrap_or_default();
-    let inbound = c
-        .inbound_tls
-        .iter()
-        .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
-        .flatten();
-    apps.iter()
-        .flat_map(AppConfig::files)
-        .chain(inbound)
-        .chain(c.admin_auth_token_file.iter())
-        .map(|p| config::resolve(base, p))
-        .collect()
+    c.named_files(path.parent().unwrap_or(Path::new("")))
 }
 
 /// SHA-256 over the config and every file it names, read through symlinks.

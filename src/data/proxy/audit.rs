@@ -3,6 +3,7 @@
 //! refused: before it is sent when the trail is known to be failing, and after, by holding
 //! back the answer (the token never reaches the caller).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::Response;
@@ -88,16 +89,15 @@ impl Audit {
             return answer;
         }
         let admin = route == RouteClass::Admin;
-        let peer = req.conn.peer.to_string();
-        let caller = match (outcome.caller, &req.conn.caller) {
-            (Some(id), _) => id.as_str(),
-            (None, Some(_)) => req.conn.name(),
-            (None, None) => &peer,
+        let caller: Cow<'_, str> = match (outcome.caller, &req.conn.caller) {
+            (Some(id), _) => id.into(),
+            (None, Some(_)) => req.conn.name().into(),
+            (None, None) => req.conn.peer.to_string().into(),
         };
         let record = AuditRecord {
             time: now_rfc3339(),
             app: &app.name,
-            caller,
+            caller: &caller,
             route: route.as_str(),
             user_id: outcome.user_id.as_deref(),
             method: admin.then(|| req.method.as_str()),

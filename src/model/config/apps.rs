@@ -1,14 +1,16 @@
 //! `apps`: the Amity apps one gateway serves, and the single-app shape (the same fields at the
 //! top of the file) read as one app named `default`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::error::Problem;
+use super::resolve;
 use super::routes::RoutesConfig;
 use super::types::{default_failover_after, null_as_default, ClientCertConfig, Config};
 use super::upstream::UpstreamConfig;
+use crate::model::pki::CertName;
 
 /// The app a single-app configuration defines.
 pub const DEFAULT_APP: &str = "default";
@@ -71,7 +73,31 @@ impl AppConfig {
     }
 }
 
+/// Checks an app name: the rule of certificate names (it becomes a folder name too).
+pub fn check_app_name(name: &str) -> Result<(), String> {
+    CertName::parse(name)
+        .map(drop)
+        .map_err(|e| e.to_string().replace("certificate name", "app name"))
+}
+
 impl Config {
+    /// Every file the configuration names (certificates, keys, CAs, secrets), resolved
+    /// against `base_dir`; for a file that does not fully validate, those it can read.
+    pub fn named_files(&self, base_dir: &Path) -> Vec<PathBuf> {
+        let apps = self.app_list().unwrap_or_else(|_| self.apps.clone());
+        let inbound = self
+            .inbound_tls
+            .iter()
+            .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
+            .flatten();
+        apps.iter()
+            .flat_map(AppConfig::files)
+            .chain(inbound)
+            .chain(self.admin_auth_token_file.iter())
+            .map(|p| resolve(base_dir, p))
+            .collect()
+    }
+
     /// Whether the file uses `apps` rather than the single-app shape.
     pub fn has_apps(&self) -> bool {
         !self.apps.is_empty()

@@ -22,7 +22,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use apps::{AppConfig, DEFAULT_APP};
+pub use apps::{check_app_name, AppConfig, DEFAULT_APP};
 pub use audit::{AuditConfig, AuditPath};
 pub use callers::{Caller, CallerConfig, GrantConfig};
 pub use error::{ConfigError, Problem};

@@ -4,15 +4,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::apps::AppConfig;
+use super::apps::{check_app_name, AppConfig};
 use super::audit::{self, AuditPath};
 use super::callers::{self, Caller};
 use super::error::{ConfigError, Problem};
 use super::files;
-use super::resolve;
 use super::types::Config;
 use super::validated::{LoadedApp, Validated};
-use crate::model::pki::CertName;
 
 /// More worker threads than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
@@ -68,7 +66,14 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
         .as_ref()
         .and_then(|a| a.target(base_dir).map_err(|p| r.problems.push(p)).ok());
     if let Some(AuditPath::File(file)) = &audit {
-        let watched = watched_folders(&config, &app_configs, base_dir);
+        // The folders a running proxy watches: the config's and every named file's.
+        let named = config.named_files(base_dir);
+        let folders = named
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf));
+        let watched: Vec<PathBuf> = std::iter::once(base_dir.to_path_buf())
+            .chain(folders)
+            .collect();
         r.warnings.extend(audit::in_watched_folder(file, &watched));
     }
 
@@ -107,12 +112,12 @@ fn app(
 ) -> Option<LoadedApp> {
     let mut own = Report::default();
     let at = if config.has_apps() {
-        let named = match CertName::parse(&a.name) {
-            Err(e) => Err(e.to_string().replace("certificate name", "app name")),
-            Ok(_) if config.apps[..i].iter().any(|o| o.name == a.name) => {
+        let named = match check_app_name(&a.name) {
+            Err(e) => Err(e),
+            Ok(()) if config.apps[..i].iter().any(|o| o.name == a.name) => {
                 Err(format!("{:?} is given to two apps", a.name))
             }
-            Ok(_) => Ok(format!("apps[{}].", a.name)),
+            Ok(()) => Ok(format!("apps[{}].", a.name)),
         };
         named.unwrap_or_else(|e| {
             own.problem("name", e);
@@ -144,24 +149,6 @@ fn app(
         server_key,
         admin_token,
     })
-}
-
-/// The folders a running proxy watches for changes: the config's and every named file's.
-fn watched_folders(config: &Config, apps: &[AppConfig], base_dir: &Path) -> Vec<PathBuf> {
-    let inbound = config
-        .inbound_tls
-        .iter()
-        .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
-        .flatten();
-    let files = apps
-        .iter()
-        .flat_map(AppConfig::files)
-        .chain(inbound)
-        .chain(config.admin_auth_token_file.iter());
-    let folders = files.filter_map(|f| resolve(base_dir, f).parent().map(Path::to_path_buf));
-    std::iter::once(base_dir.to_path_buf())
-        .chain(folders)
-        .collect()
 }
 
 /// `apps[].listen`: each its own address, none of them `listen` or `admin_listen`.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::model::config::{self, ClientCertConfig, DEFAULT_APP};
-use crate::model::pki::{self, CertEntry, CertName};
+use crate::model::pki::{self, CertEntry};
 
 use super::app_certs_dir;
 
@@ -55,7 +55,7 @@ impl Apps {
                 )),
             };
         };
-        CertName::parse(name).map_err(|e| app_name_error(&e))?;
+        config::check_app_name(name)?;
         self.list.iter().find(|a| a.name == name).ok_or_else(|| {
             format!(
                 "app {name:?} is not in {}{}; configured apps: {}",
@@ -84,11 +84,6 @@ impl Apps {
             String::new()
         }
     }
-}
-
-/// A name error about an app: the rule is the certificate name's, the wording is not.
-pub(super) fn app_name_error(e: &pki::PkiError) -> String {
-    e.to_string().replace("certificate name", "app name")
 }
 
 /// Reads the apps and their configured certificates; a missing file means one app, no certificates.
@@ -157,13 +152,8 @@ pub(super) fn read_apps(config: &Path) -> Result<Apps, String> {
     // sharing a folder would share keys and the two slots.
     if named {
         for (i, a) in apps.iter().enumerate() {
-            CertName::parse(&a.name).map_err(|e| {
-                format!(
-                    "{}: apps[{i}].name: {}",
-                    config.display(),
-                    app_name_error(&e)
-                )
-            })?;
+            config::check_app_name(&a.name)
+                .map_err(|e| format!("{}: apps[{i}].name: {e}", config.display()))?;
             if apps[..i].iter().any(|o: &App| o.name == a.name) {
                 return Err(format!(
                     "{}: apps[{i}].name: {:?} is given to two apps",
