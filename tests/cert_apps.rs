@@ -35,19 +35,7 @@ fn two_apps() -> Cli {
 fn issue_for(env: &Cli, app: &str, name: &str, days: u32) {
     env.run(&["cert", "new", "--app", app, "--name", name])
         .success();
-    let signed = env.path(&format!("{app}-{name}.pem"));
-    let csr = env.path(&format!("certs/{app}/{name}.csr"));
-    env.run(&[
-        "dev-ca",
-        "sign",
-        "--csr",
-        s(&csr),
-        "--days",
-        &days.to_string(),
-        "--out",
-        s(&signed),
-    ])
-    .success();
+    let signed = env.dev_sign_csr(&env.path(&format!("certs/{app}/{name}.csr")), days);
     env.run(&[
         "cert",
         "import",

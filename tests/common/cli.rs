@@ -126,13 +126,24 @@ impl Cli {
 
     /// Signs `certs/NAME.csr` with the dev CA through the CLI; returns the certificate file.
     pub fn dev_sign(&self, name: &str, days: u32) -> PathBuf {
-        let out = self.path(&format!("{name}-{days}d.pem"));
-        let csr = self.cert_file(name, "csr");
+        self.dev_sign_csr(&self.cert_file(name, "csr"), days)
+    }
+
+    /// Signs the CSR at `csr` with the dev CA through the CLI, valid `days`; returns the
+    /// certificate file.
+    pub fn dev_sign_csr(&self, csr: &Path, days: u32) -> PathBuf {
+        // Named after the CSR's place under the root: certs/eu/x.csr gives certs-eu-x-90d.pem.
+        let rel = csr
+            .strip_prefix(self.root())
+            .unwrap_or(csr)
+            .with_extension("");
+        let flat = rel.display().to_string().replace('/', "-");
+        let out = self.path(&format!("{flat}-{days}d.pem"));
         self.run(&[
             "dev-ca",
             "sign",
             "--csr",
-            s(&csr),
+            s(csr),
             "--days",
             &days.to_string(),
             "--out",
