@@ -1,5 +1,5 @@
 //! The status page in a real browser: Debian's Chromium, headless, loads `GET /` from a
-//! running proxy with one certificate expiring in 5 days, one healthy, and one failed
+//! running proxy with one certificate expiring in 4.5 days, one healthy, and one failed
 //! reload; the test reads what the DOM shows. A screenshot, as a phone shows the page, is
 //! saved to `target/artifacts/status-page.png`.
 
@@ -51,11 +51,20 @@ fn row<'a>(dom: &'a str, name: &str) -> &'a str {
     &dom[start..end]
 }
 
+/// Valid from a minute ago until `days` from now.
+fn ending_in_days(days: f64) -> Validity {
+    let mut v = Validity::days_from_now(0);
+    v.not_after += (days * 86_400.0) as i64;
+    v
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_certificates_reloads_and_traffic_in_a_real_browser() {
     let env = common::Env::new();
-    env.client_cert_from(&env.ca, "expiring", Validity::days_from_now(5));
-    env.client_cert("healthy");
+    // Both end half a day past a whole day, so the days left the page shows do not depend
+    // on whether it is drawn in the second the certificates were made.
+    env.client_cert_from(&env.ca, "expiring", ending_in_days(4.5));
+    env.client_cert_from(&env.ca, "healthy", ending_in_days(89.5));
     let key_file = env.dir.path().join("server.key");
     std::fs::write(&key_file, common::SERVER_KEY).unwrap();
     let mock = env.mock(Duration::ZERO).await;
