@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use amity_mtls_proxy::data::conn::PARK_AFTER;
-use amity_mtls_proxy::process::server;
 use bytes::Bytes;
+use common::keepalive::{parked, KeepAlive};
 use common::{call, json, v3, Env, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -109,7 +109,7 @@ async fn a_slow_response_body_arrives_whole_and_the_connection_lives_on() {
 async fn over_the_in_flight_limit_is_503_not_a_queue() {
     let env = Env::new();
     env.client_cert("backend-a");
-    let mock = env.mock(Duration::from_millis(800)).await;
+    let mock = env.mock(Duration::from_millis(2500)).await;
     let v = env.config(mock.addr, &["backend-a"], "limits:\n  max_in_flight: 1\n");
     let proxy = env.proxy(&v).await;
     let addr = proxy.addr;
@@ -121,7 +121,7 @@ async fn over_the_in_flight_limit_is_503_not_a_queue() {
     let (status, headers, body) = v3(addr).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
-        t.elapsed() < Duration::from_millis(300),
+        t.elapsed() < Duration::from_millis(1000),
         "the second request waited instead of being refused"
     );
     assert_eq!(headers["retry-after"], "1");
@@ -233,77 +233,6 @@ async fn a_body_that_never_finishes_is_408() {
     assert!(mock.observed.requests().is_empty());
 }
 
-/// One raw HTTP/1.1 keep-alive connection to the proxy, for tests that need to control what
-/// is sent when: the v3 token call, whole, in parts or pipelined.
-struct KeepAlive {
-    s: tokio::net::TcpStream,
-    buf: Vec<u8>,
-    /// The v3 token call with the server key.
-    req: String,
-}
-
-impl KeepAlive {
-    async fn open(addr: std::net::SocketAddr) -> Self {
-        Self {
-            s: tokio::net::TcpStream::connect(addr).await.unwrap(),
-            buf: Vec::new(),
-            req: format!("GET {V3} HTTP/1.1\r\nHost: x\r\nx-server-key: {SERVER_KEY}\r\n\r\n"),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        self.s.write_all(bytes).await.unwrap();
-    }
-
-    /// Sends the token call and returns its response's status.
-    async fn call(&mut self) -> u16 {
-        let req = self.req.clone();
-        self.send(req.as_bytes()).await;
-        self.response().await
-    }
-
-    /// Reads one response with a Content-Length body; returns its status.
-    async fn response(&mut self) -> u16 {
-        use tokio::io::AsyncReadExt;
-        loop {
-            let buf = &mut self.buf;
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map(|v| v.trim().parse().unwrap())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    let status = head[9..12].parse().unwrap();
-                    buf.drain(..end + 4 + len);
-                    return status;
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut chunk))
-                .await
-                .expect("a response within 5 s")
-                .unwrap();
-            assert!(n > 0, "the proxy closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// How long until the proxy closes the connection, waiting at most `limit`.
-    async fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
-        use tokio::io::AsyncReadExt;
-        let t = Instant::now();
-        let mut byte = [0u8; 1];
-        match tokio::time::timeout(limit, self.s.read(&mut byte)).await {
-            Ok(Ok(0) | Err(_)) => Some(t.elapsed()),
-            Ok(Ok(_)) => panic!("the proxy sent something unasked"),
-            Err(_) => None,
-        }
-    }
-}
-
 #[tokio::test]
 async fn each_request_on_a_kept_alive_connection_gets_the_whole_response_timeout() {
     let (_env, mock, proxy) = common::proxied("timeouts:\n  response_ms: 400\n").await;
@@ -330,42 +259,6 @@ async fn each_request_on_a_kept_alive_connection_gets_the_whole_response_timeout
         }
     }
     assert_eq!(mock.observed.requests().len(), 4);
-}
-
-/// CPU time (user + system) this process has used, from /proc/self/stat.
-fn cpu_used() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // The fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
-
-/// Waits until `n` connections are parked.
-async fn parked(proxy: &server::Running, n: i64) {
-    let t = Instant::now();
-    while proxy.state.metrics.connections_parked.get() != n {
-        assert!(t.elapsed() < PARK_AFTER * 6, "never {n} parked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test]
-async fn waiting_for_a_slow_upstream_costs_no_cpu() {
-    let (_env, mock, proxy) = common::proxied("").await;
-    let mut c = KeepAlive::open(proxy.addr).await;
-    assert_eq!(c.call().await, 200);
-    // A connection quiet for a while (parked), then a request the upstream takes 1.5 s over.
-    parked(&proxy, 1).await;
-    mock.set_delay(Duration::from_millis(1500));
-    let before = cpu_used();
-    assert_eq!(c.call().await, 200);
-    let used = cpu_used() - before;
-    assert!(
-        used < Duration::from_millis(300),
-        "{used:?} of CPU while waiting 1.5 s"
-    );
 }
 
 #[tokio::test]

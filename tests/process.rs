@@ -27,7 +27,12 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Once the stand-in has the request (it answers 1.5 s later), it is in flight.
+    common::eventually(Duration::from_secs(10), "the request upstream", || async {
+        let seen = mock.observed.requests().len();
+        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
+    })
+    .await;
     proxy.signal("-TERM");
 
     let (status, _, _) = in_flight

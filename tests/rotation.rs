@@ -178,10 +178,10 @@ async fn a_broken_reload_changes_nothing_that_serves() {
         );
     }
     let m = get_metrics(proxy.admin_addr).await;
-    assert_eq!(
-        metric(&m, "amity_proxy_reloads_total", &[("result", "failed")]),
-        Some(4.0)
-    );
+    // At least the four asked for: the file watcher may try a broken file once more when
+    // it outlasts the watcher's quiet time before the next write.
+    let failed = metric(&m, "amity_proxy_reloads_total", &[("result", "failed")]);
+    assert!(failed >= Some(4.0), "{failed:?} failed reloads");
     assert_eq!(
         metric(&m, "amity_proxy_reloads_total", &[("result", "ok")]),
         Some(1.0),
@@ -468,10 +468,10 @@ async fn an_unpublished_generation_leaves_the_certificate_metrics_alone() {
 #[tokio::test]
 async fn cert_active_follows_the_certificate_presented_once_the_active_one_expires() {
     let env = Env::new();
-    let now = amity_mtls_proxy::model::pki::now_unix();
+    let now = now_unix();
     let short = Validity {
         not_before: now - 60,
-        not_after: now + 2,
+        not_after: now + 8,
     };
     env.client_cert_from(&env.ca, "cert-a", short);
     env.client_cert("cert-b");
@@ -486,7 +486,9 @@ async fn cert_active_follows_the_certificate_presented_once_the_active_one_expir
         (active(&m, "cert-a"), active(&m, "cert-b")),
         (Some(1.0), Some(0.0))
     );
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    while now_unix() <= short.not_after {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
     let m = get_metrics(proxy.admin_addr).await;
     assert_eq!(

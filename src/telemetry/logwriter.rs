@@ -136,7 +136,7 @@ mod tests {
         w.write_all(b"two\n").unwrap();
         let t = std::time::Instant::now();
         while sink.0.lock().unwrap().is_empty() {
-            assert!(t.elapsed() < FLUSH_EVERY * 20, "nothing written");
+            assert!(t.elapsed() < Duration::from_secs(5), "nothing written");
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(&sink.0.lock().unwrap()[..], b"one\ntwo\n");

@@ -6,13 +6,15 @@
 //! - [`spawned`]: the binary (`BIN`, declared once) as a `Spawned` process, stopped on drop;
 //! - [`calls`]: a backend's calls (`v3`, `v4`, `Load`, `settles_on`);
 //! - [`metrics`]: reading /metrics;
-//! - [`fleet`]: the fleet's CA and callers for `inbound_tls`.
+//! - [`fleet`]: the fleet's CA and callers for `inbound_tls`;
+//! - [`keepalive`]: one raw HTTP/1.1 keep-alive connection, and its parking.
 #![allow(dead_code, unused_imports)] // each test file uses a different part
 
 pub mod calls;
 pub mod cli;
 pub mod env;
 pub mod fleet;
+pub mod keepalive;
 pub mod metrics;
 pub mod spawned;
 
