@@ -141,18 +141,22 @@ async fn a_caller_that_sends_more_before_hanging_up_frees_its_in_flight_slot() {
     hang_up_frees_the_slot(Some(b"GET /api/v3/authentication/token")).await;
 }
 
-/// A caller sends a request that Amity is slow to answer (6 s), maybe `more` bytes after
+/// A caller sends a request that Amity is slow to answer (20 s), maybe `more` bytes after
 /// 1.2 s, then closes: its `max_in_flight` slot must be free well before that answer.
 async fn hang_up_frees_the_slot(more: Option<&[u8]>) {
     let (_env, mock, proxy) = common::proxied_with(
-        |o| o.delay = Duration::from_secs(6),
+        |o| o.delay = Duration::from_secs(20),
         "limits:\n  max_in_flight: 1\n",
     )
     .await;
     let mut caller = KeepAlive::open(proxy.addr).await;
     let req = caller.req.clone();
     caller.send(req.as_bytes()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::eventually(Duration::from_secs(3), "the call upstream", || async {
+        let seen = mock.observed.requests().len();
+        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
+    })
+    .await;
     let (status, _, body) = v3(proxy.addr).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the slot is taken");
     assert_eq!(json(&body)["data"]["reason"], "overloaded");
@@ -164,7 +168,7 @@ async fn hang_up_frees_the_slot(more: Option<&[u8]>) {
     drop(caller);
     mock.set_delay(Duration::ZERO);
     common::eventually(
-        Duration::from_millis(2500),
+        Duration::from_secs(8),
         "the slot freed after the caller hung up",
         || async {
             match v3(proxy.addr).await.0 {

@@ -173,7 +173,7 @@ async fn an_mtls_caller_that_gives_up_frees_its_in_flight_slot() {
     env.client_cert("backend-a");
     let fleet = Fleet::new();
     let (crt, key) = fleet.caller(&fleet.ca, "svc-a", None, Validity::days_from_now(30));
-    let mock = env.mock(Duration::from_secs(6)).await;
+    let mock = env.mock(Duration::from_secs(20)).await;
     let yaml = format!("{}limits:\n  max_in_flight: 1\n", fleet.inbound_yaml());
     let proxy = env
         .proxy(&env.config(mock.addr, &["backend-a"], &yaml))
@@ -182,9 +182,9 @@ async fn an_mtls_caller_that_gives_up_frees_its_in_flight_slot() {
     let ca = fleet.path("dev-ca.crt");
     let key_header = format!("x-server-key: {SERVER_KEY}");
     let args = ["--http1.1", "-H", &key_header];
-    // A caller with a 1 s timeout of its own, against an upstream that takes 6 s.
+    // A caller with a 3 s timeout of its own, against an upstream that takes 20 s.
     let mut impatient = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "--max-time", "1", "--cacert"])
+        .args(["-sS", "-o", "/dev/null", "--max-time", "3", "--cacert"])
         .arg(&ca)
         .arg("--cert")
         .arg(&crt)
@@ -195,7 +195,11 @@ async fn an_mtls_caller_that_gives_up_frees_its_in_flight_slot() {
         .stderr(Stdio::null())
         .spawn()
         .expect("curl runs (apt-get install curl)");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::eventually(Duration::from_secs(3), "the call upstream", || async {
+        let seen = mock.observed.requests().len();
+        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
+    })
+    .await;
     let (_, status, body) = curl(&url, &ca, Some((&crt, &key)), &args);
     assert_eq!(status, 503, "the slot is taken: {body}");
     let gave_up = impatient.wait().unwrap();
@@ -203,7 +207,7 @@ async fn an_mtls_caller_that_gives_up_frees_its_in_flight_slot() {
     mock.set_delay(Duration::ZERO);
     let (url, ca, crt, key, args) = (&url, &ca, &crt, &key, &args);
     common::eventually(
-        Duration::from_millis(2500),
+        Duration::from_secs(8),
         "the slot freed after the caller left",
         || async move {
             match curl(url, ca, Some((crt, key)), args) {

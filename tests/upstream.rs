@@ -40,7 +40,8 @@ async fn calls_beyond_the_upstreams_stream_limit_go_out_on_more_connections() {
         common::proxied_with(|o| o.max_concurrent_streams = Some(4), "workers: 1\n").await;
     // The first connection, with the stand-in's SETTINGS read.
     assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
-    mock.set_delay(Duration::from_secs(1));
+    // Long enough for all 12 to be sent, with two more handshakes, before the first answer.
+    mock.set_delay(Duration::from_secs(3));
     let calls: Vec<_> = (0..12).map(|_| tokio::spawn(v3(proxy.addr))).collect();
     for call in calls {
         assert_eq!(call.await.unwrap().0, StatusCode::OK);
