@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
+use common::keepalive::KeepAlive;
 use common::{call, get_metrics, json, metric, Env, ADMIN_TOKEN, SERVER_KEY, V3};
 use http::{Method, StatusCode};
 
@@ -140,6 +141,51 @@ async fn every_mint_and_admin_call_is_recorded_once_without_secrets() {
     assert_eq!(r[4]["path"], "/api/v3/channels");
     assert_eq!(r[4]["upstream_status"], 404);
     counted_written(proxy.admin_addr, 5).await;
+    proxy.shutdown().await;
+}
+
+/// A token call refused before it is classified as one (no userId, the endpoint's path
+/// written otherwise) is recorded; so is a mint whose caller left while Amity had it.
+#[tokio::test]
+async fn refused_token_calls_and_callers_that_leave_are_recorded() {
+    let (env, mock, proxy) = common::proxied("audit:\n  path: audit.jsonl\n").await;
+    let token = "/api/v3/authentication/token";
+    let (status, _, _) = call(proxy.addr, Method::GET, token, common::WITH_KEY, "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let variant = "/API/v3/authentication/token?userId=alice";
+    let (status, _, _) = call(proxy.addr, Method::GET, variant, common::WITH_KEY, "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A caller that hangs up while Amity is answering its mint.
+    mock.set_delay(Duration::from_secs(30));
+    let mut caller = KeepAlive::open(proxy.addr).await;
+    let req = caller.req.replace("userId=alice", "userId=carol");
+    caller.send(req.as_bytes()).await;
+    common::eventually(Duration::from_secs(5), "the mint upstream", || async {
+        let seen = mock.observed.requests().len();
+        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
+    })
+    .await;
+    drop(caller);
+    let r = records(&[&env.dir.path().join("audit.jsonl")], 3).await;
+    for (i, reason) in ["missing_user_id", "token_call_form"].iter().enumerate() {
+        assert_eq!(
+            (&r[i]["route"], &r[i]["decision"], &r[i]["reason"]),
+            (&"auth_token".into(), &"refused".into(), &(*reason).into()),
+            "{}",
+            r[i]
+        );
+    }
+    assert_eq!(
+        (&r[2]["user_id"], &r[2]["decision"], &r[2]["reason"]),
+        (&"carol".into(), &"allowed".into(), &"caller_gone".into()),
+        "{}",
+        r[2]
+    );
+    assert!(r[2].get("upstream_status").is_none(), "{}", r[2]);
     proxy.shutdown().await;
 }
 

@@ -12,19 +12,22 @@ use common::{curl, Env, Fleet, SERVER_KEY};
 /// A fleet caller's certificate and key.
 type Caller = (PathBuf, PathBuf);
 
-/// One call through curl as `who`: (status, the proxy's reason when it refused).
+/// One call through curl as `who`, with a JSON `body` if any and `args` for curl: (status,
+/// the proxy's reason when it refused).
 async fn call_as(
     base: &str,
     ca: &Path,
     who: &Caller,
     path: &str,
     body: Option<&str>,
+    args: &[&str],
 ) -> (u16, String) {
     let (url, ca, (crt, key)) = (format!("{base}{path}"), ca.to_path_buf(), who.clone());
     let mut extra: Vec<String> = vec!["-H".into(), format!("x-server-key: {SERVER_KEY}")];
     if let Some(b) = body {
         extra.extend(["-H", "content-type: application/json", "--data-raw", b].map(String::from));
     }
+    extra.extend(args.iter().map(|a| a.to_string()));
     let (_, status, text) = tokio::task::spawn_blocking(move || {
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         curl(&url, &ca, Some((&crt, &key)), &extra)
@@ -146,7 +149,7 @@ async fn grants_limit_callers_by_app_route_and_user_id() {
         ),
     ];
     for (who, path, body, want, reason) in &cases {
-        let (status, got) = call_as(&base, &ca, who, path, *body).await;
+        let (status, got) = call_as(&base, &ca, who, path, *body, &[]).await;
         assert_eq!((status, got.as_str()), (*want, *reason), "{path} {body:?}");
     }
     // Only the allowed mints reached Amity.
@@ -164,6 +167,92 @@ async fn grants_limit_callers_by_app_route_and_user_id() {
             "/api/v3/authentication/token?userId=carol",
         ]
     );
+    proxy.shutdown().await;
+}
+
+/// A caller that may mint only for `bot-*` and make admin calls: the token endpoint reached
+/// another way, or a body the server would decode otherwise, is refused and never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_call_amity_would_read_otherwise_is_refused() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let fleet = Fleet::new();
+    let days = Validity::days_from_now(30);
+    let payments = fleet.caller(&fleet.ca, "payments", Some("spiffe://fleet/payments"), days);
+    let yaml = format!(
+        "{}callers:\n  - identity: spiffe://fleet/payments\n    grants:\n      - {{ app: default, routes: [auth_token, admin], user_ids: [\"bot-*\"] }}\n",
+        fleet.inbound_yaml()
+    );
+    let proxy = env
+        .proxy(&env.config(mock.addr, &["backend-a"], &yaml))
+        .await;
+    let base = format!("https://127.0.0.1:{}", proxy.addr.port());
+    let ca = fleet.path("dev-ca.crt");
+    let admin = format!("authorization: Bearer {}", common::ADMIN_TOKEN);
+    let bearer = ["-H", admin.as_str()];
+    let json = ["-H", "content-type: application/json"];
+    let alice = r#"{"userId":"alice"}"#;
+    let v4 = "/api/v4/authentication/token";
+    let cases: Vec<(&str, Vec<&str>, u16, &str)> = vec![
+        // In UTF-7, "+AHU-" is "u": the server reads a second userId key, and keeps it.
+        (
+            v4,
+            vec![
+                "-H",
+                "content-type: application/json; charset=utf-7",
+                "--data-raw",
+                r#"{"userId":"bot-1","+AHU-serId":"alice"}"#,
+            ],
+            400,
+            "user_id_ambiguous",
+        ),
+        (
+            v4,
+            [
+                &json[..],
+                &[
+                    "-H",
+                    "content-encoding: gzip",
+                    "--data-raw",
+                    r#"{"userId":"bot-1"}"#,
+                ],
+            ]
+            .concat(),
+            400,
+            "user_id_ambiguous",
+        ),
+        // The token endpoint as a router that ignores case and a trailing '/' finds it,
+        // with an admin token: never an admin call.
+        (
+            "/api/v4/authentication/token/",
+            [&bearer[..], &json, &["--data-raw", alice]].concat(),
+            403,
+            "token_call_form",
+        ),
+        (
+            "/API/v3/authentication/token?userId=alice",
+            bearer.to_vec(),
+            403,
+            "token_call_form",
+        ),
+        (
+            "/api/v3/authentication/token?userId=alice",
+            [&bearer[..], &["-X", "POST"]].concat(),
+            403,
+            "token_call_form",
+        ),
+        // An admin call: the caller's server key is not passed on.
+        ("/api/v3/users", bearer.to_vec(), 200, ""),
+    ];
+    for (path, args, want, reason) in &cases {
+        let (status, got) = call_as(&base, &ca, &payments, path, None, args).await;
+        assert_eq!((status, got.as_str()), (*want, *reason), "{path} {args:?}");
+    }
+    let seen = mock.observed.requests();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/api/v3/users"], "only the admin call went out");
+    assert!(!seen[0].headers.contains_key("x-server-key"));
     proxy.shutdown().await;
 }
 

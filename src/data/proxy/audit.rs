@@ -82,38 +82,19 @@ impl Audit {
         outcome: &Outcome<'_>,
         req: Call<'_>,
     ) -> Result<Response<ProxyBody>, Reject> {
-        let (Some(route), Some(app)) = (outcome.route, outcome.app) else {
+        // A token call refused before it was classified is still a token call.
+        let route = outcome.route.or_else(|| {
+            let refusal = answer.as_ref().err()?;
+            refusal.names_token_call().then_some(RouteClass::AuthToken)
+        });
+        let ended = answer
+            .as_ref()
+            .map(|r| r.status().as_u16())
+            .map_err(Reject::reason);
+        let Some(line) = line(route, outcome, &req, ended) else {
             return answer;
         };
-        if route == RouteClass::Extra {
-            return answer;
-        }
-        let admin = route == RouteClass::Admin;
-        let caller: Cow<'_, str> = match (outcome.caller, &req.conn.caller) {
-            (Some(id), _) => id.into(),
-            (None, Some(_)) => req.conn.name().into(),
-            (None, None) => req.conn.peer.to_string().into(),
-        };
-        let record = AuditRecord {
-            time: now_rfc3339(),
-            app: &app.name,
-            caller: &caller,
-            route: route.as_str(),
-            user_id: outcome.user_id.as_deref(),
-            method: admin.then(|| req.method.as_str()),
-            path: admin.then(|| req.uri.path()),
-            decision: if outcome.sent {
-                Decision::Allowed
-            } else {
-                Decision::Refused
-            },
-            reason: answer.as_ref().err().map(Reject::reason),
-            upstream_status: answer.as_ref().ok().map(|r| r.status().as_u16()),
-            latency_ms: outcome.upstream.map(|d| d.as_millis() as u64),
-            cert: outcome.cert,
-            request_id: req.id,
-        };
-        let receipt = self.sink.write(record.to_line());
+        let receipt = self.sink.write(line);
         if !self.required {
             return answer;
         }
@@ -123,4 +104,53 @@ impl Audit {
             _ => Err(self.unavailable()),
         }
     }
+
+    /// Writes the record of a call whose caller left while Amity had it, without waiting:
+    /// the request is gone, and with it any answer to hold back.
+    pub(super) fn record_caller_gone(&self, outcome: &Outcome<'_>, req: Call<'_>) {
+        if let Some(line) = line(outcome.route, outcome, &req, Err("caller_gone")) {
+            // Counted by the writer if it fails; nobody is left to tell.
+            drop(self.sink.write(line));
+        }
+    }
+}
+
+/// The record's line, for an auth-token or admin call that `ended` with a status from
+/// Amity, or a reason; `None` for other calls.
+fn line(
+    route: Option<RouteClass>,
+    outcome: &Outcome<'_>,
+    req: &Call<'_>,
+    ended: Result<u16, &'static str>,
+) -> Option<Vec<u8>> {
+    let (route, app) = (route?, outcome.app?);
+    if route == RouteClass::Extra {
+        return None;
+    }
+    let admin = route == RouteClass::Admin;
+    let caller: Cow<'_, str> = match (outcome.caller, &req.conn.caller) {
+        (Some(id), _) => id.into(),
+        (None, Some(_)) => req.conn.name().into(),
+        (None, None) => req.conn.peer.to_string().into(),
+    };
+    let record = AuditRecord {
+        time: now_rfc3339(),
+        app: &app.name,
+        caller: &caller,
+        route: route.as_str(),
+        user_id: outcome.user_id.as_deref(),
+        method: admin.then(|| req.method.as_str()),
+        path: admin.then(|| req.uri.path()),
+        decision: if outcome.sent {
+            Decision::Allowed
+        } else {
+            Decision::Refused
+        },
+        reason: ended.err(),
+        upstream_status: ended.ok(),
+        latency_ms: outcome.upstream.map(|d| d.as_millis() as u64),
+        cert: outcome.cert,
+        request_id: req.id,
+    };
+    Some(record.to_line())
 }

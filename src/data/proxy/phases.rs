@@ -55,19 +55,21 @@ pub async fn handle(
     let logged = (generation.audit.is_some()
         || tracing::enabled!(target: "access", tracing::Level::INFO))
     .then(|| (req.method().clone(), req.uri().clone()));
-    let mut outcome = Outcome::default();
-    let answer = forward(&generation, req, &conn, &rid, started, &mut outcome).await;
-    let answer = match (&generation.audit, &logged) {
-        (Some(audit), Some((method, uri))) => {
-            let call = Call {
-                method,
-                uri,
-                id: rid_text,
-                conn: &conn,
-            };
-            audit.record(answer, &outcome, call).await
-        }
-        _ => answer,
+    let call = logged.as_ref().map(|(method, uri)| Call {
+        method,
+        uri,
+        id: rid_text,
+        conn: &conn,
+    });
+    let mut pending = Pending {
+        outcome: Outcome::default(),
+        audit: generation.audit.as_ref().zip(call),
+    };
+    let answer = forward(&generation, req, &conn, &rid, started, &mut pending.outcome).await;
+    let (outcome, audit) = pending.settle();
+    let answer = match audit {
+        Some((audit, call)) => audit.record(answer, &outcome, call).await,
+        None => answer,
     };
     let mut resp = match answer {
         Ok(resp) => resp,
@@ -119,7 +121,30 @@ pub async fn handle(
     resp
 }
 
+/// A request's outcome while Amity may have it. When the caller leaves (hyper then drops the
+/// request's future), dropping this writes the audit record of a call already sent.
+struct Pending<'a, 'g> {
+    outcome: Outcome<'g>,
+    audit: Option<(&'g Audit, Call<'a>)>,
+}
+
+impl<'a, 'g> Pending<'a, 'g> {
+    /// The outcome, for the answer to be recorded as usual.
+    fn settle(mut self) -> (Outcome<'g>, Option<(&'g Audit, Call<'a>)>) {
+        (std::mem::take(&mut self.outcome), self.audit.take())
+    }
+}
+
+impl Drop for Pending<'_, '_> {
+    fn drop(&mut self) {
+        if let Some((audit, call)) = self.audit.take().filter(|_| self.outcome.sent) {
+            audit.record_caller_gone(&self.outcome, call);
+        }
+    }
+}
+
 /// The request as the backend sent it, for the audit trail.
+#[derive(Clone, Copy)]
 pub(super) struct Call<'a> {
     pub(super) method: &'a http::Method,
     pub(super) uri: &'a http::Uri,
@@ -181,10 +206,7 @@ fn check_user_id(
         }
     } else {
         match query {
-            Ok(None) => {
-                let ct = parts.headers.get(header::CONTENT_TYPE);
-                user_id::from_json_body(ct, body)
-            }
+            Ok(None) => user_id::from_json_body(&parts.headers, body),
             Ok(Some(_)) => Err(UserIdError::QueryOnV4),
             Err(e) => Err(e),
         }

@@ -69,6 +69,14 @@ impl Policy {
         if self.v4 && method == Method::POST && path == V4_TOKEN {
             return Ok(RouteClass::AuthToken);
         }
+        // Amity's router ignores case and a trailing '/', and decodes escapes: any other
+        // form of the token endpoint's path would go out unchecked as an admin or extra call.
+        if names_token_endpoint(path) {
+            return Err(Reject::TokenCallForm {
+                method: method.clone(),
+                path: path.to_string(),
+            });
+        }
         if self.admin
             && (self.admin_injected || has_admin_token(headers))
             && self
@@ -129,6 +137,22 @@ fn is_canonical(path: &str) -> bool {
     true
 }
 
+/// Whether `path` reads as a token endpoint's to a router that ignores case and a trailing
+/// '/' and decodes escapes. Without an escape (nearly every path), no allocation.
+fn names_token_endpoint(path: &str) -> bool {
+    let same = |p: &str| {
+        let p = p.strip_suffix('/').unwrap_or(p);
+        [V3_TOKEN, V4_TOKEN]
+            .iter()
+            .any(|t| p.eq_ignore_ascii_case(t))
+    };
+    if path.contains('%') {
+        same(&percent_encoding::percent_decode_str(path).decode_utf8_lossy())
+    } else {
+        same(path)
+    }
+}
+
 fn has_query_param(query: Option<&str>, name: &str) -> bool {
     let name = name.as_bytes();
     // `name=` followed by at least one byte; a byte scan, as it runs per token call.
@@ -156,7 +180,7 @@ mod tests {
     use super::*;
     use http::header::HeaderName;
 
-    fn req(method: Method, uri: &str, headers: &[(&str, &str)]) -> (Method, Uri, HeaderMap) {
+    fn header_map(headers: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.insert(
@@ -164,7 +188,11 @@ mod tests {
                 v.parse().unwrap(),
             );
         }
-        (method, uri.parse().unwrap(), h)
+        h
+    }
+
+    fn req(method: Method, uri: &str, headers: &[(&str, &str)]) -> (Method, Uri, HeaderMap) {
+        (method, uri.parse().unwrap(), header_map(headers))
     }
 
     fn classify(p: &Policy, r: (Method, Uri, HeaderMap)) -> Result<RouteClass, u16> {
@@ -286,6 +314,43 @@ mod tests {
                 &[("authorization", "Bearer abc")]
             )),
             Err(400)
+        );
+    }
+
+    #[test]
+    fn the_token_endpoint_written_otherwise_is_never_an_admin_call() {
+        let p = Policy::new(&RoutesConfig::default(), true);
+        let bearer = [("authorization", "Bearer abc")];
+        for (method, uri) in [
+            (Method::POST, "/api/v4/authentication/token/"),
+            (Method::GET, "/API/v3/authentication/token?userId=alice"),
+            (Method::GET, "/api/v3/authentication/Token/?userId=alice"),
+            (Method::GET, "/api/v3/authentication/t%6Fken?userId=alice"),
+            (Method::HEAD, "/api/v3/authentication/token?userId=alice"),
+            (Method::POST, "/api/v3/authentication/token?userId=alice"),
+            (Method::GET, "/api/v4/authentication/token"),
+            (
+                Method::from_bytes(b"get").unwrap(),
+                "/api/v3/authentication/token?userId=alice",
+            ),
+        ] {
+            let r = p.classify(&method, &uri.parse().unwrap(), &header_map(&bearer));
+            assert!(
+                matches!(r, Err(Reject::TokenCallForm { .. })),
+                "{method} {uri}: {r:?}"
+            );
+        }
+        // The allowed forms, and paths that only begin like the token endpoint's.
+        assert_eq!(
+            classify(&p, req(Method::POST, "/api/v4/authentication/token", &[])),
+            Ok(RouteClass::AuthToken)
+        );
+        assert_eq!(
+            classify(
+                &p,
+                req(Method::GET, "/api/v3/authentication/tokens", &bearer)
+            ),
+            Ok(RouteClass::Admin)
         );
     }
 

@@ -26,6 +26,12 @@ macro_rules! rejects {
         }
 
         impl Reject {
+    /// Whether the refused request was a call of the token endpoint, refused before it was
+    /// classified as one.
+    pub fn names_token_call(&self) -> bool {
+        matches!(self, Self::MissingUserId | Self::TokenCallForm { .. })
+    }
+
             /// HTTP status.
             pub fn status(&self) -> StatusCode {
                 match self {
@@ -90,6 +96,14 @@ rejects! {
         path: String,
     } => SERVICE_UNAVAILABLE, "audit_unavailable",
         "the audit trail ({path}) cannot be written and audit.required is set; no call is made until it can";
+    /// The token endpoint's path, written or called otherwise than the allowed token calls.
+    TokenCallForm {
+        /// The request's method.
+        method: Method,
+        /// The request's path.
+        path: String,
+    } => FORBIDDEN, "token_call_form",
+        "{method} {path} names the token endpoint: only GET /api/v3/authentication/token and POST /api/v4/authentication/token, written so, are forwarded (when enabled)";
     /// Not on the allow-list.
     RouteDenied {
         /// The request's method.

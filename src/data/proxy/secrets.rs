@@ -37,8 +37,13 @@ impl Secrets {
         }
     }
 
-    /// Puts the proxy's own server key or admin token on the request, dealing with a caller's as configured.
+    /// Puts the proxy's own server key or admin token on the request, dealing with a caller's
+    /// as configured; removes a server key from every call but a token call.
     pub(super) fn inject(&self, route: RouteClass, h: &mut HeaderMap) -> Result<(), Reject> {
+        // Only the token endpoint takes a server key: a caller's never goes anywhere else.
+        if route != RouteClass::AuthToken {
+            h.remove(&X_SERVER_KEY);
+        }
         let (value, name, caller_sent) = match (route, &self.server_key, &self.admin_bearer) {
             (RouteClass::AuthToken, Some(k), _) => {
                 (k, &X_SERVER_KEY, h.contains_key(&X_SERVER_KEY))

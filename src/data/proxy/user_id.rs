@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use http::HeaderValue;
+use http::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use percent_encoding::percent_decode_str;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -34,14 +34,24 @@ pub enum UserIdError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A body that is not declared JSON: a form parser could read another userId from it.
+    /// A body that is not declared UTF-8 JSON: a form parser, or a JSON parser decoding
+    /// another charset, could read another userId from it.
     #[error(
-        "a token call's body must be JSON (content-type application/json), not {}",
+        "a token call's body must be JSON in UTF-8 (content-type application/json, with no parameter but charset=utf-8), not {}",
         describe_content_type(.content_type)
     )]
     NotJson {
         /// The content type sent, if any.
         content_type: Option<String>,
+    },
+    /// More than one content type: each reader could take another.
+    #[error("a token call's body has more than one content-type header")]
+    RepeatedContentType,
+    /// An encoded body: the server would decode it, the proxy reads it as sent.
+    #[error("a token call's body is sent as it is, not with content-encoding {encoding:?}")]
+    Encoded {
+        /// The content encoding sent.
+        encoding: String,
     },
     /// A body that is not one JSON object with unique keys and a string userId.
     #[error("the JSON body is refused: {reason}")]
@@ -111,6 +121,10 @@ fn decode_value(value: &str) -> Result<String, UserIdError> {
         value: value.to_string(),
         reason,
     };
+    // Raw bytes past ASCII are UTF-8 to the proxy and may be Latin-1 to the server.
+    if !value.is_ascii() {
+        return Err(bad("holds bytes that are not ASCII: percent-encode them"));
+    }
     if value.contains('+') {
         return Err(bad(
             "holds a '+': a space to form decoders, a '+' to others",
@@ -149,20 +163,29 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-/// The userId of `POST /api/v4/authentication/token` from its content type and body; `None`
-/// for an empty body or one without a `userId` key.
-pub fn from_json_body(
-    content_type: Option<&HeaderValue>,
-    body: &[u8],
-) -> Result<Option<String>, UserIdError> {
+/// The userId of `POST /api/v4/authentication/token` from its headers and body; `None` for
+/// an empty body or one without a `userId` key.
+pub fn from_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, UserIdError> {
     if body
         .iter()
         .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
     {
         return Ok(None);
     }
-    let content_type = content_type.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if !content_type.as_deref().is_some_and(is_json) {
+    let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    if let Some(e) = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .find(|e| !e.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(UserIdError::Encoded { encoding: text(e) });
+    }
+    let mut types = headers.get_all(CONTENT_TYPE).iter();
+    let content_type = types.next().map(text);
+    if types.next().is_some() {
+        return Err(UserIdError::RepeatedContentType);
+    }
+    if !content_type.as_deref().is_some_and(is_utf8_json) {
         return Err(UserIdError::NotJson { content_type });
     }
     // serde_json's recursion limit (128) stays on: a deeply nested body is an error, not a
@@ -183,19 +206,24 @@ pub fn from_json_body(
     }
 }
 
-/// `application/json` or `application/<subtype>+json`, any case, with any parameters.
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
+/// `application/json` or `application/<subtype>+json`, any case, with no parameter but
+/// `charset=utf-8`: a server decodes a body in the charset it names (UTF-7 can spell a
+/// second "userId" key that UTF-8 reads as another).
+fn is_utf8_json(content_type: &str) -> bool {
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json = essence == "application/json"
         || essence
             .strip_prefix("application/")
             .and_then(|s| s.strip_suffix("+json"))
-            .is_some_and(|subtype| !subtype.is_empty())
+            .is_some_and(|subtype| !subtype.is_empty());
+    json && parts.all(|p| {
+        p.trim().is_empty()
+            || p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("charset")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+    })
 }
 
 /// The top-level object: its `userId` (which must be a string), every key unique.
@@ -312,9 +340,24 @@ mod tests {
         from_query(Some(query))
     }
 
+    /// Headers with these content types and encodings.
+    fn headers(types: &[&'static str], encodings: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for t in types {
+            h.append(CONTENT_TYPE, HeaderValue::from_static(t));
+        }
+        for e in encodings {
+            h.append(CONTENT_ENCODING, HeaderValue::from_static(e));
+        }
+        h
+    }
+
+    fn typed(ct: &'static str) -> HeaderMap {
+        headers(&[ct], &[])
+    }
+
     fn json(body: &str) -> Result<Option<String>, UserIdError> {
-        let ct = HeaderValue::from_static("application/json");
-        from_json_body(Some(&ct), body.as_bytes())
+        from_json_body(&typed("application/json"), body.as_bytes())
     }
 
     fn some(s: &str) -> Result<Option<String>, UserIdError> {
@@ -457,6 +500,13 @@ mod tests {
     }
 
     #[test]
+    fn raw_bytes_past_ascii_in_the_value_are_refused() {
+        let e = refusal(q("userId=bot-\u{e9}"), "raw é");
+        assert!(e.contains("not ASCII"), "{e}");
+        assert_eq!(q("userId=bot-%C3%A9"), some("bot-\u{e9}"));
+    }
+
+    #[test]
     fn a_control_character_in_the_value_is_refused() {
         for query in ["userId=%00x", "userId=a%0A", "userId=%7F", "userId=%C2%85"] {
             let e = refusal(q(query), query);
@@ -479,7 +529,7 @@ mod tests {
     fn an_empty_body_or_no_user_id_key_gives_none() {
         assert_eq!(json(""), Ok(None));
         assert_eq!(json(" \t\r\n"), Ok(None));
-        assert_eq!(from_json_body(None, b""), Ok(None));
+        assert_eq!(from_json_body(&HeaderMap::new(), b""), Ok(None));
         assert_eq!(json("{}"), Ok(None));
         assert_eq!(
             json(r#"{"userid":"a","UserId":"b","user":{"userId":"c"}}"#),
@@ -494,13 +544,49 @@ mod tests {
             "Application/JSON",
             " application/json ;charset=UTF-8",
             "application/vnd.api+json",
-            "application/merge-patch+JSON; x=y",
+            "application/merge-patch+JSON; charset=\"utf-8\";",
         ] {
-            let ct = HeaderValue::from_static(ct);
             assert_eq!(
-                from_json_body(Some(&ct), br#"{"userId":"a"}"#),
+                from_json_body(&typed(ct), br#"{"userId":"a"}"#),
                 some("a"),
                 "{ct:?}"
+            );
+        }
+        let identity = headers(&["application/json"], &["identity"]);
+        assert_eq!(from_json_body(&identity, br#"{"userId":"a"}"#), some("a"));
+    }
+
+    #[test]
+    fn a_charset_or_parameter_other_than_utf8_is_refused() {
+        // In UTF-7, "+AHU-" is "u": the server would read a second userId key, and keep it.
+        let body = br#"{"userId":"bot-1","+AHU-serId":"alice"}"#;
+        for ct in [
+            "application/json; charset=utf-7",
+            "application/json; charset=UTF-16",
+            "application/json; charset=utf-8; charset=utf-7",
+            "application/json; x=y",
+            "application/json; charset",
+        ] {
+            let e = refusal(from_json_body(&typed(ct), body), ct);
+            assert!(e.contains("no parameter but charset=utf-8"), "{e}");
+        }
+    }
+
+    #[test]
+    fn two_content_types_or_an_encoded_body_are_refused() {
+        let body = br#"{"userId":"a"}"#;
+        let two = headers(&["application/json", "text/plain"], &[]);
+        assert_eq!(
+            from_json_body(&two, body),
+            Err(UserIdError::RepeatedContentType)
+        );
+        for encoding in ["gzip", "br", "identity, gzip"] {
+            let h = headers(&["application/json"], &["identity", encoding]);
+            assert_eq!(
+                from_json_body(&h, body),
+                Err(UserIdError::Encoded {
+                    encoding: encoding.into()
+                })
             );
         }
     }
@@ -515,7 +601,7 @@ mod tests {
             "application/+json",
             "multipart/form-data; boundary=x",
         ] {
-            let read = from_json_body(Some(&HeaderValue::from_static(ct)), b"userId=a");
+            let read = from_json_body(&typed(ct), b"userId=a");
             assert_eq!(
                 read,
                 Err(UserIdError::NotJson {
@@ -525,7 +611,10 @@ mod tests {
             let e = refusal(read, ct);
             assert!(e.contains(&format!("not {ct:?}")), "{e}");
         }
-        let e = refusal(from_json_body(None, br#"{"userId":"a"}"#), "no type");
+        let e = refusal(
+            from_json_body(&HeaderMap::new(), br#"{"userId":"a"}"#),
+            "no type",
+        );
         assert!(e.contains("not a body without one"), "{e}");
     }
 
@@ -584,8 +673,10 @@ mod tests {
                 "{e}"
             );
         }
-        let ct = HeaderValue::from_static("application/json");
-        let e = refusal(from_json_body(Some(&ct), b"{\"userId\":\"\xff\"}"), "\\xff");
+        let e = refusal(
+            from_json_body(&typed("application/json"), b"{\"userId\":\"\xff\"}"),
+            "\\xff",
+        );
         assert!(e.contains("invalid unicode"), "{e}");
     }
 
