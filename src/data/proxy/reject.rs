@@ -26,12 +26,6 @@ macro_rules! rejects {
         }
 
         impl Reject {
-    /// Whether the refused request was a call of the token endpoint, refused before it was
-    /// classified as one.
-    pub fn names_token_call(&self) -> bool {
-        matches!(self, Self::MissingUserId | Self::TokenCallForm { .. })
-    }
-
             /// HTTP status.
             pub fn status(&self) -> StatusCode {
                 match self {
@@ -208,6 +202,12 @@ rejects! {
 }
 
 impl Reject {
+    /// Whether the refused request was a call of the token endpoint, refused before it was
+    /// classified as one.
+    pub fn names_token_call(&self) -> bool {
+        matches!(self, Self::MissingUserId | Self::TokenCallForm { .. })
+    }
+
     /// Seconds for a `Retry-After` header.
     pub fn retry_after(&self) -> Option<u64> {
         match self {

@@ -48,7 +48,9 @@ pub enum UserIdError {
     #[error("a token call's body has more than one content-type header")]
     RepeatedContentType,
     /// An encoded body: the server would decode it, the proxy reads it as sent.
-    #[error("a token call's body is sent as it is, not with content-encoding {encoding:?}")]
+    #[error(
+        "a token call's body must not be encoded (content-encoding {encoding:?}): the server would read it decoded, the proxy as sent"
+    )]
     Encoded {
         /// The content encoding sent.
         encoding: String,
