@@ -2,19 +2,25 @@
 //! refused, written to a file of its own (or standard error), apart from the access log.
 //!
 //! - `record.rs`: the record and its JSON line;
-//! - `sink.rs`: the writer thread, its queue and the receipts a required trail waits for;
+//! - `sink.rs`: the handle requests write through, and the receipts a required trail waits for;
+//! - `queue.rs`: what the handle and the writer thread share;
+//! - `writer.rs`: the writer thread, writing what is queued in batches;
 //! - `output.rs`: the file (or standard error) the writer writes to, reopened for rotation.
 
 mod output;
+mod queue;
 mod record;
 mod sink;
+mod writer;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use queue::Receipt;
 pub use record::{now_rfc3339, AuditRecord, Decision};
-pub use sink::{AuditSink, Receipt, GATHER, MAX_QUEUED};
+pub use sink::{AuditSink, MAX_QUEUED};
+pub use writer::GATHER;
 
 use crate::model::config::AuditPath;
 

@@ -104,25 +104,10 @@ fn open_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::audit::{AuditRecord, Decision};
+    use crate::telemetry::audit::AuditRecord;
 
     fn record(request_id: &str) -> Vec<u8> {
-        AuditRecord {
-            time: "2026-12-06T12:00:00.123Z".into(),
-            app: "prod-eu",
-            caller: "127.0.0.1:1",
-            route: "auth_token",
-            user_id: Some("bot-7"),
-            method: None,
-            path: None,
-            decision: Decision::Allowed,
-            reason: None,
-            upstream_status: Some(200),
-            latency_ms: Some(1),
-            cert: None,
-            request_id,
-        }
-        .to_line()
+        AuditRecord::example("bot-7", request_id).to_line()
     }
 
     /// Takes `budget` bytes, then fails every write.

@@ -79,10 +79,9 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn token_record<'a>(user_id: &'a str, request_id: &'a str) -> AuditRecord<'a> {
+impl<'a> AuditRecord<'a> {
+    /// An allowed mint for `user_id`, for the audit trail's tests.
+    pub(crate) fn example(user_id: &'a str, request_id: &'a str) -> Self {
         AuditRecord {
             time: now_rfc3339(),
             app: "prod-eu",
@@ -99,6 +98,11 @@ mod tests {
             request_id,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn record_line_lists_fields_in_order_and_leaves_out_absent_ones() {
@@ -156,7 +160,7 @@ mod tests {
     #[test]
     fn a_user_id_with_a_newline_stays_on_one_line() {
         let forged = "alice\n{\"decision\":\"allowed\"}";
-        let line = token_record(forged, "r").to_line();
+        let line = AuditRecord::example(forged, "r").to_line();
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["user_id"], forged);

@@ -1,97 +1,22 @@
-//! The writer thread: everything queued goes out with one `write_all` (group commit). An idle
-//! writer is woken by the first record and writes it at once; a busy one is never woken, and
-//! writes what [`GATHER`] brought at most once per that interval: under load a request costs
-//! no wake-up and no system call. Each record gets a [`Receipt`] saying whether it reached the
-//! file, so a mint that must not happen without its record (`audit.required`) can wait for it.
+//! The handle to the audit trail's writer: queue a line and get a [`Receipt`] saying whether
+//! it reached the file, so a mint that must not happen without its record
+//! (`audit.required`) can wait for it; reopen after rotation; close at shutdown.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
 use super::output::Output;
-use super::AuditError;
+use super::queue::{Job, Receipt, Shared, State};
+use super::{writer, AuditError};
 use crate::model::config::AuditPath;
 use crate::telemetry::metrics::AuditCounters;
-
-/// How long a busy writer gathers records before its next write.
-pub const GATHER: Duration = Duration::from_millis(1);
 
 /// Records waiting beyond this many are refused at once: memory stays bounded when the file
 /// does not keep up, and a request never waits for room.
 pub const MAX_QUEUED: usize = 1 << 16;
-
-/// Resolves once its record was written (`Ok`) or could not be (`Err`). Dropping it is fine:
-/// the record is written all the same.
-pub struct Receipt {
-    rx: oneshot::Receiver<Reply>,
-    shared: Arc<Shared>,
-}
-
-impl Future for Receipt {
-    type Output = Result<(), AuditError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        Pin::new(&mut this.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(AuditError::Closed {
-                    target: this.shared.target.clone(),
-                })
-            })
-        })
-    }
-}
-
-type Reply = Result<(), AuditError>;
-
-enum Job {
-    Line(Vec<u8>, oneshot::Sender<Reply>),
-    Reopen(mpsc::SyncSender<Reply>),
-}
-
-#[derive(Default)]
-struct State {
-    jobs: Vec<Job>,
-    /// Lines in `jobs`: the queue's bound counts records, not reopen requests.
-    lines: usize,
-    /// Set by `close()` or when the last handle goes: take no more work.
-    closing: bool,
-    /// Set when the writer thread has ended.
-    stopped: bool,
-    /// Set while the writer waits for work: only then does a record wake it.
-    idle: bool,
-}
-
-struct Shared {
-    target: AuditPath,
-    capacity: usize,
-    state: Mutex<State>,
-    /// Wakes the writer thread: work queued, or closing.
-    work: Condvar,
-    /// Wakes `close()`: the writer thread ended.
-    done: Condvar,
-    counters: AuditCounters,
-    healthy: AtomicBool,
-}
-
-impl Shared {
-    /// The state lock. No code panics while holding it, so a poisoned lock still guards
-    /// consistent state and is used as it is.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn fail(&self, tx: oneshot::Sender<Reply>, err: AuditError) {
-        self.counters.failed.inc();
-        let _ = tx.send(Err(err));
-    }
-}
 
 /// Handle to the writer thread; cheap to clone. The thread ends, after writing everything
 /// queued, when the last handle is dropped or on [`AuditSink::close`].
@@ -148,15 +73,7 @@ impl AuditSink {
     }
 
     fn start(&self, out: Output) -> Result<(), AuditError> {
-        let shared = self.shared.clone();
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || {
-                let stop = StopOnExit(shared);
-                write_loop(&stop.0, out);
-            })
-            .map(drop)
-            .map_err(AuditError::Spawn)
+        writer::spawn(self.shared.clone(), out)
     }
 
     /// Where this sink writes.
@@ -261,120 +178,17 @@ impl AuditSink {
     }
 }
 
-/// Marks the writer stopped however its thread ends, so `close()` never waits forever and
-/// requests queued after a (never expected) panic resolve as closed instead of hanging.
-struct StopOnExit(Arc<Shared>);
-
-impl Drop for StopOnExit {
-    fn drop(&mut self) {
-        let orphans = {
-            let mut st = self.0.lock();
-            st.stopped = true;
-            st.lines = 0;
-            std::mem::take(&mut st.jobs)
-        };
-        self.0.done.notify_all();
-        for job in orphans {
-            if let Job::Line(_, tx) = job {
-                let target = self.0.target.clone();
-                self.0.fail(tx, AuditError::Closed { target });
-            }
-        }
-    }
-}
-
-fn write_loop(s: &Shared, mut out: Output) {
-    let mut jobs = Vec::new();
-    let mut batch = Vec::with_capacity(64 * 1024);
-    let mut waiting = Vec::new();
-    loop {
-        let last = {
-            let mut st = s.lock();
-            while st.jobs.is_empty() && !st.closing {
-                st.idle = true;
-                st = s.work.wait(st).unwrap_or_else(PoisonError::into_inner);
-            }
-            st.idle = false;
-            st.lines = 0;
-            std::mem::swap(&mut st.jobs, &mut jobs);
-            st.closing
-        };
-        for job in jobs.drain(..) {
-            match job {
-                Job::Line(line, tx) => {
-                    batch.extend_from_slice(&line);
-                    waiting.push(tx);
-                }
-                Job::Reopen(reply) => {
-                    commit(s, &mut out, &mut batch, &mut waiting);
-                    let r = out.reopen();
-                    if r.is_err() {
-                        s.healthy.store(false, Ordering::Relaxed);
-                    }
-                    let _ = reply.send(r);
-                }
-            }
-        }
-        commit(s, &mut out, &mut batch, &mut waiting);
-        if last {
-            return;
-        }
-        // What arrives meanwhile goes out in the next write, without waking this thread.
-        std::thread::sleep(GATHER);
-    }
-}
-
-/// Writes the batch with one `write_all` and answers its receipts. No fsync: once written, the
-/// kernel holds the data, so a crash of the process loses nothing that was acknowledged (only a
-/// crash of the machine could).
-fn commit(
-    s: &Shared,
-    out: &mut Output,
-    batch: &mut Vec<u8>,
-    waiting: &mut Vec<oneshot::Sender<Reply>>,
-) {
-    if waiting.is_empty() {
-        return;
-    }
-    match out.write(batch) {
-        Ok(()) => {
-            s.counters.written.inc_by(waiting.len() as u64);
-            s.healthy.store(true, Ordering::Relaxed);
-            for tx in waiting.drain(..) {
-                let _ = tx.send(Ok(()));
-            }
-        }
-        Err(e) => {
-            s.healthy.store(false, Ordering::Relaxed);
-            if crate::telemetry::logthrottle::allow("audit", "write_failed") {
-                tracing::error!(
-                    target_file = %s.target,
-                    records = waiting.len(),
-                    error = %e,
-                    "audit records could not be written"
-                );
-            }
-            let e = Arc::new(e);
-            for tx in waiting.drain(..) {
-                let err = AuditError::Write {
-                    target: s.target.clone(),
-                    source: e.clone(),
-                };
-                s.fail(tx, err);
-            }
-        }
-    }
-    batch.clear();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::audit::{now_rfc3339, AuditRecord, Decision};
+    use crate::telemetry::audit::AuditRecord;
     use std::collections::HashSet;
+    use std::future::Future;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::AtomicUsize;
     use std::task::Waker;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
 
     /// Polls a future to completion on this thread (receipts need no runtime).
     fn block_on<F: Future>(f: F) -> F::Output {
@@ -388,26 +202,8 @@ mod tests {
         }
     }
 
-    fn token_record<'a>(user_id: &'a str, request_id: &'a str) -> AuditRecord<'a> {
-        AuditRecord {
-            time: now_rfc3339(),
-            app: "prod-eu",
-            caller: "spiffe://fleet.example/payments",
-            route: "auth_token",
-            user_id: Some(user_id),
-            method: None,
-            path: None,
-            decision: Decision::Allowed,
-            reason: None,
-            upstream_status: Some(200),
-            latency_ms: Some(12),
-            cert: Some("eu-a"),
-            request_id,
-        }
-    }
-
     fn record(request_id: &str) -> Vec<u8> {
-        token_record("bot-7", request_id).to_line()
+        AuditRecord::example("bot-7", request_id).to_line()
     }
 
     /// The request ids of the file's lines, checking that every line is a whole JSON object.

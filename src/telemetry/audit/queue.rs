@@ -1,0 +1,81 @@
+//! What the request side and the writer thread share: the queue of lines and reopen
+//! requests, its state, and the receipt a record's writer answers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::AuditError;
+use crate::model::config::AuditPath;
+use crate::telemetry::metrics::AuditCounters;
+
+/// Resolves once its record was written (`Ok`) or could not be (`Err`). Dropping it is fine:
+/// the record is written all the same.
+pub struct Receipt {
+    pub(super) rx: oneshot::Receiver<Reply>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Future for Receipt {
+    type Output = Result<(), AuditError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(AuditError::Closed {
+                    target: this.shared.target.clone(),
+                })
+            })
+        })
+    }
+}
+
+pub(super) type Reply = Result<(), AuditError>;
+
+pub(super) enum Job {
+    Line(Vec<u8>, oneshot::Sender<Reply>),
+    Reopen(mpsc::SyncSender<Reply>),
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) jobs: Vec<Job>,
+    /// Lines in `jobs`: the queue's bound counts records, not reopen requests.
+    pub(super) lines: usize,
+    /// Set by `close()` or when the last handle goes: take no more work.
+    pub(super) closing: bool,
+    /// Set when the writer thread has ended.
+    pub(super) stopped: bool,
+    /// Set while the writer waits for work: only then does a record wake it.
+    pub(super) idle: bool,
+}
+
+pub(super) struct Shared {
+    pub(super) target: AuditPath,
+    pub(super) capacity: usize,
+    pub(super) state: Mutex<State>,
+    /// Wakes the writer thread: work queued, or closing.
+    pub(super) work: Condvar,
+    /// Wakes `close()`: the writer thread ended.
+    pub(super) done: Condvar,
+    pub(super) counters: AuditCounters,
+    pub(super) healthy: AtomicBool,
+}
+
+impl Shared {
+    /// The state lock. No code panics while holding it, so a poisoned lock still guards
+    /// consistent state and is used as it is.
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn fail(&self, tx: oneshot::Sender<Reply>, err: AuditError) {
+        self.counters.failed.inc();
+        let _ = tx.send(Err(err));
+    }
+}
