@@ -154,11 +154,15 @@ async fn refused_token_calls_and_callers_that_leave_are_recorded() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let variant = "/API/v3/authentication/token?userId=alice";
-    let (status, _, _) = call(proxy.addr, Method::GET, variant, common::WITH_KEY, "")
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    for variant in [
+        "/API/v3/authentication/token?userId=alice",
+        "/api/v3/authentication/./token?userId=alice",
+    ] {
+        let (status, _, _) = call(proxy.addr, Method::GET, variant, common::WITH_KEY, "")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{variant}");
+    }
     // A caller that hangs up while Amity is answering its mint.
     mock.set_delay(Duration::from_secs(30));
     let mut caller = KeepAlive::open(proxy.addr).await;
@@ -170,8 +174,9 @@ async fn refused_token_calls_and_callers_that_leave_are_recorded() {
     })
     .await;
     drop(caller);
-    let r = records(&[&env.dir.path().join("audit.jsonl")], 3).await;
-    for (i, reason) in ["missing_user_id", "token_call_form"].iter().enumerate() {
+    let r = records(&[&env.dir.path().join("audit.jsonl")], 4).await;
+    let refused = ["missing_user_id", "token_call_form", "token_call_form"];
+    for (i, reason) in refused.iter().enumerate() {
         assert_eq!(
             (&r[i]["route"], &r[i]["decision"], &r[i]["reason"]),
             (&"auth_token".into(), &"refused".into(), &(*reason).into()),
@@ -180,12 +185,12 @@ async fn refused_token_calls_and_callers_that_leave_are_recorded() {
         );
     }
     assert_eq!(
-        (&r[2]["user_id"], &r[2]["decision"], &r[2]["reason"]),
+        (&r[3]["user_id"], &r[3]["decision"], &r[3]["reason"]),
         (&"carol".into(), &"allowed".into(), &"caller_gone".into()),
         "{}",
-        r[2]
+        r[3]
     );
-    assert!(r[2].get("upstream_status").is_none(), "{}", r[2]);
+    assert!(r[3].get("upstream_status").is_none(), "{}", r[3]);
     proxy.shutdown().await;
 }
 

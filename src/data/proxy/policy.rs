@@ -58,6 +58,14 @@ impl Policy {
     ) -> Result<RouteClass, Reject> {
         let path = uri.path();
         if !is_canonical(path) {
+            // Dot segments, doubled or escaped separators: a router that resolves them could
+            // still read a token call, which is then refused (and audited) as one.
+            if names_token_endpoint(&resolved(path)) {
+                return Err(Reject::TokenCallForm {
+                    method: method.clone(),
+                    path: path.to_string(),
+                });
+            }
             return Err(Reject::PathNotCanonical);
         }
         if self.v3 && method == Method::GET && path == V3_TOKEN {
@@ -151,6 +159,22 @@ fn names_token_endpoint(path: &str) -> bool {
     } else {
         same(path)
     }
+}
+
+/// `path` with its escapes decoded and its `.`, `..`, empty segments and `\` resolved.
+fn resolved(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segments = Vec::new();
+    for s in decoded.split(['/', '\\']) {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    format!("/{}", segments.join("/"))
 }
 
 fn has_query_param(query: Option<&str>, name: &str) -> bool {
@@ -340,6 +364,27 @@ mod tests {
                 "{method} {uri}: {r:?}"
             );
         }
+        // Forms that are not canonical: refused either way, but as token calls.
+        for uri in [
+            "/api/v3/authentication/./token?userId=alice",
+            "/api/v3//authentication/token?userId=alice",
+            "/api/v3/x/../authentication/token?userId=alice",
+            "/api/v3/authentication%2Ftoken?userId=alice",
+            "/api/v3/authentication\\token?userId=alice",
+            "/api/v4/authentication/token/.",
+        ] {
+            let r = p.classify(&Method::GET, &uri.parse().unwrap(), &header_map(&bearer));
+            assert!(
+                matches!(r, Err(Reject::TokenCallForm { .. })),
+                "{uri}: {r:?}"
+            );
+        }
+        let r = p.classify(
+            &Method::GET,
+            &"/api/v3/users/../sessions".parse().unwrap(),
+            &header_map(&bearer),
+        );
+        assert!(matches!(r, Err(Reject::PathNotCanonical)), "{r:?}");
         // The allowed forms, and paths that only begin like the token endpoint's.
         assert_eq!(
             classify(&p, req(Method::POST, "/api/v4/authentication/token", &[])),
