@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 mkdir -p target
-cargo test --locked --all-targets --no-fail-fast "$@" 2>&1 | tee target/test-output.log
+rc=0
+cargo test --locked --all-targets --no-fail-fast "$@" 2>&1 | tee target/test-output.log || rc=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' \
   target/test-output.log | tee target/test-summary.txt
+exit "$rc"

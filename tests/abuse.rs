@@ -14,12 +14,14 @@ use tokio::net::TcpStream;
 
 const IDLE_CONNECTIONS: usize = 10_000;
 
+/// A normal call, answered well within `header_read_ms` (2 s): one that waited for the
+/// attackers to be cut off would fail.
 async fn healthy(addr: SocketAddr, what: &str) {
     let t = Instant::now();
     let (status, _, _) = v3(addr).await;
     assert_eq!(status, StatusCode::OK, "a normal request failed {what}");
     assert!(
-        t.elapsed() < Duration::from_secs(5),
+        t.elapsed() < Duration::from_millis(1500),
         "a normal request took {:?} {what}",
         t.elapsed()
     );

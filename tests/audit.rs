@@ -15,22 +15,8 @@ use http::{Method, StatusCode};
 /// Waits until `audit_records_total{result="written"}` is `n`: the writer counts a batch
 /// just after writing it, so the count may trail the file for a moment.
 async fn counted_written(admin: std::net::SocketAddr, n: usize) {
-    common::eventually(
-        Duration::from_secs(5),
-        "records counted as written",
-        || async {
-            let m = get_metrics(admin).await;
-            let written = metric(
-                &m,
-                "amity_proxy_audit_records_total",
-                &[("result", "written")],
-            );
-            (written == Some(n as f64))
-                .then_some(())
-                .ok_or(format!("{written:?}"))
-        },
-    )
-    .await;
+    let written = [("result", "written")];
+    common::counted(admin, "amity_proxy_audit_records_total", &written, n as f64).await;
 }
 
 /// The records in `files`, once they hold `n` lines (the writer thread is asynchronous).
@@ -150,29 +136,21 @@ async fn every_mint_and_admin_call_is_recorded_once_without_secrets() {
 async fn refused_token_calls_and_callers_that_leave_are_recorded() {
     let (env, mock, proxy) = common::proxied("audit:\n  path: audit.jsonl\n").await;
     let token = "/api/v3/authentication/token";
-    let (status, _, _) = call(proxy.addr, Method::GET, token, common::WITH_KEY, "")
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let status = common::token_status_at(proxy.addr, token, common::WITH_KEY).await;
+    assert_eq!(status, Ok(StatusCode::BAD_REQUEST));
     for variant in [
         "/API/v3/authentication/token?userId=alice",
         "/api/v3/authentication/./token?userId=alice",
     ] {
-        let (status, _, _) = call(proxy.addr, Method::GET, variant, common::WITH_KEY, "")
-            .await
-            .unwrap();
-        assert_eq!(status, StatusCode::FORBIDDEN, "{variant}");
+        let status = common::token_status_at(proxy.addr, variant, common::WITH_KEY).await;
+        assert_eq!(status, Ok(StatusCode::FORBIDDEN), "{variant}");
     }
     // A caller that hangs up while Amity is answering its mint.
     mock.set_delay(Duration::from_secs(30));
     let mut caller = KeepAlive::open(proxy.addr).await;
     let req = caller.req.replace("userId=alice", "userId=carol");
     caller.send(req.as_bytes()).await;
-    common::eventually(Duration::from_secs(5), "the mint upstream", || async {
-        let seen = mock.observed.requests().len();
-        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
-    })
-    .await;
+    common::upstream_saw(&mock, 1).await;
     drop(caller);
     let r = records(&[&env.dir.path().join("audit.jsonl")], 4).await;
     let refused = ["missing_user_id", "token_call_form", "token_call_form"];
@@ -191,7 +169,9 @@ async fn refused_token_calls_and_callers_that_leave_are_recorded() {
         r[3]
     );
     assert!(r[3].get("upstream_status").is_none(), "{}", r[3]);
+    // Shutdown writes what is queued: still one record each.
     proxy.shutdown().await;
+    records(&[&env.dir.path().join("audit.jsonl")], 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +206,7 @@ async fn two_thousand_mints_a_thousand_at_once_with_a_rotation_leave_exactly_one
         })
     };
     let reloads = || async {
-        let m = get_metrics(admin).await;
+        let m = common::scrape_once(admin).await;
         metric(&m, "amity_proxy_reloads_total", &[("result", "ok")]).unwrap_or(0.0)
     };
     // The first half; once a quarter is on record, rotate as logrotate does: rename, then

@@ -127,6 +127,30 @@ async fn lines_with(p: &Spawned, words: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The log lines naming every one of `words`, once the lines and the counts in their
+/// summaries add up to `n` events: the summary of the last second is written when that
+/// second ends.
+async fn summarised(p: &Spawned, words: &[&str], n: usize) -> Vec<String> {
+    let added_up = |lines: &[String]| {
+        let summaries = lines.iter().filter(|l| l.contains("suppressed=")).count();
+        let suppressed: usize = lines
+            .iter()
+            .filter_map(|l| l.split("suppressed=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+            .sum();
+        suppressed + lines.len() - summaries
+    };
+    common::eventually(Duration::from_secs(5), "the summaries", || async {
+        let lines = lines_with(p, words).await;
+        let events = added_up(&lines);
+        (events == n)
+            .then_some(())
+            .ok_or_else(|| format!("{events} of {n} in:\n{}", lines.join("\n")))
+    })
+    .await;
+    lines_with(p, words).await
+}
+
 /// The most log lines a burst that took `took` may write about one kind of event: each
 /// second of the throttle gives one line and one summary, and a burst spans at most
 /// `took` rounded up, plus one, of those seconds.
@@ -171,29 +195,7 @@ async fn refusals_are_summarised(yaml: &str, delay: Duration, status: u16, kind:
         Some(refused as f64),
         "the metric must count every {status}"
     );
-    // The lines written and the counts in the summaries add up to the refusals once the
-    // summary of the last second is written, when that second ends.
-    let added_up = |lines: &[String]| {
-        let summaries = lines.iter().filter(|l| l.contains("suppressed=")).count();
-        let summarised: usize = lines
-            .iter()
-            .filter_map(|l| l.split("suppressed=").nth(1))
-            .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
-            .sum();
-        summarised + lines.len() - summaries
-    };
-    common::eventually(Duration::from_secs(5), "the summaries", || async {
-        let lines = lines_with(&p, &[kind]).await;
-        (added_up(&lines) == refused).then_some(()).ok_or_else(|| {
-            format!(
-                "{} of {refused} in:\n{}",
-                added_up(&lines),
-                lines.join("\n")
-            )
-        })
-    })
-    .await;
-    let lines = lines_with(&p, &[kind]).await;
+    let lines = summarised(&p, &[kind], refused).await;
     assert!(
         lines.len() <= limit,
         "{refused} refusals ({status}) wrote {} log lines about it (want at most {limit}):\n{}",
@@ -258,21 +260,8 @@ async fn handshake(fleet: &Fleet, addr: std::net::SocketAddr, cert: Option<Clien
 }
 
 /// Waits (briefly: the count follows the close the caller sees) until `name{reason}` is `n`.
-async fn counted(admin: std::net::SocketAddr, name: &str, reason: &str, n: f64) {
-    let what = format!("{name}{{reason={reason}}} = {n}");
-    common::eventually(Duration::from_secs(3), &what, || async {
-        // One scrape (`get_metrics` takes two and compares them; a count may come between).
-        let s = common::scrape_once(admin).await;
-        match common::metric(&s, name, &[("reason", reason)]) {
-            Some(v) if v == n => Ok(()),
-            v => Err(format!("{v:?}")),
-        }
-    })
-    .await;
-}
-
 async fn counted_once(admin: std::net::SocketAddr, name: &str, reason: &str) {
-    counted(admin, name, reason, 1.0).await;
+    common::counted(admin, name, &[("reason", reason)], 1.0).await;
 }
 
 /// Failed inbound handshakes are counted by reason: no certificate, a certificate from
@@ -376,16 +365,15 @@ async fn refusals_before_routing_are_summarised_in_the_log() {
         s.write_all(b"GET /a b c HTTP/1.1\r\n\r\n").await.unwrap();
         let _ = s.read_to_end(&mut Vec::new()).await;
     }
-    counted(
+    common::counted(
         p.admin,
         "amity_proxy_inbound_refused_total",
-        "bad_request",
+        &[("reason", "bad_request")],
         100.0,
     )
     .await;
     let limit = line_limit(t.elapsed());
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let lines = lines_with(&p, &["bad_request"]).await;
+    let lines = summarised(&p, &["bad_request"], 100).await;
     assert!(
         (1..=limit).contains(&lines.len()),
         "100 refusals wrote {} log lines (want 1 to {limit}):\n{}",

@@ -116,7 +116,7 @@ async fn over_the_in_flight_limit_is_503_not_a_queue() {
     let first = tokio::spawn(async move {
         call(addr, Method::GET, V3, &[("x-server-key", SERVER_KEY)], "").await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::upstream_saw(&mock, 1).await;
     let t = Instant::now();
     let (status, headers, body) = v3(addr).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -152,11 +152,7 @@ async fn hang_up_frees_the_slot(more: Option<&[u8]>) {
     let mut caller = KeepAlive::open(proxy.addr).await;
     let req = caller.req.clone();
     caller.send(req.as_bytes()).await;
-    common::eventually(Duration::from_secs(3), "the call upstream", || async {
-        let seen = mock.observed.requests().len();
-        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
-    })
-    .await;
+    common::upstream_saw(&mock, 1).await;
     let (status, _, body) = v3(proxy.addr).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the slot is taken");
     assert_eq!(json(&body)["data"]["reason"], "overloaded");

@@ -182,9 +182,9 @@ async fn an_mtls_caller_that_gives_up_frees_its_in_flight_slot() {
     let ca = fleet.path("dev-ca.crt");
     let key_header = format!("x-server-key: {SERVER_KEY}");
     let args = ["--http1.1", "-H", &key_header];
-    // A caller with a 3 s timeout of its own, against an upstream that takes 20 s.
+    // A caller with a 6 s timeout of its own, against an upstream that takes 20 s.
     let mut impatient = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "--max-time", "3", "--cacert"])
+        .args(["-sS", "-o", "/dev/null", "--max-time", "6", "--cacert"])
         .arg(&ca)
         .arg("--cert")
         .arg(&crt)
@@ -195,11 +195,7 @@ async fn an_mtls_caller_that_gives_up_frees_its_in_flight_slot() {
         .stderr(Stdio::null())
         .spawn()
         .expect("curl runs (apt-get install curl)");
-    common::eventually(Duration::from_secs(3), "the call upstream", || async {
-        let seen = mock.observed.requests().len();
-        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
-    })
-    .await;
+    common::upstream_saw(&mock, 1).await;
     let (_, status, body) = curl(&url, &ca, Some((&crt, &key)), &args);
     assert_eq!(status, 503, "the slot is taken: {body}");
     let gave_up = impatient.wait().unwrap();

@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 async fn sigterm_lets_an_in_flight_request_finish() {
     let env = Env::new();
     env.client_cert("backend-a");
-    let mock = env.mock(Duration::from_millis(1500)).await;
+    let mock = env.mock(Duration::from_secs(3)).await;
     let v = env.config(mock.addr, &["backend-a"], "");
     let mut proxy = env.spawn(&v).await;
     let listen = proxy.listen;
@@ -27,12 +27,8 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         )
         .await
     });
-    // Once the stand-in has the request (it answers 1.5 s later), it is in flight.
-    common::eventually(Duration::from_secs(10), "the request upstream", || async {
-        let seen = mock.observed.requests().len();
-        (seen == 1).then_some(()).ok_or(format!("{seen} requests"))
-    })
-    .await;
+    // Once the stand-in has the request (it answers 3 s later), it is in flight.
+    common::upstream_saw(&mock, 1).await;
     proxy.signal("-TERM");
 
     let (status, _, _) = in_flight

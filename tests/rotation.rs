@@ -178,10 +178,13 @@ async fn a_broken_reload_changes_nothing_that_serves() {
         );
     }
     let m = get_metrics(proxy.admin_addr).await;
-    // At least the four asked for: the file watcher may try a broken file once more when
-    // it outlasts the watcher's quiet time before the next write.
+    // The four asked for, and for each broken file at most one more: the file watcher's
+    // own try, when it outlasts the watcher's quiet time before the next write.
     let failed = metric(&m, "amity_proxy_reloads_total", &[("result", "failed")]);
-    assert!(failed >= Some(4.0), "{failed:?} failed reloads");
+    assert!(
+        failed.is_some_and(|f| (4.0..=8.0).contains(&f)),
+        "{failed:?} failed reloads"
+    );
     assert_eq!(
         metric(&m, "amity_proxy_reloads_total", &[("result", "ok")]),
         Some(1.0),
@@ -474,7 +477,7 @@ async fn cert_active_follows_the_certificate_presented_once_the_active_one_expir
         not_after: now + 8,
     };
     env.client_cert_from(&env.ca, "cert-a", short);
-    env.client_cert("cert-b");
+    let serial_b = env.client_cert("cert-b");
     let mock = env.mock(Duration::ZERO).await;
     let v = env.config(mock.addr, &["cert-a", "cert-b"], "active: cert-a\n");
     let proxy = env.proxy(&v).await;
@@ -490,6 +493,14 @@ async fn cert_active_follows_the_certificate_presented_once_the_active_one_expir
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+    let sent = mock
+        .observed
+        .requests()
+        .last()
+        .unwrap()
+        .client_serial
+        .clone();
+    assert_eq!(sent, serial_b, "the call went with cert-b");
     let m = get_metrics(proxy.admin_addr).await;
     assert_eq!(
         (active(&m, "cert-a"), active(&m, "cert-b")),

@@ -75,6 +75,18 @@ pub async fn token_status_at(
         .map(|r| r.0)
 }
 
+/// Waits until the stand-in has received exactly `n` requests in all (it may still be
+/// answering them), failing after 10 s.
+pub async fn upstream_saw(mock: &MockHandle, n: usize) {
+    super::eventually(Duration::from_secs(10), "the calls upstream", || async {
+        let seen = mock.observed.requests().len();
+        (seen == n)
+            .then_some(())
+            .ok_or(format!("{seen} requests, not {n}"))
+    })
+    .await;
+}
+
 /// TLS handshakes the stand-in completed.
 pub fn handshakes_seen(mock: &MockHandle) -> u64 {
     mock.observed.handshakes.load(Ordering::Relaxed)

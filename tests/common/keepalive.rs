@@ -10,8 +10,8 @@ use super::{SERVER_KEY, V3};
 /// One raw HTTP/1.1 keep-alive connection to the proxy, for tests that need to control what
 /// is sent when: the v3 token call, whole, in parts or pipelined.
 pub struct KeepAlive {
-    pub s: tokio::net::TcpStream,
-    pub buf: Vec<u8>,
+    s: tokio::net::TcpStream,
+    buf: Vec<u8>,
     /// The v3 token call with the server key.
     pub req: String,
 }

@@ -1,6 +1,7 @@
 //! Reading the admin listener's /metrics.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use amity_mtls_proxy::tools::kit::call;
 
@@ -70,4 +71,17 @@ pub async fn get_metrics(admin: SocketAddr) -> prometheus_parse::Scrape {
     let classic = scrape(&fetch(admin, &[], CLASSIC).await);
     assert_eq!(scrape(&om).samples.len(), classic.samples.len());
     classic
+}
+
+/// Waits (up to 5 s) until `name` with `labels` reads `n`. One scrape per try:
+/// [`get_metrics`] takes two and compares them, and a count may change between them.
+pub async fn counted(admin: SocketAddr, name: &str, labels: &[(&str, &str)], n: f64) {
+    let what = format!("{name}{labels:?} = {n}");
+    super::eventually(Duration::from_secs(5), &what, || async {
+        match metric(&scrape_once(admin).await, name, labels) {
+            Some(v) if v == n => Ok(()),
+            v => Err(format!("{v:?}")),
+        }
+    })
+    .await;
 }

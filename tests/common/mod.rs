@@ -4,7 +4,7 @@
 //! - [`env`]: `Env` (temp dir, dev CA, certificates, config, stand-in, in-process proxy),
 //!   `proxied` for the usual setup;
 //! - [`spawned`]: the binary (`BIN`, declared once) as a `Spawned` process, stopped on drop;
-//! - [`calls`]: a backend's calls (`v3`, `v4`, `Load`, `settles_on`);
+//! - [`calls`]: a backend's calls (`v3`, `v4`, `Load`, `settles_on`, `upstream_saw`);
 //! - [`metrics`]: reading /metrics;
 //! - [`fleet`]: the fleet's CA and callers for `inbound_tls`;
 //! - [`keepalive`]: one raw HTTP/1.1 keep-alive connection, and its parking.
@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 pub use amity_mtls_proxy::tools::kit::{DEFAULT_CONFIG, DEMO_ADMIN_TOKEN, DEMO_SERVER_KEY};
 pub use calls::{
-    call, curl, h2c, handshakes_seen, settles_on, token_status, v3, v4, Load, V3, WITH_KEY,
+    call, curl, h2c, handshakes_seen, settles_on, token_status, token_status_at, upstream_saw, v3,
+    v4, Load, V3, WITH_KEY,
 };
 pub use env::{foreign_ca, proxied, proxied_with, proxy, Env};
 pub use fleet::Fleet;
-pub use metrics::{get_metrics, metric, scrape, scrape_once};
+pub use metrics::{counted, get_metrics, metric, scrape, scrape_once};
 pub use spawned::{pin_ports, Spawned, BIN};
 
 /// Server key the stand-in accepts.
