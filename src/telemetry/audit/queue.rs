@@ -25,13 +25,9 @@ impl Future for Receipt {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        Pin::new(&mut this.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(AuditError::Closed {
-                    target: this.shared.target.clone(),
-                })
-            })
-        })
+        Pin::new(&mut this.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(this.shared.closed())))
     }
 }
 
@@ -72,6 +68,13 @@ impl Shared {
     /// consistent state and is used as it is.
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The error of a record or reopen the writer will not take: the sink is closed.
+    pub(super) fn closed(&self) -> AuditError {
+        AuditError::Closed {
+            target: self.target.clone(),
+        }
     }
 
     pub(super) fn fail(&self, tx: oneshot::Sender<Reply>, err: AuditError) {

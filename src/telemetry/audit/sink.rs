@@ -93,9 +93,7 @@ impl AuditSink {
         let refusal = {
             let mut st = s.lock();
             if st.closing || st.stopped {
-                AuditError::Closed {
-                    target: s.target.clone(),
-                }
+                s.closed()
             } else if st.lines >= s.capacity {
                 AuditError::QueueFull {
                     target: s.target.clone(),
@@ -135,18 +133,12 @@ impl AuditSink {
         {
             let mut st = s.lock();
             if st.closing || st.stopped {
-                return Err(AuditError::Closed {
-                    target: s.target.clone(),
-                });
+                return Err(s.closed());
             }
             st.jobs.push(Job::Reopen(tx));
             s.work.notify_one();
         }
-        rx.recv().unwrap_or_else(|_| {
-            Err(AuditError::Closed {
-                target: s.target.clone(),
-            })
-        })
+        rx.recv().unwrap_or_else(|_| Err(s.closed()))
     }
 
     /// False after a failed write or reopen (or a full queue); true again after a batch is

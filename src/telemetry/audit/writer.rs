@@ -43,8 +43,7 @@ impl Drop for StopOnExit {
         self.0.done.notify_all();
         for job in orphans {
             if let Job::Line(_, tx) = job {
-                let target = self.0.target.clone();
-                self.0.fail(tx, AuditError::Closed { target });
+                self.0.fail(tx, self.0.closed());
             }
         }
     }
