@@ -20,6 +20,7 @@ pub mod spawned;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use amity_mtls_proxy::tools::kit::{DEFAULT_CONFIG, DEMO_ADMIN_TOKEN, DEMO_SERVER_KEY};
@@ -57,10 +58,30 @@ where
     }
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port with nothing listening on it, for a process the test starts to bind.
+/// It lies below the kernel's ephemeral range, so no bind to port 0 and no outgoing
+/// connection in a test running beside this one can take it first, and is never handed out
+/// twice by one test binary.
 pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const SPAN: u32 = 10_000;
+    let first = ephemeral_low.saturating_sub(SPAN).max(1024);
+    let span = ephemeral_low.saturating_sub(first).max(1);
+    // Test binaries run one after another; a start that differs by process keeps two run by
+    // hand side by side apart too.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = first + start.wrapping_add(n) % span;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port in {first}..{ephemeral_low}");
 }
 
 /// `body` as JSON, failing the test (showing it) if it is not.
