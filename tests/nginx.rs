@@ -484,8 +484,9 @@ async fn a_configured_refusal_answer_fails_over_too() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     two_cas(d);
-    let edge = r#"    if ($ssl_client_verify != SUCCESS) {
-      return 403 "<html><body>Access denied: client certificate not accepted (edge)</body></html>";
+    let edge = r#"    default_type text/html;
+    if ($ssl_client_verify != SUCCESS) {
+      return 403 "<html><head><title>Access denied: client certificate not accepted (edge)</title></head></html>";
     }
     location = /api/v3/authentication/forbidden {
       default_type application/json;
@@ -502,7 +503,10 @@ async fn a_configured_refusal_answer_fails_over_too() {
 "#
     .replace("DIR", &d.display().to_string());
     // The rule's text, but past the 8 KiB that are looked at: not a refusal.
-    let long = format!("{}client certificate not accepted", "x".repeat(20_000));
+    let long = format!(
+        "{}<title>client certificate not accepted</title>",
+        "x".repeat(20_000)
+    );
     std::fs::write(d.join("long.html"), &long).unwrap();
     let (_nginx, port) = start_nginx(
         &nginx,
@@ -518,7 +522,7 @@ async fn a_configured_refusal_answer_fails_over_too() {
         port,
         "ca-x",
         &["from-y", "from-x"],
-        "  cert_rejected_answers:\n    - status: 403\n      body_contains: client certificate not accepted\n",
+        "  cert_rejected_answers:\n    - status: 403\n      title_contains: client certificate not accepted\n",
         "active: from-y\nfailover_after: 1\nroutes:\n  extra:\n    - prefix: /api/v3/authentication/forbidden\n",
     );
     let proxy = common::proxy(&v).await;
@@ -559,5 +563,69 @@ async fn a_configured_refusal_answer_fails_over_too() {
     assert_eq!(String::from_utf8_lossy(&body), long);
     let m = get_metrics(proxy.admin_addr).await;
     assert_eq!(metric(&m, "amity_proxy_failovers_total", &[]), Some(1.0));
+    proxy.shutdown().await;
+}
+
+/// `check --live` on the config at `path`: (exit code, stdout, stderr).
+async fn check_live(path: PathBuf) -> (Option<i32>, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(common::BIN)
+            .args(["check", "--live", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// nginx refuses a certificate in HTTP (its 400 page): `check --live` says so and fails, and a
+/// reload to that certificate is refused while the accepted one keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_and_the_reload_proof_see_nginx_refusing_in_http() {
+    let Some(nginx) = nginx_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    two_cas(d);
+    let (_nginx, port) = start_nginx(&nginx, d, "ca-x", "on", true, TOKEN_LOCATION).await;
+
+    let v = proxy_config(d, port, "ca-x", &["from-y"], "", "");
+    let (code, stdout, stderr) = check_live(v.path.clone()).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("from-y: refused:") && stdout.contains("The SSL certificate error"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("client_certs[0] (from-y)"), "{stderr}");
+
+    let v = proxy_config(d, port, "ca-x", &["from-x"], "", "");
+    let (code, stdout, stderr) = check_live(v.path.clone()).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("from-x: accepted by 127.0.0.1:"),
+        "{stdout}"
+    );
+
+    let proxy = common::proxy(&v).await;
+    assert_eq!(token(proxy.addr, false).await.1, "CN=from-x");
+    proxy_config(d, port, "ca-x", &["from-y"], "", "");
+    let (status, _, body) = call(proxy.admin_addr, Method::POST, "/reload", &[], "")
+        .await
+        .unwrap();
+    let message = json(&body)["message"].as_str().unwrap().to_string();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
+    assert!(
+        message.contains("from-y refused") && message.contains("The SSL certificate error"),
+        "{message}"
+    );
+    let (status, subject, _) = token(proxy.addr, true).await;
+    assert_eq!((status, subject.as_str()), (StatusCode::OK, "CN=from-x"));
     proxy.shutdown().await;
 }

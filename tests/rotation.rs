@@ -619,3 +619,110 @@ async fn a_changed_server_key_file_is_picked_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// POST /reload; its status and message.
+async fn post_reload(admin: SocketAddr) -> (StatusCode, String) {
+    let (status, _, body) = call(admin, Method::POST, "/reload", &[], "").await.unwrap();
+    let message = json(&body)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, message)
+}
+
+/// A reload first presents each new or changed certificate to the upstream: one it refuses
+/// (here by a TLS alert) is never published and the old one keeps serving; an upstream that
+/// cannot be reached does not block the reload but is said; the proof can be turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_proves_a_changed_certificate_before_it_serves() {
+    let env = Env::new();
+    let serial = env.client_cert("renewed");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["renewed"], "");
+    let proxy = env.proxy(&v).await;
+    assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+
+    // A renewal from a CA the upstream does not trust, written into the same files.
+    let (_d, other) = foreign_ca();
+    let refused_serial = env.client_cert_from(&other, "renewed", Validity::days_from_now(60));
+    let (status, message) = post_reload(proxy.admin_addr).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
+    assert!(
+        message.contains("renewed refused") && message.contains("rejected our client certificate"),
+        "{message}"
+    );
+    let seen = mock.observed.requests().len();
+    assert_eq!(token(proxy.addr).await, Ok(StatusCode::OK));
+    assert_eq!(
+        mock.observed.requests()[seen].client_serial,
+        serial,
+        "the certificate the upstream accepts still serves"
+    );
+    let (_, _, page) = call(proxy.admin_addr, Method::GET, "/", &[], "")
+        .await
+        .unwrap();
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("rejected our client certificate"),
+        "the status page shows the refused reload"
+    );
+
+    // An upstream that cannot be reached: published, and the answer says it was not proved.
+    let unreachable = closed_port();
+    env.config(unreachable, &["renewed"], "");
+    let (status, message) = post_reload(proxy.admin_addr).await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert!(
+        message.contains("published without proof: renewed not proved")
+            && message.contains(&unreachable.to_string()),
+        "{message}"
+    );
+
+    // With the proof off, the refused certificate is published as asked.
+    env.config(mock.addr, &["renewed"], "");
+    let text = std::fs::read_to_string(&v.path).unwrap().replace(
+        "  ca: certs/dev-ca.crt\n",
+        "  ca: certs/dev-ca.crt\n  prove_certs_on_reload: false\n",
+    );
+    std::fs::write(&v.path, text).unwrap();
+    let (status, message) = post_reload(proxy.admin_addr).await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert!(!message.contains("proof"), "{message}");
+    assert_eq!(
+        token(proxy.addr).await,
+        Ok(StatusCode::BAD_GATEWAY),
+        "the upstream refuses serial {refused_serial}"
+    );
+}
+
+/// Amity's validation error repeats the caller's userId; a userId that spells nginx's refusal
+/// text must not make the gateway retry with, or switch to, the other certificate.
+#[tokio::test]
+async fn a_caller_whose_input_amity_repeats_never_switches_certificates() {
+    let env = Env::new();
+    let serial_a = env.client_cert("cert-a");
+    env.client_cert("cert-b");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(
+        mock.addr,
+        &["cert-a", "cert-b"],
+        "active: cert-a\nfailover_after: 1\n",
+    );
+    let proxy = env.proxy(&v).await;
+    for _ in 0..3 {
+        let (status, _, body) = common::v4(proxy.addr, "echo The SSL certificate error").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "Amity's own answer");
+        let body = json(&body);
+        assert_eq!(body["code"], 400000);
+        assert!(body.to_string().contains("The SSL certificate error"));
+    }
+    let seen = mock.observed.requests();
+    assert_eq!(seen.len(), 3, "each call sent once");
+    assert!(seen.iter().all(|s| s.client_serial == serial_a));
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(metric(&m, "amity_proxy_failovers_total", &[]), Some(0.0));
+    assert_eq!(
+        metric(&m, "amity_proxy_cert_active", &[("name", "cert-a")]),
+        Some(1.0)
+    );
+}

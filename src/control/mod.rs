@@ -2,6 +2,7 @@
 //! the status page, systemd notifications).
 
 pub mod admin;
+pub mod prove;
 pub mod reload;
 /// systemd readiness notifications (no-ops outside a `Type=notify` unit).
 pub mod sd;

@@ -12,6 +12,7 @@ use arc_swap::ArcSwapOption;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::prove;
 use crate::control::status::{ReloadEvent, ReloadHistory};
 use crate::data::proxy::{Generation, ProxyState};
 use crate::model::config;
@@ -110,13 +111,19 @@ impl Reloader {
             .map_err(|e| (e.to_string(), e.without_snippet()))
             .and_then(|v| {
                 let current = self.state.current.load();
+                // Proved before building: a refused certificate leaves even the audit file alone.
+                let proofs = prove::prove_changed(&v, &current);
+                if !proofs.refused.is_empty() {
+                    let e = format!("{}; fix the certificate file (a renewal may be half written: the leaf without its intermediate) or turn the proof off with upstream.prove_certs_on_reload: false", proofs.refused.join("; "));
+                    return Err((e.clone(), e));
+                }
                 let g = Generation::build(&v, metrics.clone(), Some(&current)).map_err(|e| {
                     let e = e.to_string();
                     (e.clone(), e)
                 })?;
-                Ok((v, g))
+                Ok((v, g, proofs))
             });
-        let (v, generation) = match built {
+        let (v, generation, proofs) = match built {
             Ok(b) => b,
             Err((logged, answer)) => {
                 metrics.reload(false);
@@ -159,11 +166,26 @@ impl Reloader {
         }
         metrics.reload(true);
         let mut msg = format!("reloaded {}; presenting {active}", self.path.display());
+        if proofs.accepted > 0 {
+            msg.push_str(&format!(
+                "; the upstream accepted {} new or changed certificate(s)",
+                proofs.accepted
+            ));
+        }
+        if !proofs.unproven.is_empty() {
+            msg.push_str(&format!(
+                "; published without proof: {}",
+                proofs.unproven.join("; ")
+            ));
+        }
         if !restart.is_empty() {
             let fields: Vec<&str> = restart.iter().map(|c| c.field.as_str()).collect();
             msg.push_str(&format!("; restart to apply {}", fields.join(", ")));
         }
-        tracing::info!(trigger = trigger.as_str(), "{msg}");
+        match proofs.unproven.is_empty() {
+            true => tracing::info!(trigger = trigger.as_str(), "{msg}"),
+            false => tracing::warn!(trigger = trigger.as_str(), "{msg}"),
+        }
         Ok(msg)
     }
 

@@ -9,7 +9,7 @@ use super::policy::Policy;
 use super::secrets::Secrets;
 use crate::data::tls::TlsError;
 use crate::data::upstream::Upstream;
-use crate::model::config::{CallerSecrets, CertRejectedAnswer, LoadedApp, TimeoutsConfig};
+use crate::model::config::{CallerSecrets, CertRejectedAnswers, LoadedApp, TimeoutsConfig};
 use crate::model::pki::{self, CertState};
 use crate::telemetry::metrics::{AppMetrics, Metrics};
 
@@ -24,7 +24,7 @@ pub struct App {
     /// Which of `identities` is presented first.
     pub(super) failover: Failover,
     /// `upstream.cert_rejected_answers`.
-    pub(super) cert_refusals: Vec<CertRejectedAnswer>,
+    pub(super) cert_refusals: CertRejectedAnswers,
     /// The allow-list.
     pub policy: Policy,
     /// The server key and admin token the proxy adds.
@@ -78,7 +78,7 @@ impl App {
             ),
             identities,
             anonymous,
-            cert_refusals: a.config.upstream.cert_rejected_answers.0.clone(),
+            cert_refusals: a.config.upstream.cert_rejected_answers.clone(),
             policy: Policy::new(&a.config.routes, a.admin_token.is_some()),
             secrets: Secrets::new(a, caller_secrets),
             path_prefix: a.upstream.path_prefix.clone(),

@@ -2,7 +2,7 @@
 //! certificate-refusal rule names its status), or one of the proxy's own.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::send::SendError;
@@ -38,30 +38,23 @@ impl FromUpstream {
     /// Reads frames until the body ends or [`CERT_REJECTED_BODY_BYTES`] came; returns the body
     /// (nothing of it lost) and its first [`CERT_REJECTED_BODY_BYTES`] at most.
     pub(super) async fn read_start(body: UpstreamBody) -> Result<(Self, Vec<u8>), SendError> {
-        let mut body = Self::new(body);
-        let mut start = Vec::new();
-        while start.len() < CERT_REJECTED_BODY_BYTES {
-            let Some(rest) = body.rest.as_mut() else {
-                break;
-            };
-            match rest.frame().await {
-                None => body.rest = None,
-                Some(Ok(frame)) => {
-                    if let Some(d) = frame.data_ref() {
-                        let room = CERT_REJECTED_BODY_BYTES - start.len();
-                        start.extend_from_slice(&d[..d.len().min(room)]);
-                    }
-                    body.read.push(frame);
-                }
-                Some(Err(e)) => {
-                    return Err(SendError::Upstream(UpstreamError::Protocol {
-                        reason: format!("reading the response body: {e}"),
-                    }))
-                }
-            }
-        }
-        body.read.reverse();
-        Ok((body, start))
+        let start = body
+            .read_start(CERT_REJECTED_BODY_BYTES)
+            .await
+            .map_err(|e| {
+                SendError::Upstream(UpstreamError::Protocol {
+                    reason: format!("reading the response body: {e}"),
+                })
+            })?;
+        let mut read = start.frames;
+        read.reverse();
+        Ok((
+            Self {
+                read,
+                rest: start.rest,
+            },
+            start.data,
+        ))
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Identity {
     pub name: String,
     /// What the certificate says.
     pub info: CertInfo,
+    /// [`LoadedCert::chain_sha256`]: whether a reload changes the chain presented.
+    pub chain_sha256: Vec<u8>,
     /// Presents this certificate.
     pub(super) upstream: Upstream,
     last: Mutex<Option<HandshakeResult>>,
@@ -40,6 +42,7 @@ impl Identity {
         Self {
             name: cert.name.clone(),
             info: cert.info.clone(),
+            chain_sha256: cert.chain_sha256(),
             upstream,
             last: Mutex::new(None),
             accepted_at: AtomicI64::new(i64::MIN),

@@ -8,7 +8,6 @@ use super::app::App;
 use super::body::FromUpstream;
 use super::reject::{upstream_reject, Reject};
 use crate::data::upstream::{Outgoing, Upstream, UpstreamError};
-use crate::model::config::CertRejectedAnswer;
 use crate::model::pki;
 
 /// Why an exchange with the upstream failed.
@@ -53,18 +52,6 @@ impl std::fmt::Display for SendError {
     }
 }
 
-/// The rule of `rules` that an answer with `status` and a body starting with `start` matches.
-fn refusal<'r>(
-    rules: &'r [CertRejectedAnswer],
-    status: u16,
-    start: &[u8],
-) -> Option<&'r CertRejectedAnswer> {
-    rules.iter().find(|r| {
-        let text = r.body_contains.as_bytes();
-        r.status == status && !text.is_empty() && start.windows(text.len()).any(|w| w == text)
-    })
-}
-
 /// A response from the upstream, with the name of the certificate presented for it.
 type Sent<'g> = (Response<FromUpstream>, Option<&'g str>);
 
@@ -96,17 +83,21 @@ impl App {
         let resp = upstream.send(out).await.map_err(SendError::Upstream)?;
         let status = resp.status().as_u16();
         // Only a status a rule names has its body read: a 200 goes on untouched.
-        if !self.cert_refusals.iter().any(|a| a.status == status) {
+        if !self.cert_refusals.names(status) {
             return Ok(resp.map(FromUpstream::new));
         }
         let (parts, body) = resp.into_parts();
         let (body, start) = FromUpstream::read_start(body).await?;
-        match refusal(&self.cert_refusals, status, &start) {
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+        match self
+            .cert_refusals
+            .refusal(status, content_type.map(|v| v.as_bytes()), &start)
+        {
             Some(rule) => {
                 self.metrics.handshake_failed("client_cert_rejected");
                 Err(SendError::CertRefused {
                     status,
-                    says: rule.body_contains.clone(),
+                    says: rule.title_contains.clone(),
                 })
             }
             None => Ok(Response::from_parts(parts, body)),
@@ -176,41 +167,6 @@ impl App {
 mod tests {
     use super::*;
     use http::StatusCode;
-
-    #[test]
-    fn refusal_pages_are_recognised_by_status_and_text() {
-        let rules = crate::model::config::CertRejectedAnswers::default().0;
-        // nginx 1.22's pages for its internal 495 and 496, as sent.
-        let page = |text: &str| {
-            format!("<html>\r\n<head><title>400 {text}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{text}</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
-        };
-        let unverified = page("The SSL certificate error");
-        let missing = page("No required SSL certificate was sent");
-        assert_eq!(
-            refusal(&rules, 400, unverified.as_bytes()).map(|r| r.body_contains.as_str()),
-            Some("The SSL certificate error")
-        );
-        assert!(refusal(&rules, 400, missing.as_bytes()).is_some());
-        // Another status, or a 400 of the application's own, is no refusal.
-        assert!(refusal(&rules, 403, unverified.as_bytes()).is_none());
-        assert!(refusal(&rules, 200, unverified.as_bytes()).is_none());
-        assert!(refusal(&rules, 400, br#"{"status":"error","code":400000}"#).is_none());
-        assert!(refusal(&rules, 400, b"").is_none());
-        // Case-sensitive: the rule names the text as the server writes it.
-        assert!(refusal(&rules, 400, b"the ssl certificate error").is_none());
-        let cdn = [CertRejectedAnswer {
-            status: 403,
-            body_contains: "client certificate".into(),
-        }];
-        assert!(refusal(&cdn, 403, b"<p>bad client certificate</p>").is_some());
-        assert!(refusal(
-            &cdn,
-            403,
-            br#"{"code":400300,"message":"Forbidden error."}"#
-        )
-        .is_none());
-        assert!(refusal(&[], 400, unverified.as_bytes()).is_none());
-    }
 
     #[test]
     fn cert_refusals_get_the_client_cert_rejected_error() {

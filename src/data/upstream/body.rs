@@ -4,7 +4,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
 
 use super::{BoxError, RecvBody};
 
@@ -14,6 +15,45 @@ pub enum UpstreamBody {
     Http2(RecvBody),
     /// From hyper-util's pool of HTTP/1.1 connections.
     Http1(Incoming),
+}
+
+/// What [`UpstreamBody::read_start`] read: the frames, in order, the body's rest (`None` once it
+/// ended) and the first bytes of its data.
+pub struct BodyStart {
+    /// The frames read, in order.
+    pub frames: Vec<Frame<Bytes>>,
+    /// What is left of the body; `None` once it ended.
+    pub rest: Option<UpstreamBody>,
+    /// Its first bytes, at most the limit.
+    pub data: Vec<u8>,
+}
+
+impl UpstreamBody {
+    /// Reads frames until the body ends or `limit` bytes of data came; nothing read is lost.
+    pub async fn read_start(self, limit: usize) -> Result<BodyStart, BoxError> {
+        let mut start = BodyStart {
+            frames: Vec::new(),
+            rest: Some(self),
+            data: Vec::new(),
+        };
+        while start.data.len() < limit {
+            let Some(rest) = start.rest.as_mut() else {
+                break;
+            };
+            match rest.frame().await {
+                None => start.rest = None,
+                Some(frame) => {
+                    let frame = frame?;
+                    if let Some(d) = frame.data_ref() {
+                        let room = limit - start.data.len();
+                        start.data.extend_from_slice(&d[..d.len().min(room)]);
+                    }
+                    start.frames.push(frame);
+                }
+            }
+        }
+        Ok(start)
+    }
 }
 
 impl hyper::body::Body for UpstreamBody {

@@ -14,11 +14,11 @@ mod multiplex;
 mod probe;
 mod watched;
 
-pub use body::UpstreamBody;
+pub use body::{BodyStart, UpstreamBody};
 pub use client::{upstream_path, Outgoing, Upstream};
 pub use error::{alert_name, error_chain, is_cert_alert, UpstreamError};
 pub use multiplex::RecvBody;
-pub use probe::probe;
+pub use probe::{probe, Proof};
 
 /// The error type of response bodies and connectors.
 pub type BoxError = Box<dyn StdError + Send + Sync>;

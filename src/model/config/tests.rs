@@ -72,7 +72,7 @@ fn cert_rejected_answers_default_to_nginx_and_are_checked() {
     );
     assert!(c.cert_rejected_answers.0.is_empty());
     let c = upstream(parse_str(&format!(
-        "listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {{status: 403, body_contains: denied}}\n    - {{status: 200, body_contains: ' '}}\n    - {{status: 495, body_contains: {}}}\n",
+        "listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {{status: 403, title_contains: denied}}\n    - {{status: 200, title_contains: ' '}}\n    - {{status: 495, title_contains: {}}}\n",
         "x".repeat(300)
     ))
     .unwrap());
@@ -82,8 +82,8 @@ fn cert_rejected_answers_default_to_nginx_and_are_checked() {
         fields,
         [
             "upstream.cert_rejected_answers[1].status",
-            "upstream.cert_rejected_answers[1].body_contains",
-            "upstream.cert_rejected_answers[2].body_contains",
+            "upstream.cert_rejected_answers[1].title_contains",
+            "upstream.cert_rejected_answers[2].title_contains",
         ]
     );
     assert!(
@@ -93,7 +93,90 @@ fn cert_rejected_answers_default_to_nginx_and_are_checked() {
     let e = parse_str("listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {status: 403}\n")
         .unwrap_err()
         .to_string();
+    assert!(e.contains("title_contains"), "{e}");
+    // The old rule's field, which matched text anywhere in any body, is an error naming it.
+    let e = parse_str("listen: 127.0.0.1:1\nupstream:\n  region: sg\n  cert_rejected_answers:\n    - {status: 400, body_contains: x}\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("body_contains"), "{e}");
+}
+
+#[test]
+fn a_refusal_is_the_front_servers_html_page_never_a_body_the_caller_shapes() {
+    let rules = CertRejectedAnswers::default();
+    let html = Some(&b"text/html"[..]);
+    // nginx 1.22's pages for its internal 495 and 496, as sent.
+    let page = |text: &str| {
+        format!("<html>\r\n<head><title>400 {text}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{text}</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+    };
+    let unverified = page("The SSL certificate error");
+    let missing = page("No required SSL certificate was sent");
+    let says = |status, ct: Option<&[u8]>, body: &[u8]| {
+        rules
+            .refusal(status, ct, body)
+            .map(|r| r.title_contains.clone())
+    };
+    assert_eq!(
+        says(400, html, unverified.as_bytes()).as_deref(),
+        Some("The SSL certificate error")
+    );
+    assert_eq!(
+        says(400, Some(b"Text/HTML; charset=utf-8"), missing.as_bytes()).as_deref(),
+        Some("No required SSL certificate was sent")
+    );
+    // Another status, another content type, or no content type: no refusal.
+    assert_eq!(says(403, html, unverified.as_bytes()), None);
+    assert_eq!(says(200, html, unverified.as_bytes()), None);
+    assert_eq!(says(400, None, unverified.as_bytes()), None);
+    assert_eq!(says(400, Some(b"text/plain"), unverified.as_bytes()), None);
+    // Amity's validation error repeating the caller's userId: JSON, so never a refusal, even
+    // when the userId spells the whole page.
+    let echoed = format!(
+        r#"{{"status":"error","code":400000,"message":"invalid userId: {}"}}"#,
+        unverified.replace('"', "\\\"")
+    );
+    assert_eq!(
+        says(400, Some(b"application/json"), echoed.as_bytes()),
+        None
+    );
+    // In an HTML page, the text outside the title is not looked at; nor is a missing title.
+    assert_eq!(
+        says(
+            400,
+            html,
+            b"<html><body><p>echo The SSL certificate error</p></body></html>"
+        ),
+        None
+    );
+    assert_eq!(
+        says(400, html, b"<html><TITLE>The SSL certificate error"),
+        None,
+        "a title that never closes"
+    );
+    assert_eq!(
+        says(
+            400,
+            html,
+            b"<HTML><HEAD><TITLE>The SSL certificate error</TITLE>"
+        )
+        .as_deref(),
+        Some("The SSL certificate error")
+    );
+    // Case-sensitive: the rule names the text as the server writes it.
+    assert_eq!(
+        says(400, html, b"<title>the ssl certificate error</title>"),
+        None
+    );
+    let edge = CertRejectedAnswers(vec![CertRejectedAnswer {
+        status: 403,
+        title_contains: "client certificate".into(),
+    }]);
+    assert!(edge
+        .refusal(403, html, b"<title>bad client certificate</title>")
+        .is_some());
+    assert!(CertRejectedAnswers(vec![])
+        .refusal(400, html, unverified.as_bytes())
+        .is_none());
 }
 
 #[test]
@@ -134,7 +217,7 @@ fn route_classes_are_named_once_and_parse_by_that_name() {
 
 #[test]
 fn every_section_reports_its_problems_with_field_paths() {
-    let yaml = "listen: nowhere\nupstream:\n  region: mars\n  pool_idle_timeout_ms: 0\n  cert_rejected_answers: [{status: 200, body_contains: x}]\nactive: gone\nfailover_after: 0\nworkers: 5000\ncallers: [{identity: ' ', routes: [admin]}]\nroutes:\n  admin_prefixes: [/x]\n  extra: [{path: a}, {method: GET}]\nlimits:\n  max_header_bytes: 100\n  max_in_flight: 0\n  rate_limit: {per_second: 0, burst: 1}\ntimeouts:\n  idle_ms: 0\n  send_ms: 0\n";
+    let yaml = "listen: nowhere\nupstream:\n  region: mars\n  pool_idle_timeout_ms: 0\n  cert_rejected_answers: [{status: 200, title_contains: x}]\nactive: gone\nfailover_after: 0\nworkers: 5000\ncallers: [{identity: ' ', routes: [admin]}]\nroutes:\n  admin_prefixes: [/x]\n  extra: [{path: a}, {method: GET}]\nlimits:\n  max_header_bytes: 100\n  max_in_flight: 0\n  rate_limit: {per_second: 0, burst: 1}\ntimeouts:\n  idle_ms: 0\n  send_ms: 0\n";
     let config = parse_str(yaml).unwrap();
     let Err(ConfigError::Invalid { problems, .. }) =
         validate(Path::new("t.yaml"), config, Path::new("/nonexistent"))

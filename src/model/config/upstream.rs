@@ -30,10 +30,19 @@ pub struct UpstreamConfig {
     /// (with HTTP/2 each worker keeps one connection, more only while each is full).
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
-    /// HTTP answers by which the upstream says, after the handshake, that it refused our client
-    /// certificate; such an answer counts as a rejection (failover). Default: nginx's.
+    /// The front server's error pages by which the upstream says, after the handshake, that it
+    /// refused our client certificate; such an answer counts as a rejection (failover). Default:
+    /// nginx's.
     #[serde(default, deserialize_with = "null_as_default")]
     pub cert_rejected_answers: CertRejectedAnswers,
+    /// A reload first presents each new or changed certificate to the upstream, and keeps the
+    /// serving configuration if the upstream refuses it (an unreachable upstream is only said).
+    #[serde(default = "yes")]
+    pub prove_certs_on_reload: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_pool_idle_ms() -> u64 {
@@ -46,17 +55,21 @@ fn default_pool_max_idle() -> usize {
     super::limits::default_max_in_flight()
 }
 
-/// How much of an answer's body is read to look for `body_contains`: a refusal page is small.
+/// How much of an answer's body is read to find a refusal page's `<title>`: such a page is small.
 pub const CERT_REJECTED_BODY_BYTES: usize = 8192;
 
-/// An HTTP answer that says the upstream refused our client certificate.
+/// An HTTP answer that says the upstream refused our client certificate: the front server's
+/// own HTML error page, recognised by its status and its `<title>`. Amity's answers are JSON
+/// and may repeat what the caller sent, so a JSON body, or text anywhere but the title of an
+/// HTML page, never matches: a caller cannot make the gateway switch certificates.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertRejectedAnswer {
     /// The status, 400 to 599 (a success is never read).
     pub status: u16,
-    /// Text (case-sensitive) in the first [`CERT_REJECTED_BODY_BYTES`] of the body.
-    pub body_contains: String,
+    /// Text (case-sensitive) in the `<title>` element of a `text/html` answer, within the
+    /// first [`CERT_REJECTED_BODY_BYTES`] of the body.
+    pub title_contains: String,
 }
 
 /// `upstream.cert_rejected_answers`; a list given replaces the default, `[]` recognises none.
@@ -70,7 +83,7 @@ impl Default for CertRejectedAnswers {
     fn default() -> Self {
         let nginx = |text: &str| CertRejectedAnswer {
             status: 400,
-            body_contains: text.to_string(),
+            title_contains: text.to_string(),
         };
         Self(vec![
             nginx("The SSL certificate error"),
@@ -80,8 +93,31 @@ impl Default for CertRejectedAnswers {
 }
 
 impl CertRejectedAnswers {
-    /// Longest `body_contains` accepted.
+    /// Longest `title_contains` accepted.
     const MAX_TEXT: usize = 256;
+
+    /// Whether an answer with `status` may be a refusal, so that its body must be read.
+    pub fn names(&self, status: u16) -> bool {
+        self.0.iter().any(|a| a.status == status)
+    }
+
+    /// The rule that an answer with `status`, `content_type` and a body starting with `start`
+    /// matches, if any.
+    pub fn refusal(
+        &self,
+        status: u16,
+        content_type: Option<&[u8]>,
+        start: &[u8],
+    ) -> Option<&CertRejectedAnswer> {
+        if !self.names(status) || !content_type.is_some_and(is_html) {
+            return None;
+        }
+        let title = html_title(start)?;
+        self.0.iter().find(|r| {
+            let text = r.title_contains.as_bytes();
+            r.status == status && !text.is_empty() && title.windows(text.len()).any(|w| w == text)
+        })
+    }
 
     /// Problems with their field paths.
     pub(super) fn problems(&self) -> Vec<Problem> {
@@ -94,17 +130,17 @@ impl CertRejectedAnswers {
                     format!("{} is not an error status (400 to 599)", a.status),
                 ));
             }
-            if a.body_contains.trim().is_empty() {
+            if a.title_contains.trim().is_empty() {
                 out.push(Problem::new(
-                    format!("{field}.body_contains"),
-                    "is empty: name text the refusal page holds, so that the upstream's other answers with this status pass",
+                    format!("{field}.title_contains"),
+                    "is empty: name text the refusal page's <title> holds, so that the upstream's other answers with this status pass",
                 ));
-            } else if a.body_contains.len() > Self::MAX_TEXT {
+            } else if a.title_contains.len() > Self::MAX_TEXT {
                 out.push(Problem::new(
-                    format!("{field}.body_contains"),
+                    format!("{field}.title_contains"),
                     format!(
                         "is {} bytes long; at most {}",
-                        a.body_contains.len(),
+                        a.title_contains.len(),
                         Self::MAX_TEXT
                     ),
                 ));
@@ -112,6 +148,28 @@ impl CertRejectedAnswers {
         }
         out
     }
+}
+
+/// Whether a `content-type` value is HTML (`text/html`, any parameters).
+fn is_html(content_type: &[u8]) -> bool {
+    let media = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    media.trim_ascii().eq_ignore_ascii_case(b"text/html")
+}
+
+/// The text of the first `<title>` element of an HTML page (tag names in any case).
+fn html_title(page: &[u8]) -> Option<&[u8]> {
+    let lower = page.to_ascii_lowercase();
+    let open = find(&lower, b"<title")?;
+    let text_start = open + find(&lower[open..], b">")? + 1;
+    let len = find(&lower[text_start..], b"</title")?;
+    Some(&page[text_start..text_start + len])
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The base URL of an Amity region: the `apix` hosts of Amity's current documentation

@@ -222,6 +222,18 @@ pub struct LoadedCert {
     pub info: CertInfo,
 }
 
+impl LoadedCert {
+    /// SHA-256 over the whole chain: what tells a changed certificate file from the one serving.
+    pub fn chain_sha256(&self) -> Vec<u8> {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for c in &self.chain {
+            ctx.update(&(c.len() as u64).to_be_bytes());
+            ctx.update(c);
+        }
+        ctx.finish().as_ref().to_vec()
+    }
+}
+
 /// `inbound_tls` with its files read.
 #[derive(Debug)]
 pub struct LoadedInbound {

@@ -175,12 +175,10 @@ async fn live_check(v: &Validated, app: &LoadedApp) -> Vec<String> {
     println!("live mTLS handshake with {}:", app.upstream.base);
     let mut problems = Vec::new();
     for (i, c) in app.certs.iter().enumerate() {
-        match crate::data::upstream::probe(v, app, c).await {
-            Ok(verdict) => println!("  {}: {verdict}", c.name),
-            Err(e) => {
-                println!("  {}: {e}", c.name);
-                problems.push(format!("{at}client_certs[{i}] ({}): {e}", c.name));
-            }
+        let proof = crate::data::upstream::probe(app, c, &v.config.timeouts).await;
+        println!("  {}: {proof}", c.name);
+        if !proof.accepted() {
+            problems.push(format!("{at}client_certs[{i}] ({}): {proof}", c.name));
         }
     }
     problems

@@ -181,6 +181,12 @@ impl Mock {
                     .and_then(|v| v.get("userId").and_then(|u| u.as_str()).map(str::to_string))
                     .filter(|u| !u.is_empty());
                 match user {
+                    // Amity's validation errors repeat the value they refuse.
+                    Some(u) if u.contains(char::is_whitespace) => json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"status":"error","code":400000,"message":"Validation error.",
+                               "data":{"detail":[{"message":format!("\"userId\" must not contain spaces: {u}"),"path":["userId"]}]}}),
+                    ),
                     Some(u) => {
                         let mut r =
                             Response::new(Full::new(Bytes::from(format!("\"{}\"", self.issue(u)))));
