@@ -286,3 +286,58 @@ async fn a_silent_upstream_handshake_is_bounded() {
     assert_eq!(json(&body)["data"]["reason"], "upstream_handshake_timeout");
     hold.abort();
 }
+
+/// An upstream certificate that does not verify (a TLS-inspecting middlebox) will not verify on
+/// another connection either: one handshake per call, not two.
+#[tokio::test]
+async fn an_untrusted_upstream_certificate_is_not_tried_twice() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let (other_dir, _other) = common::foreign_ca();
+    let (other_ca, _) = amity_mtls_proxy::model::pki::DevCa::paths(other_dir.path());
+    let v = env.config(mock.addr, &["backend-a"], "");
+    let text = std::fs::read_to_string(&v.path).unwrap().replace(
+        "ca: certs/dev-ca.crt",
+        &format!("ca: {}", other_ca.display()),
+    );
+    let proxy = env.proxy(&env.config_text(&text)).await;
+    for _ in 0..3 {
+        let (status, _, body) = v3(proxy.addr).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(json(&body)["data"]["reason"], "upstream_cert_untrusted");
+    }
+    let m = get_metrics(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "amity_proxy_upstream_handshake_failures_total",
+            &[("reason", "upstream_cert_untrusted")]
+        ),
+        Some(3.0),
+        "one handshake per call"
+    );
+    assert_eq!(proxy.state.current.load().apps[0].upstream_counts().1, 3);
+}
+
+/// The connection on which an HTTP/1.1-only upstream answers ALPN serves the first call: one
+/// handshake, after the start and after each reload.
+#[tokio::test]
+async fn the_connection_that_learns_http1_serves_the_first_call() {
+    let (_env, mock, proxy) = common::proxied_with(|o| o.http1_only = true, "workers: 1\n").await;
+    for _ in 0..3 {
+        assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
+    }
+    assert_eq!(proxy.state.current.load().apps[0].upstream_counts().1, 1);
+    assert_eq!(common::handshakes_seen(&mock), 1);
+    let (status, _, body) = common::call(proxy.admin_addr, http::Method::POST, "/reload", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(v3(proxy.addr).await.0, StatusCode::OK);
+    // The app's counters go on across generations.
+    assert_eq!(proxy.state.current.load().apps[0].upstream_counts().1, 2);
+    assert_eq!(common::handshakes_seen(&mock), 2);
+    proxy.shutdown().await;
+    mock.shutdown().await;
+}

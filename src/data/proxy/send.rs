@@ -31,6 +31,16 @@ impl SendError {
         matches!(self, Self::Upstream(e) if e.is_tls_failure())
     }
 
+    /// A TLS failure that another connection might not meet; the upstream's own certificate
+    /// will not verify the next time either.
+    fn another_connection_may_help(&self) -> bool {
+        self.is_tls_failure()
+            && !matches!(
+                self,
+                Self::Upstream(UpstreamError::ServerCertUntrusted { .. })
+            )
+    }
+
     /// The upstream refused our client certificate, by a TLS alert or in HTTP.
     pub(super) fn is_cert_rejection(&self) -> bool {
         matches!(
@@ -66,7 +76,10 @@ impl App {
             return self.send_with_cert(out).await;
         };
         let mut result = self.exchange(anonymous, out).await;
-        if result.as_ref().is_err_and(SendError::is_tls_failure) {
+        if result
+            .as_ref()
+            .is_err_and(SendError::another_connection_may_help)
+        {
             result = self.exchange(anonymous, out).await;
         }
         result
@@ -119,7 +132,7 @@ impl App {
                 self.failover.accepted(first_n);
                 return Ok((r, Some(first.name.as_str())));
             }
-            Err(e) if e.is_tls_failure() || e.is_cert_rejection() => e,
+            Err(e) if e.another_connection_may_help() || e.is_cert_rejection() => e,
             Err(e) => return Err(upstream_reject(&e, Some(&first.name))),
         };
         let retry = match (err.is_cert_rejection(), usable.next()) {

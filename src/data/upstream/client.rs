@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::watched::{CountingConnector, RecentTls, TlsFailure};
+use super::watched::{CountingConnector, Learned, RecentTls, TlsFailure};
 use super::{error, multiplex, UpstreamBody, UpstreamError};
 use crate::data::tls::{self, TlsError};
 use crate::data::workers::local;
@@ -47,6 +47,8 @@ pub fn upstream_path(prefix: &str, pq: &PathAndQuery) -> Result<PathAndQuery, Up
 struct PerWorker {
     slot: multiplex::Slot,
     client: Client<CountingConnector, Full<Bytes>>,
+    /// Where a connection on which the upstream chose HTTP/1.1 waits for `client`.
+    learned: Learned,
 }
 
 /// One generation's upstream: a TLS config with one client identity, and per worker an
@@ -94,6 +96,7 @@ impl Upstream {
             metrics: metrics.clone(),
             bound: timeouts.connect() + timeouts.handshake(),
             recent: recent.clone(),
+            learned: Learned::default(),
         };
         // `check` refuses 0; the floor keeps a hand-built config from a zero-period timer.
         let idle = Duration::from_millis(upstream.pool_idle_timeout_ms.max(1));
@@ -104,9 +107,16 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let workers = (0..workers.max(1))
-            .map(|_| PerWorker {
-                slot: multiplex::Slot::default(),
-                client: builder.build(connector.clone()),
+            .map(|_| {
+                let learned = Learned::default();
+                PerWorker {
+                    slot: multiplex::Slot::default(),
+                    client: builder.build(CountingConnector {
+                        learned: learned.clone(),
+                        ..connector.clone()
+                    }),
+                    learned,
+                }
             })
             .collect();
         Ok(Self {
@@ -242,6 +252,7 @@ impl Upstream {
         if !io.connected().is_negotiated_h2() {
             tracing::info!(upstream = %self.target.authority, "the upstream chose HTTP/1.1 by ALPN; pooling HTTP/1.1 connections");
             self.http1.store(true, Ordering::Relaxed);
+            w.learned.keep(io);
             return Ok(None);
         }
         let failure = io.failure.clone();

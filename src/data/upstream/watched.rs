@@ -160,6 +160,23 @@ impl Connection for Watched {
     }
 }
 
+/// A connection made for HTTP/2 on which the upstream chose HTTP/1.1: the HTTP/1.1 pool's
+/// next connect takes it, rather than the handshake being made twice.
+#[derive(Clone, Default)]
+pub(super) struct Learned(Arc<Mutex<Option<Watched>>>);
+
+impl Learned {
+    pub(super) fn keep(&self, io: Watched) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(io);
+        }
+    }
+
+    fn take(&self) -> Option<Watched> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
 /// Wraps the rustls connector to bound the handshake and count connections.
 #[derive(Clone)]
 pub(super) struct CountingConnector {
@@ -167,6 +184,7 @@ pub(super) struct CountingConnector {
     pub(super) metrics: AppMetrics,
     pub(super) bound: Duration,
     pub(super) recent: RecentTls,
+    pub(super) learned: Learned,
 }
 
 impl tower_service::Service<Uri> for CountingConnector {
@@ -179,6 +197,9 @@ impl tower_service::Service<Uri> for CountingConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        if let Some(io) = self.learned.take() {
+            return Box::pin(std::future::ready(Ok(io)));
+        }
         self.metrics.handshakes.inc();
         let bound = self.bound;
         let recent = self.recent.clone();
