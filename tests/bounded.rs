@@ -508,3 +508,39 @@ async fn upstream_failure_warnings_are_summarised() {
         );
     }
 }
+
+/// A response body that stalls after its head holds the caller no longer than
+/// `timeouts.upstream_body_gap_ms`: the response ends with an error, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_body_that_stalls_after_its_head_is_cut_off() {
+    let (_env, _mock, proxy) = common::proxied_with(
+        |o| o.body_pause = Duration::from_secs(20),
+        "timeouts:\n  upstream_body_gap_ms: 400\n",
+    )
+    .await;
+    let t = Instant::now();
+    let answer = common::call(
+        proxy.addr,
+        http::Method::GET,
+        common::V3,
+        common::WITH_KEY,
+        "",
+    )
+    .await;
+    let waited = t.elapsed();
+    assert!(
+        answer.is_err(),
+        "a cut body must not read as whole: {answer:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "the caller waited {waited:?}"
+    );
+    common::counted(
+        proxy.admin_addr,
+        "amity_proxy_upstream_body_stalls_total",
+        &[],
+        1.0,
+    )
+    .await;
+}

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub cert_active: Family<CertLabels, Gauge>,
     /// Requests retried with the other certificate after a rejection, by app.
     pub failovers: Family<AppLabels, Counter>,
+    /// Upstream response bodies cut off for a gap longer than `timeouts.upstream_body_gap_ms`.
+    pub body_stalls: Family<AppLabels, Counter>,
     /// Audit records, by result: written, failed (not written).
     pub audit_records: Family<ResultLabels, Counter>,
     /// Open backend connections.
@@ -139,6 +141,7 @@ impl Metrics {
             cert_expiry: Family::default(),
             cert_active: Family::default(),
             failovers: Family::default(),
+            body_stalls: Family::default(),
             audit_records: Family::default(),
             connections: Gauge::default(),
             connections_parked: Gauge::default(),
@@ -198,6 +201,11 @@ impl Metrics {
             m.failovers.clone(),
         );
         registry.register(
+            "upstream_body_stalls",
+            "Upstream response bodies cut off (the caller's response ends with an error) for a gap between data longer than timeouts.upstream_body_gap_ms",
+            m.body_stalls.clone(),
+        );
+        registry.register(
             "audit_records",
             "Audit records, by result: written, or failed (could not be written)",
             m.audit_records.clone(),
@@ -251,6 +259,7 @@ impl Metrics {
             upstream_requests: self.upstream_requests.get_or_create(&labels).clone(),
             handshakes: self.handshakes.get_or_create(&labels).clone(),
             failovers: self.failovers.get_or_create(&labels).clone(),
+            body_stalls: self.body_stalls.get_or_create(&labels).clone(),
             upstream_latency: self.upstream_latency.get_or_create(&labels).clone(),
             handshake_failures: self.handshake_failures.clone(),
             requests: self.requests.clone(),
@@ -343,6 +352,8 @@ pub struct AppMetrics {
     pub handshakes: Counter,
     /// Requests retried with the other certificate.
     pub failovers: Counter,
+    /// Response bodies cut off for a gap in their data.
+    pub body_stalls: Counter,
     /// Time to the upstream's response head.
     pub upstream_latency: Histogram,
     handshake_failures: Family<AppReason, Counter>,

@@ -62,6 +62,8 @@ pub struct Upstream {
     http1: AtomicBool,
     connector: CountingConnector,
     idle: Duration,
+    /// `timeouts.upstream_body_gap_ms`.
+    body_gap: Duration,
     target: UpstreamTarget,
     metrics: AppMetrics,
     timeouts: TimeoutsConfig,
@@ -124,6 +126,7 @@ impl Upstream {
             http1: AtomicBool::new(false),
             connector,
             idle,
+            body_gap: timeouts.upstream_body_gap(),
             target,
             metrics,
             timeouts: timeouts.clone(),
@@ -135,19 +138,21 @@ impl Upstream {
     pub async fn send(&self, out: &Outgoing) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.metrics.upstream_requests.inc();
         let w = local(&self.workers);
-        let exchange = async {
-            if !self.http1.load(Ordering::Relaxed) {
-                if let Some(resp) = self.send_http2(w, out).await? {
-                    return Ok(resp);
+        let exchange =
+            async {
+                if !self.http1.load(Ordering::Relaxed) {
+                    if let Some(resp) = self.send_http2(w, out).await? {
+                        return Ok(resp);
+                    }
                 }
-            }
-            let req = self.request(out, Full::new(out.body.clone()))?;
-            // Boxed, as connecting is: a rare path with a large future.
-            match Box::pin(w.client.request(req)).await {
-                Ok(resp) => Ok(resp.map(UpstreamBody::Http1)),
-                Err(e) => Err(self.classify(&e)),
-            }
-        };
+                let req = self.request(out, Full::new(out.body.clone()))?;
+                // Boxed, as connecting is: a rare path with a large future.
+                match Box::pin(w.client.request(req)).await {
+                    Ok(resp) => Ok(resp
+                        .map(|b| UpstreamBody::http1(b, self.body_gap, &self.metrics.body_stalls))),
+                    Err(e) => Err(self.classify(&e)),
+                }
+            };
         // The connector bounds connect and handshake on their own; the caller bounds the
         // whole wait (`timeouts.response_ms`).
         let result = exchange.await;
@@ -186,7 +191,11 @@ impl Upstream {
                     .insert(http::header::CONTENT_LENGTH, out.body.len().into());
             }
             let e = match multiplex::exchange(conn.send, open, req, &out.body).await {
-                Ok(resp) => return Ok(Some(resp.map(UpstreamBody::Http2))),
+                Ok(resp) => {
+                    return Ok(Some(resp.map(|b| {
+                        UpstreamBody::http2(b, self.body_gap, &self.metrics.body_stalls)
+                    })))
+                }
                 Err(multiplex::Failed::Unsent(e)) if tries > 0 => {
                     // Closed or going away: the request was never seen, try another connection.
                     tracing::debug!(error = %e, "upstream HTTP/2 connection unusable; trying another");

@@ -21,6 +21,10 @@ pub struct TimeoutsConfig {
     /// when no pooled connection is free.
     #[serde(default = "default_response_ms")]
     pub response_ms: u64,
+    /// The longest an upstream may leave a response body without data once its head came;
+    /// then its stream is reset and the backend's response ends with an error.
+    #[serde(default = "default_upstream_body_gap_ms")]
+    pub upstream_body_gap_ms: u64,
     /// Time a backend has to send a complete HTTP/1 request head from its first byte, and
     /// then the request body (HTTP/1 and HTTP/2). The wait before a head is `idle_ms`.
     /// The head bound is read at start only; the body bound reloads.
@@ -53,6 +57,9 @@ fn default_handshake_ms() -> u64 {
 fn default_response_ms() -> u64 {
     15_000
 }
+fn default_upstream_body_gap_ms() -> u64 {
+    10_000
+}
 fn default_header_read_ms() -> u64 {
     10_000
 }
@@ -75,6 +82,7 @@ impl Default for TimeoutsConfig {
             connect_ms: default_connect_ms(),
             handshake_ms: default_handshake_ms(),
             response_ms: default_response_ms(),
+            upstream_body_gap_ms: default_upstream_body_gap_ms(),
             header_read_ms: default_header_read_ms(),
             idle_ms: default_idle_ms(),
             send_ms: default_send_ms(),
@@ -96,6 +104,10 @@ impl TimeoutsConfig {
     /// Response head bound.
     pub fn response(&self) -> Duration {
         Duration::from_millis(self.response_ms)
+    }
+    /// Bound on a gap in an upstream response body.
+    pub fn upstream_body_gap(&self) -> Duration {
+        Duration::from_millis(self.upstream_body_gap_ms)
     }
     /// Request head read bound.
     pub fn header_read(&self) -> Duration {
@@ -124,6 +136,7 @@ impl TimeoutsConfig {
             ("timeouts.connect_ms", self.connect_ms),
             ("timeouts.handshake_ms", self.handshake_ms),
             ("timeouts.response_ms", self.response_ms),
+            ("timeouts.upstream_body_gap_ms", self.upstream_body_gap_ms),
             ("timeouts.header_read_ms", self.header_read_ms),
             ("timeouts.idle_ms", self.idle_ms),
             ("timeouts.send_ms", self.send_ms),
