@@ -298,6 +298,7 @@ async fn a_required_trail_that_cannot_be_written_refuses_mints_and_readiness() {
         "{}",
         String::from_utf8_lossy(&body)
     );
+    // Four records failed: the first call's (allowed, then withheld) and the two refusals'.
     let m = get_metrics(proxy.admin_addr).await;
     assert_eq!(
         metric(
@@ -305,7 +306,7 @@ async fn a_required_trail_that_cannot_be_written_refuses_mints_and_readiness() {
             "amity_proxy_audit_records_total",
             &[("result", "failed")]
         ),
-        Some(3.0)
+        Some(4.0)
     );
     proxy.shutdown().await;
 
@@ -349,4 +350,93 @@ async fn a_trail_that_cannot_be_written_is_logged() {
     proxy
         .wait_for_log(&["audit records could not be written", "/dev/full"])
         .await;
+}
+
+/// A required trail on a volume that hangs (a pipe nobody reads): a mint waits at most
+/// `audit.write_timeout_ms` for its record, is withheld, `/readyz` says why, and service comes
+/// back once the volume does; the withheld mint is on record as withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_trail_on_a_hung_volume_bounds_every_mint() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let fifo = env.certs().parent().unwrap().join("audit.pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // The reader opens once the proxy opens the pipe for writing, and then reads nothing.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::File::open(fifo).unwrap())
+    };
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        &format!(
+            "audit:\n  path: {}\n  required: true\n  write_timeout_ms: 300\n",
+            fifo.display()
+        ),
+    );
+    let proxy = env.proxy(&v).await;
+    let mut reader = reader.join().unwrap();
+    // Mints fill the pipe's buffer; then the writer hangs in write(2).
+    let mut first_refusal = None;
+    for n in 0..2000 {
+        let t = std::time::Instant::now();
+        let (status, _, body) = call(proxy.addr, Method::GET, V3, common::WITH_KEY, "")
+            .await
+            .unwrap();
+        if status != StatusCode::OK {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(json(&body)["data"]["reason"], "audit_unavailable");
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "call {n} waited {:?}",
+                t.elapsed()
+            );
+            first_refusal = Some(n);
+            break;
+        }
+    }
+    let sent = first_refusal.expect("the pipe filled up");
+    let (status, _, body) = call(proxy.admin_addr, Method::GET, "/readyz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = json(&body)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("audit.write_timeout_ms"), "{reason}");
+    // While the write hangs, mints are refused before they are sent.
+    let (status, _, _) = call(proxy.addr, Method::GET, V3, common::WITH_KEY, "")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(mock.observed.requests().len(), sent + 1);
+
+    // The volume comes back: everything written so far is read.
+    let drained = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut text).unwrap();
+        String::from_utf8(text).unwrap()
+    });
+    common::eventually(Duration::from_secs(5), "service back", || async {
+        let (status, _, _) = call(proxy.addr, Method::GET, V3, common::WITH_KEY, "")
+            .await
+            .unwrap();
+        (status == StatusCode::OK)
+            .then_some(())
+            .ok_or(format!("{status}"))
+    })
+    .await;
+    proxy.shutdown().await;
+    let text = drained.join().unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line parses"))
+        .collect();
+    let withheld: Vec<_> = records
+        .iter()
+        .filter(|r| r["decision"] == "withheld")
+        .collect();
+    assert_eq!(withheld.len(), 1, "{withheld:?}");
+    assert_eq!(withheld[0]["reason"], "audit_unavailable");
+    assert_eq!(withheld[0]["upstream_status"], 200);
 }

@@ -189,34 +189,31 @@ impl Reloader {
         Ok(msg)
     }
 
-    /// File names whose events count: the config's and every referenced file's.
-    pub fn watch_names(&self) -> HashSet<OsString> {
-        referenced_files(&self.path)
-            .iter()
-            .chain(std::iter::once(&self.path))
-            .filter_map(|p| p.file_name().map(OsString::from))
-            .collect()
-    }
-
-    /// Folders to watch: the config's and every referenced file's (not the link targets,
-    /// so that Kubernetes' `..data` symlink swap in the mounted folder is seen).
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = referenced_files(&self.path)
+    /// What the file watch looks at, read in one pass: the names whose events count (the
+    /// config's and every referenced file's) and the folders to watch (theirs, not the link
+    /// targets, so that Kubernetes' `..data` symlink swap in the mounted folder is seen).
+    /// Reads the config: call it off the event loop.
+    pub fn watched(&self) -> (HashSet<OsString>, Vec<PathBuf>) {
+        let files: Vec<PathBuf> = referenced_files(&self.path)
             .into_iter()
             .chain(std::iter::once(self.path.clone()))
+            .collect();
+        let names = files
+            .iter()
+            .filter_map(|p| p.file_name().map(OsString::from))
+            .collect();
+        let mut dirs: Vec<PathBuf> = files
+            .iter()
             .filter_map(|p| {
-                p.parent().map(|d| {
-                    if d.as_os_str().is_empty() {
-                        PathBuf::from(".")
-                    } else {
-                        d.to_path_buf()
-                    }
+                p.parent().map(|d| match d.as_os_str().is_empty() {
+                    true => PathBuf::from("."),
+                    false => d.to_path_buf(),
                 })
             })
             .collect();
         dirs.sort();
         dirs.dedup();
-        dirs
+        (names, dirs)
     }
 }
 
@@ -321,11 +318,17 @@ pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest
         }
     };
     let mut watched = HashSet::new();
-    let mut sync = |watcher: &mut notify::RecommendedWatcher| {
+    let read = |r: Arc<Reloader>| async move {
+        tokio::task::spawn_blocking(move || r.watched())
+            .await
+            .unwrap_or_default()
+    };
+    let mut sync = |watcher: &mut notify::RecommendedWatcher,
+                    (now_names, dirs): (HashSet<OsString>, Vec<PathBuf>)| {
         if let Ok(mut n) = names.lock() {
-            *n = reloader.watch_names();
+            *n = now_names;
         }
-        for d in reloader.watch_dirs() {
+        for d in dirs {
             if !watched.contains(&d) {
                 match watcher.watch(&d, RecursiveMode::NonRecursive) {
                     Ok(()) => {
@@ -336,7 +339,7 @@ pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest
             }
         }
     };
-    sync(&mut watcher);
+    sync(&mut watcher, read(reloader.clone()).await);
     while ev_rx.recv().await.is_some() {
         let burst_end = tokio::time::Instant::now() + DEBOUNCE_MAX;
         while tokio::time::Instant::now() < burst_end {
@@ -355,7 +358,7 @@ pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest
             return;
         }
         let _ = reply_rx.await;
-        sync(&mut watcher);
+        sync(&mut watcher, read(reloader.clone()).await);
     }
 }
 

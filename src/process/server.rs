@@ -64,9 +64,14 @@ impl Running {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         let _ = self.serving.recv().await;
-        if let Some(audit) = &self.state.current.load().audit {
-            audit.close();
-        }
+        // Closing waits for the writer thread: off the event loop.
+        let generation = self.state.current.load_full();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(audit) = &generation.audit {
+                audit.close();
+            }
+        })
+        .await;
     }
 }
 

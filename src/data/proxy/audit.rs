@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Response;
 
@@ -19,6 +20,8 @@ use crate::telemetry::metrics::Metrics;
 pub struct Audit {
     sink: AuditSink,
     required: bool,
+    /// `audit.write_timeout_ms`.
+    write_timeout: Duration,
     path: AuditPath,
 }
 
@@ -43,20 +46,24 @@ impl Audit {
         Ok(Some(Self {
             sink,
             required: config.required,
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
             path: path.clone(),
         }))
     }
 
     /// Writes every record queued, then stops the writer; at shutdown, once requests are done.
+    /// A write that hangs past `audit.write_timeout_ms` is given up on, and said. Blocks.
     pub fn close(&self) {
-        self.sink.close();
+        if !self.sink.close(self.write_timeout) {
+            tracing::error!(target_file = %self.path, "the audit trail's last write did not finish within audit.write_timeout_ms; records still queued are lost");
+        }
     }
 
     /// Why the proxy is not ready: the trail is required and failing.
     pub fn unready(&self) -> Option<String> {
-        (self.required && !self.sink.healthy()).then(|| {
+        self.failing().then(|| {
             format!(
-                "the audit trail ({}) cannot be written and audit.required is set",
+                "the audit trail ({}) cannot be written (or a write has hung for over audit.write_timeout_ms) and audit.required is set",
                 self.path
             )
         })
@@ -64,7 +71,11 @@ impl Audit {
 
     /// The refusal of a call while a required trail is failing.
     pub(super) fn refuses(&self) -> Option<Reject> {
-        (self.required && !self.sink.healthy()).then(|| self.unavailable())
+        self.failing().then(|| self.unavailable())
+    }
+
+    fn failing(&self) -> bool {
+        self.required && !self.sink.healthy(self.write_timeout)
     }
 
     fn unavailable(&self) -> Reject {
@@ -91,24 +102,30 @@ impl Audit {
             .as_ref()
             .map(|r| r.status().as_u16())
             .map_err(Reject::reason);
-        let Some(line) = line(route, outcome, &req, ended) else {
+        let Some(first) = line(route, outcome, &req, ended, None) else {
             return answer;
         };
-        let receipt = self.sink.write(line);
+        let receipt = self.sink.write(first);
         if !self.required {
             return answer;
         }
-        match receipt.await {
-            Ok(()) => answer,
-            _ if answer.is_err() => answer,
-            _ => Err(self.unavailable()),
+        let written = tokio::time::timeout(self.write_timeout, receipt).await;
+        if matches!(written, Ok(Ok(()))) || answer.is_err() {
+            return answer;
         }
+        // The `allowed` record may still land (a slow write) or be lost (a failed one): a
+        // second says that the answer was held back, for a trail that comes back.
+        let refusal = self.unavailable();
+        if let Some(line) = line(route, outcome, &req, ended, Some(Decision::Withheld)) {
+            drop(self.sink.write(line));
+        }
+        Err(refusal)
     }
 
     /// Writes the record of a call whose caller left while Amity had it, without waiting:
     /// the request is gone, and with it any answer to hold back.
     pub(super) fn record_caller_gone(&self, outcome: &Outcome<'_>, req: Call<'_>) {
-        if let Some(line) = line(outcome.route, outcome, &req, Err("caller_gone")) {
+        if let Some(line) = line(outcome.route, outcome, &req, Err("caller_gone"), None) {
             // Counted by the writer if it fails; nobody is left to tell.
             drop(self.sink.write(line));
         }
@@ -116,12 +133,14 @@ impl Audit {
 }
 
 /// The record's line, for an auth-token or admin call that `ended` with a status from
-/// Amity, or a reason; `None` for other calls.
+/// Amity, or a reason; `None` for other calls. The decision is `decided`, else whether the
+/// call was sent.
 fn line(
     route: Option<RouteClass>,
     outcome: &Outcome<'_>,
     req: &Call<'_>,
     ended: Result<u16, &'static str>,
+    decided: Option<Decision>,
 ) -> Option<Vec<u8>> {
     let (route, app) = (route?, outcome.app?);
     if route == RouteClass::Extra {
@@ -141,12 +160,14 @@ fn line(
         user_id: outcome.user_id.as_deref(),
         method: admin.then(|| req.method.as_str()),
         path: admin.then(|| req.uri.path()),
-        decision: if outcome.sent {
-            Decision::Allowed
-        } else {
-            Decision::Refused
+        decision: decided.unwrap_or(match outcome.sent {
+            true => Decision::Allowed,
+            false => Decision::Refused,
+        }),
+        reason: match decided {
+            Some(Decision::Withheld) => Some("audit_unavailable"),
+            _ => ended.err(),
         },
-        reason: ended.err(),
         upstream_status: ended.ok(),
         latency_ms: outcome.upstream.map(|d| d.as_millis() as u64),
         cert: outcome.cert,

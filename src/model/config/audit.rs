@@ -16,6 +16,14 @@ pub struct AuditConfig {
     /// Refuse a mint or admin call whose record cannot be written (fail closed).
     #[serde(default)]
     pub required: bool,
+    /// With `required`: how long a call waits for its record to be written, and how long a
+    /// write may hang (a stuck volume) before the trail counts as failing and `/readyz` says so.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+}
+
+fn default_write_timeout_ms() -> u64 {
+    2_000
 }
 
 /// Where audit records go.
@@ -105,6 +113,7 @@ mod tests {
         AuditConfig {
             path: path.into(),
             required: false,
+            write_timeout_ms: default_write_timeout_ms(),
         }
     }
 

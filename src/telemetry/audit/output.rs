@@ -50,7 +50,7 @@ impl Output {
             Some(f) => f,
             None => self.file.insert(open_append(path)?),
         };
-        let r = write_whole(file, batch, &mut self.torn);
+        let r = write_batch(file, batch, &mut self.torn);
         if r.is_err() {
             self.file = None;
         }
@@ -68,16 +68,56 @@ fn open_append(path: &Path) -> io::Result<File> {
     o.open(path)
 }
 
+/// A file that a failed batch can be cut back from.
+trait CutBack: Write {
+    /// Removes the last `n` bytes.
+    fn cut_back(&mut self, n: u64) -> io::Result<()>;
+}
+
+impl CutBack for File {
+    fn cut_back(&mut self, n: u64) -> io::Result<()> {
+        let len = self.metadata()?.len();
+        self.set_len(len.saturating_sub(n))
+    }
+}
+
+/// Writes the batch whole or not at all: what part of a failed one went in is cut off again (a
+/// full disk takes a truncation). Only if that fails too does the next batch end the torn line
+/// first.
+fn write_batch(f: &mut impl CutBack, batch: &[u8], torn: &mut bool) -> io::Result<()> {
+    let (was_torn, mut written) = (*torn, 0);
+    let r = write_counted(f, batch, torn, &mut written);
+    if r.is_err() && written > 0 && f.cut_back(written).is_ok() {
+        *torn = was_torn;
+    }
+    r
+}
+
 /// Writes all of `batch`, first ending a line a failed earlier write left unfinished.
 fn write_whole(w: &mut impl Write, batch: &[u8], torn: &mut bool) -> io::Result<()> {
+    write_counted(w, batch, torn, &mut 0)
+}
+
+/// [`write_whole`], adding the bytes written to `written`.
+fn write_counted(
+    w: &mut impl Write,
+    batch: &[u8],
+    torn: &mut bool,
+    written: &mut u64,
+) -> io::Result<()> {
     if *torn {
-        write_tracked(w, b"\n", torn)?;
+        write_tracked(w, b"\n", torn, written)?;
     }
-    write_tracked(w, batch, torn)
+    write_tracked(w, batch, torn, written)
 }
 
 /// `write_all` that keeps track of whether the bytes written so far end a line.
-fn write_tracked(w: &mut impl Write, mut data: &[u8], torn: &mut bool) -> io::Result<()> {
+fn write_tracked(
+    w: &mut impl Write,
+    mut data: &[u8],
+    torn: &mut bool,
+    written: &mut u64,
+) -> io::Result<()> {
     while !data.is_empty() {
         match w.write(data) {
             Ok(n) => {
@@ -85,6 +125,7 @@ fn write_tracked(w: &mut impl Write, mut data: &[u8], torn: &mut bool) -> io::Re
                     return Err(io::ErrorKind::WriteZero.into());
                 };
                 *torn = done.last() != Some(&b'\n');
+                *written += n as u64;
                 data = rest;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -129,6 +170,40 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    impl CutBack for Flaky {
+        fn cut_back(&mut self, n: u64) -> io::Result<()> {
+            let len = self.out.len() - n as usize;
+            self.out.truncate(len);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_the_disk_filled_up_in_leaves_no_part_of_itself() {
+        let mut w = Flaky {
+            out: Vec::new(),
+            budget: usize::MAX,
+        };
+        let mut torn = false;
+        write_batch(&mut w, &record("first"), &mut torn).unwrap();
+        // The disk fills halfway through the next batch.
+        w.budget = 40;
+        let batch = [record("withheld-1"), record("withheld-2")].concat();
+        assert!(write_batch(&mut w, &batch, &mut torn).is_err());
+        assert!(!torn);
+        w.budget = usize::MAX;
+        write_batch(&mut w, &record("later"), &mut torn).unwrap();
+        let text = String::from_utf8(w.out).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("every line parses");
+                v["request_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["first", "later"]);
     }
 
     #[test]

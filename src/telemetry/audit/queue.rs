@@ -3,7 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -61,6 +62,9 @@ pub(super) struct Shared {
     pub(super) done: Condvar,
     pub(super) counters: AuditCounters,
     pub(super) healthy: AtomicBool,
+    /// When the write in progress began, in milliseconds after `opened` plus one; 0: none.
+    pub(super) writing_since: AtomicU64,
+    pub(super) opened: Instant,
 }
 
 impl Shared {
@@ -74,6 +78,27 @@ impl Shared {
     pub(super) fn closed(&self) -> AuditError {
         AuditError::Closed {
             target: self.target.clone(),
+        }
+    }
+
+    /// Marks a write begun (`true`) or ended.
+    pub(super) fn writing(&self, begun: bool) {
+        let at = match begun {
+            true => self.opened.elapsed().as_millis() as u64 + 1,
+            false => 0,
+        };
+        self.writing_since.store(at, Ordering::Relaxed);
+    }
+
+    /// How long the write in progress has taken, if one is.
+    pub(super) fn writing_for(&self) -> Option<Duration> {
+        match self.writing_since.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(
+                self.opened
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1)),
+            ),
         }
     }
 

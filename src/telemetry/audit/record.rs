@@ -10,6 +10,9 @@ pub enum Decision {
     Allowed,
     /// Refused locally; it never left the machine.
     Refused,
+    /// Forwarded, and Amity answered, but the answer was held back: its record (the
+    /// `allowed` one before this) could not be written in time and `audit.required` is set.
+    Withheld,
 }
 
 /// One audit record, serialised as one JSON object per line with the fields in this order and

@@ -3,7 +3,7 @@
 //! (`audit.required`) can wait for it; reopen after rotation; close at shutdown.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
@@ -65,6 +65,8 @@ impl AuditSink {
             done: Condvar::new(),
             counters,
             healthy: AtomicBool::new(true),
+            writing_since: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
         });
         Self {
             _last: Arc::new(CloseOnDrop(shared.clone())),
@@ -141,10 +143,11 @@ impl AuditSink {
         rx.recv().unwrap_or_else(|_| Err(s.closed()))
     }
 
-    /// False after a failed write or reopen (or a full queue); true again after a batch is
-    /// written.
-    pub fn healthy(&self) -> bool {
+    /// False after a failed write or reopen (or a full queue), and while a write has taken
+    /// longer than `stuck` (a hung volume); true again after a batch is written.
+    pub fn healthy(&self, stuck: std::time::Duration) -> bool {
         self.shared.healthy.load(Ordering::Relaxed)
+            && self.shared.writing_for().is_none_or(|d| d <= stuck)
     }
 
     /// Records written so far.
@@ -157,16 +160,27 @@ impl AuditSink {
         self.shared.counters.failed.get()
     }
 
-    /// Writes everything queued, then stops the writer thread; returns when it has stopped.
-    /// Later writes and reopens fail with [`AuditError::Closed`].
-    pub fn close(&self) {
+    /// Writes everything queued, then stops the writer thread; returns when it has stopped,
+    /// or after `bound` (a write hung on its volume), saying whether it stopped. Blocks: call
+    /// it off the event loop. Later writes and reopens fail with [`AuditError::Closed`].
+    pub fn close(&self, bound: std::time::Duration) -> bool {
         let s = &*self.shared;
+        let deadline = std::time::Instant::now() + bound;
         let mut st = s.lock();
         st.closing = true;
         s.work.notify_one();
         while !st.stopped {
-            st = s.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = s
+                .done
+                .wait_timeout(st, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
+        true
     }
 }
 
@@ -198,6 +212,8 @@ mod tests {
         AuditRecord::example("bot-7", request_id).to_line()
     }
 
+    const STUCK: Duration = Duration::from_secs(5);
+
     /// The request ids of the file's lines, checking that every line is a whole JSON object.
     fn ids(path: &Path) -> Vec<String> {
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -228,7 +244,7 @@ mod tests {
         block_on(sink.write(line.clone())).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), line);
         assert_eq!(
-            (sink.written(), sink.failed(), sink.healthy()),
+            (sink.written(), sink.failed(), sink.healthy(STUCK)),
             (1, 0, true)
         );
         #[cfg(unix)]
@@ -262,7 +278,7 @@ mod tests {
                 block_on(r).unwrap();
             }
         }
-        sink.close();
+        assert!(sink.close(STUCK));
         let ids = ids(&path);
         assert_eq!(ids.len(), 16_000);
         assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 16_000);
@@ -302,7 +318,7 @@ mod tests {
         for r in writer.join().unwrap() {
             block_on(r).unwrap();
         }
-        sink.close();
+        assert!(sink.close(STUCK));
 
         let old: Vec<usize> = ids(&rotated).iter().map(|s| s.parse().unwrap()).collect();
         let new: Vec<usize> = ids(&path).iter().map(|s| s.parse().unwrap()).collect();
@@ -346,7 +362,7 @@ mod tests {
             assert!(err.to_string().contains("/dev/full"), "{err}");
         }
         assert_eq!(
-            (sink.written(), sink.failed(), sink.healthy()),
+            (sink.written(), sink.failed(), sink.healthy(STUCK)),
             (0, 5, false)
         );
     }
@@ -369,13 +385,13 @@ mod tests {
             matches!(&err, AuditError::Open { path: p, .. } if *p == path),
             "{err}"
         );
-        assert!(!sink.healthy());
+        assert!(!sink.healthy(STUCK));
         assert!(block_on(sink.write(record("b"))).is_err());
         assert_eq!(sink.failed(), 1);
 
         std::fs::create_dir(&sub).unwrap();
         block_on(sink.write(record("c"))).unwrap();
-        assert!(sink.healthy());
+        assert!(sink.healthy(STUCK));
         assert_eq!(ids(&rotated), ["a"]);
         assert_eq!(ids(&path), ["c"]);
     }
@@ -387,13 +403,13 @@ mod tests {
         for i in 0..1000 {
             drop(sink.write(record(&i.to_string())));
         }
-        sink.close();
+        assert!(sink.close(STUCK));
         assert_eq!(ids(&path).len(), 1000);
         let err = block_on(sink.write(record("late"))).unwrap_err();
         assert!(matches!(err, AuditError::Closed { .. }), "{err}");
         assert!(matches!(sink.reopen(), Err(AuditError::Closed { .. })));
         assert_eq!((sink.written(), sink.failed()), (1000, 1));
-        sink.close(); // a second close returns at once
+        assert!(sink.close(STUCK)); // a second close returns at once
     }
 
     #[test]
@@ -425,13 +441,13 @@ mod tests {
             "{err}"
         );
         assert_eq!(sink.failed(), 1);
-        assert!(!sink.healthy());
+        assert!(!sink.healthy(STUCK));
 
         sink.start(Output::open(&target).unwrap()).unwrap();
         for r in queued {
             block_on(r).unwrap();
         }
-        assert!(sink.healthy());
+        assert!(sink.healthy(STUCK));
         assert_eq!(sink.written(), 3);
     }
 

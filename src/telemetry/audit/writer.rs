@@ -102,7 +102,10 @@ fn commit(
     if waiting.is_empty() {
         return;
     }
-    match out.write(batch) {
+    s.writing(true);
+    let written = out.write(batch);
+    s.writing(false);
+    match written {
         Ok(()) => {
             s.counters.written.inc_by(waiting.len() as u64);
             s.healthy.store(true, Ordering::Relaxed);
