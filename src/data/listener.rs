@@ -152,8 +152,8 @@ pub async fn serve(
             let acceptor = state.current.load().inbound.clone();
             let Some(acceptor) = acceptor else {
                 // Nothing but the socket is held until the first bytes arrive.
-                let first = tokio::time::timeout(opts.idle, conn::sniff(&stream)).await;
-                let Ok(Ok(Some(proto))) = first else { return };
+                let first = conn::sniff(&stream, opts.idle, opts.header_read_timeout).await;
+                let Ok(Some(proto)) = first else { return };
                 let conn = Arc::new(ConnInfo::new(peer, None, app));
                 return serve_conn(stream, proto, conn, state, &builders, bounds).await;
             };
