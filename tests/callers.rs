@@ -319,3 +319,52 @@ async fn an_idle_keep_alive_connection_is_parked_and_serves_the_next_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// POST /reload, which must succeed.
+async fn reload(admin: std::net::SocketAddr) {
+    let (status, _, body) = call(admin, Method::POST, "/reload", &[], "").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
+
+/// A reload hands no caller a fresh burst, a changed limit applies to the count so far, and the
+/// requests in flight on the old generation count against the new one's `max_in_flight`.
+#[tokio::test]
+async fn the_rate_and_in_flight_limits_hold_across_reloads() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let limits = |burst: u32| {
+        format!("limits:\n  max_in_flight: 1\n  rate_limit: {{ per_second: 1, burst: {burst} }}\n")
+    };
+    let v = env.config(mock.addr, &["backend-a"], &limits(3));
+    let proxy = env.proxy(&v).await;
+    let statuses = |n| async move {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(v3(proxy.addr).await.0.as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses(4).await, [200, 200, 200, 429]);
+    reload(proxy.admin_addr).await;
+    assert_eq!(statuses(1).await, [429], "the reload gave no fresh burst");
+    env.config(mock.addr, &["backend-a"], &limits(5));
+    reload(proxy.admin_addr).await;
+    // 3 of 5 used (less what a second refilled): at most 2 or 3 more, never 5.
+    let more = statuses(6).await;
+    let passed = more.iter().filter(|s| **s == 200).count();
+    assert!((2..=3).contains(&passed), "{more:?}");
+
+    // A call held by the old generation fills the new one's single slot.
+    env.config(mock.addr, &["backend-a"], "limits:\n  max_in_flight: 1\n");
+    reload(proxy.admin_addr).await;
+    mock.set_delay(Duration::from_millis(2000));
+    let addr = proxy.addr;
+    let held = tokio::spawn(async move { v3(addr).await.0 });
+    common::upstream_saw(&mock, 1 + 3 + passed).await;
+    reload(proxy.admin_addr).await;
+    let (status, _, body) = v3(proxy.addr).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&body)["data"]["reason"], "overloaded");
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+}

@@ -1,12 +1,8 @@
 //! Who is calling, and whether they may: the `callers` list and the per-caller rate limit.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
-
+use super::rate::RateLimit;
 use super::reject::Reject;
 use crate::model::config::{Caller, RouteClass, UserIdPattern, Validated};
 
@@ -51,7 +47,7 @@ impl ConnInfo {
 pub(super) struct Admission {
     /// `callers` with their grants; empty allows every fleet certificate everything.
     callers: Vec<Caller>,
-    rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
+    rate: Option<RateLimit>,
 }
 
 /// A caller let in: the `callers` identity it matched (its name from then on), and the
@@ -63,15 +59,13 @@ pub(super) struct Admitted<'g> {
 }
 
 impl Admission {
-    /// From `callers` and `limits.rate_limit`.
-    pub(super) fn new(v: &Validated) -> Self {
+    /// From `callers` and `limits.rate_limit`; the callers' rates go on from `previous`'s.
+    pub(super) fn new(v: &Validated, previous: Option<&Admission>) -> Self {
+        let previous_rate = previous.and_then(|p| p.rate.as_ref());
         Self {
             callers: v.callers.clone(),
-            rate: v.config.limits.rate_limit.as_ref().and_then(|r| {
-                let quota = Quota::per_second(NonZeroU32::new(r.per_second)?)
-                    .allow_burst(NonZeroU32::new(r.burst)?);
-                Some(RateLimiter::keyed(quota))
-            }),
+            rate: (v.config.limits.rate_limit.as_ref())
+                .and_then(|r| RateLimit::new(r, previous_rate)),
         }
     }
 
@@ -110,15 +104,11 @@ impl Admission {
         }
         if let Some(rate) = &self.rate {
             let name = admitted.identity.unwrap_or(&conn.name);
-            if let Err(not_until) = rate.check_key(name) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+            if let Err(wait) = rate.check(name) {
                 return Err(Reject::RateLimited {
                     caller: name.clone(),
                     retry_after: wait.as_secs().max(1),
                 });
-            }
-            if rate.len() > 10_000 {
-                rate.retain_recent();
             }
         }
         Ok(admitted)

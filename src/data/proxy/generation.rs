@@ -40,8 +40,9 @@ pub struct Generation {
     pub(super) admission: Admission,
     /// The audit trail, with `audit`.
     pub audit: Option<Audit>,
-    /// Requests of this generation waiting for the upstream, at most `limits.max_in_flight`.
-    in_flight: AtomicUsize,
+    /// Requests waiting for the upstream, at most `limits.max_in_flight`: shared with the
+    /// generations before, so that old and new together stay within the limit.
+    in_flight: Arc<AtomicUsize>,
     pub(super) body_read_timeout: Duration,
     pub(super) response_timeout: Duration,
 }
@@ -71,9 +72,9 @@ impl Generation {
             limits: v.config.limits.clone(),
             metrics,
             inbound: v.inbound.as_ref().map(tls::inbound_acceptor).transpose()?,
-            admission: Admission::new(v),
+            admission: Admission::new(v, previous.map(|p| &p.admission)),
             audit,
-            in_flight: AtomicUsize::new(0),
+            in_flight: previous.map_or_else(Arc::default, |p| p.in_flight.clone()),
             body_read_timeout: v.config.timeouts.header_read(),
             response_timeout: v.config.timeouts.response(),
         })

@@ -20,6 +20,7 @@ mod headers;
 mod identity;
 mod phases;
 mod policy;
+mod rate;
 mod reject;
 mod secrets;
 mod select;
