@@ -726,3 +726,40 @@ async fn a_caller_whose_input_amity_repeats_never_switches_certificates() {
         Some(1.0)
     );
 }
+
+/// Once a reload replaced a certificate, nothing the old generation still does (a scrape that
+/// loaded it, a failover on a request in flight) brings the removed certificate's series back,
+/// and the new one's are there throughout.
+#[tokio::test]
+async fn a_replaced_generation_never_writes_the_certificate_series_back() {
+    let env = Env::new();
+    let old_serial = env.client_cert("cert-a");
+    let new_serial = env.client_cert("cert-b");
+    let mock = env.mock(Duration::ZERO).await;
+    let proxy = env.proxy(&env.config(mock.addr, &["cert-a"], "")).await;
+    let old = proxy.state.current.load_full();
+    env.config(mock.addr, &["cert-b"], "");
+    let (status, message) = post_reload(proxy.admin_addr).await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    // What a request or scrape still holding the old generation does.
+    old.publish_active();
+    let m = get_metrics(proxy.admin_addr).await;
+    for name in [
+        "amity_proxy_cert_expiry_timestamp_seconds",
+        "amity_proxy_cert_active",
+    ] {
+        assert_eq!(
+            metric(&m, name, &[("name", "cert-a"), ("serial", &old_serial)]),
+            None,
+            "{name} names the certificate a reload removed"
+        );
+        assert!(
+            metric(&m, name, &[("name", "cert-b"), ("serial", &new_serial)]).is_some(),
+            "{name} lost the certificate serving"
+        );
+    }
+    assert_eq!(
+        metric(&m, "amity_proxy_cert_active", &[("name", "cert-b")]),
+        Some(1.0)
+    );
+}

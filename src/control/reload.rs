@@ -290,8 +290,13 @@ const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 /// [`DEBOUNCE_MAX`] of steady events), asks for a reload. Only events on the files
 /// the config names, or on Kubernetes' `..data` links, count: a log file written
 /// into the same folder must not keep postponing reloads.
-/// Returns when `tx` closes. Without a working watcher it logs why and returns.
-pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest>) {
+/// `first` is [`Reloader::watched`] as the proxy started. Returns when `tx` closes. Without a
+/// working watcher it logs why and returns.
+pub async fn watch_files(
+    reloader: Arc<Reloader>,
+    tx: mpsc::Sender<ReloadRequest>,
+    first: (HashSet<OsString>, Vec<PathBuf>),
+) {
     let names: Arc<Mutex<HashSet<OsString>>> = Arc::default();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
     let relevant = names.clone();
@@ -339,7 +344,7 @@ pub async fn watch_files(reloader: Arc<Reloader>, tx: mpsc::Sender<ReloadRequest
             }
         }
     };
-    sync(&mut watcher, read(reloader.clone()).await);
+    sync(&mut watcher, first);
     while ev_rx.recv().await.is_some() {
         let burst_end = tokio::time::Instant::now() + DEBOUNCE_MAX;
         while tokio::time::Instant::now() < burst_end {

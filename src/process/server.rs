@@ -119,9 +119,12 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         })
     };
     until_stop(Box::pin(reload::reload_loop(reloader.clone(), reload_rx)));
+    // What to watch is read now, as the config was: a change made once start returns is seen.
+    let watched = reloader.watched();
     until_stop(Box::pin(reload::watch_files(
         reloader.clone(),
         reload_tx.clone(),
+        watched,
     )));
     until_stop(Box::pin(reload::sighup(
         reload::hangup_signal(),

@@ -118,6 +118,9 @@ pub struct Metrics {
     pub inbound_refused: Family<FixedReason, Counter>,
     /// Responses dropped as not taken by the backend within `timeouts.send_ms`.
     pub send_timeouts: Counter,
+    /// Held while the certificate series change, so that a generation being replaced cannot
+    /// write them back.
+    pub cert_series: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -148,6 +151,7 @@ impl Metrics {
             inbound_handshake_failures: Family::default(),
             inbound_refused: Family::default(),
             send_timeouts: Counter::default(),
+            cert_series: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         registry.register(

@@ -1,6 +1,7 @@
 //! One Amity app as a generation serves it: its certificates and their pools, which one is
 //! presented, its allow-list and secrets. Nothing of one app is used for another.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::failover::Failover;
@@ -11,7 +12,7 @@ use crate::data::tls::TlsError;
 use crate::data::upstream::Upstream;
 use crate::model::config::{CallerSecrets, CertRejectedAnswers, LoadedApp, TimeoutsConfig};
 use crate::model::pki::{self, CertState};
-use crate::telemetry::metrics::{AppMetrics, Metrics};
+use crate::telemetry::metrics::{AppMetrics, CertLabels, Metrics};
 
 /// One app of a generation.
 pub struct App {
@@ -34,6 +35,8 @@ pub struct App {
     upstream_base: String,
     pub(super) metrics: AppMetrics,
     all_metrics: Arc<Metrics>,
+    /// Set once another generation serves (see [`App::retire`]).
+    retired: AtomicBool,
 }
 
 impl App {
@@ -85,12 +88,17 @@ impl App {
             upstream_base: a.upstream.base.clone(),
             metrics,
             all_metrics: all_metrics.clone(),
+            retired: AtomicBool::new(false),
         })
     }
 
-    /// Sets `cert_expiry` for this app's certificates and `cert_active` (see
-    /// [`App::publish_active`]); called as its generation is published, after the previous
-    /// generation's series were cleared.
+    /// The labels of this app's certificate series.
+    pub(super) fn cert_labels(&self) -> impl Iterator<Item = CertLabels> + '_ {
+        self.identities.iter().map(|i| i.labels(&self.metrics.app))
+    }
+
+    /// Sets `cert_expiry` for this app's certificates and `cert_active`; called, with
+    /// `Metrics::cert_series` held, as its generation is published.
     pub(super) fn publish_metrics(&self) {
         for i in &self.identities {
             self.all_metrics
@@ -98,13 +106,27 @@ impl App {
                 .get_or_create(&i.labels(&self.metrics.app))
                 .set(i.info.not_after);
         }
-        self.publish_active();
+        self.set_active();
     }
 
     /// Sets `cert_active` to the certificate presented first now, as `/certs` names it (also
-    /// called on each scrape, so an expiry between reloads shows: the other one then serves).
-    /// Each series is set in place, so that a scrape never sees none.
+    /// called on each scrape, so an expiry between reloads shows: the other one then serves,
+    /// and on a failover). A generation no longer serving leaves the series alone.
     pub fn publish_active(&self) {
+        let _series = self.all_metrics.cert_series.lock();
+        if !self.retired.load(Ordering::Relaxed) {
+            self.set_active();
+        }
+    }
+
+    /// Marks the app's generation replaced: it writes no certificate series from then on.
+    /// Called with `Metrics::cert_series` held.
+    pub(super) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Each series is set in place, so that a scrape never sees none.
+    fn set_active(&self) {
         let presented = self
             .failover
             .usable(&self.identities, pki::now_unix())

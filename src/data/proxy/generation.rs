@@ -81,12 +81,21 @@ impl Generation {
     }
 
     /// Sets the certificate metrics (`cert_expiry`, `cert_active`) from this generation's
-    /// apps; called as it is published.
-    pub(super) fn publish_metrics(&self) {
-        // The series of certificates the previous generation had go.
-        self.metrics.cert_expiry.clear();
-        self.metrics.cert_active.clear();
+    /// apps, and removes those of `previous`'s certificates it does not have; called, with
+    /// `Metrics::cert_series` held, as it is published. Series it keeps are set in place, so
+    /// that a scrape never sees none.
+    pub(super) fn publish_metrics(&self, previous: Option<&Generation>) {
         self.apps.iter().for_each(App::publish_metrics);
+        let Some(previous) = previous else { return };
+        previous.apps.iter().for_each(App::retire);
+        let kept: std::collections::HashSet<_> =
+            self.apps.iter().flat_map(App::cert_labels).collect();
+        for gone in previous.apps.iter().flat_map(App::cert_labels) {
+            if !kept.contains(&gone) {
+                self.metrics.cert_expiry.remove(&gone);
+                self.metrics.cert_active.remove(&gone);
+            }
+        }
     }
 
     /// Sets `cert_active` of every app (see [`App::publish_active`]).

@@ -59,7 +59,7 @@ impl ProxyState {
     pub fn new(v: &Validated) -> Result<Arc<Self>, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let generation = Arc::new(Generation::build(v, metrics.clone(), None)?);
-        generation.publish_metrics();
+        generation.publish_metrics(None);
         metrics.reload(true);
         Ok(Arc::new(Self {
             current: ArcSwap::new(generation),
@@ -71,7 +71,8 @@ impl ProxyState {
     /// certificates. In-flight requests keep the generation they started with.
     pub fn publish(&self, generation: Generation) {
         let generation = Arc::new(generation);
-        self.current.store(generation.clone());
-        generation.publish_metrics();
+        let _series = self.metrics.cert_series.lock();
+        let previous = self.current.swap(generation.clone());
+        generation.publish_metrics(Some(&previous));
     }
 }
