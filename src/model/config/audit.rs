@@ -46,6 +46,16 @@ impl std::fmt::Display for AuditPath {
 }
 
 impl AuditConfig {
+    /// Problems with `write_timeout_ms`.
+    pub(super) fn problems(&self) -> Vec<Problem> {
+        let field = "audit.write_timeout_ms";
+        let mut out = super::timeouts::too_long(&[(field, self.write_timeout_ms)]);
+        if self.write_timeout_ms == 0 {
+            out.push(Problem::new(field, "must be greater than 0"));
+        }
+        out
+    }
+
     /// The resolved path; a problem when it is empty or its folder does not exist.
     pub(super) fn target(&self, base_dir: &Path) -> Result<AuditPath, Problem> {
         let path = self.path.trim();

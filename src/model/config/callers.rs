@@ -58,6 +58,15 @@ pub(super) fn callers(
         let field = format!("callers[{i}]");
         if c.identity.trim().is_empty() {
             problem(format!("{field}.identity"), "is empty".into());
+        } else if !c.identity.is_ascii() {
+            // A certificate's DNS, URI and email names are ASCII (IDNs in their A-label form).
+            problem(
+                format!("{field}.identity"),
+                format!(
+                    "{:?} has characters beyond ASCII: no certificate name matches it; write an internationalised domain in its xn-- form",
+                    c.identity
+                ),
+            );
         }
         if listed[..i].iter().any(|o| o.identity == c.identity) {
             problem(

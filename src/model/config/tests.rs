@@ -325,3 +325,68 @@ fn the_single_app_shape_is_one_app_named_default() {
     let none = parse_str("listen: 127.0.0.1:1\n").unwrap();
     assert_eq!(none.app_list().unwrap_err()[0].field, "upstream");
 }
+
+#[test]
+fn what_check_passes_can_run_bounds_listeners_and_identities() {
+    let problems = |yaml: &str| -> Vec<(String, String)> {
+        let config = parse_str(yaml).unwrap();
+        match validate(Path::new("t.yaml"), config, Path::new("/nonexistent")) {
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .filter(|p| !p.field.starts_with("client_certs") && p.field != "upstream.ca")
+                .map(|p| (p.field, p.reason))
+                .collect(),
+            Err(e) => panic!("{e}"),
+            Ok(_) => Vec::new(),
+        }
+    };
+    let base = "upstream: {region: sg}\nclient_certs: []\n";
+    // A bound so long it would overflow the clock on every request.
+    let p = problems(&format!(
+        "listen: 127.0.0.1:1\n{base}timeouts:\n  response_ms: 18446744073709551615\n  shutdown_grace_ms: 90000000\naudit:\n  path: '-'\n  write_timeout_ms: 0\n"
+    ));
+    let fields: Vec<&str> = p.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "timeouts.response_ms",
+            "timeouts.shutdown_grace_ms",
+            "audit.write_timeout_ms"
+        ],
+        "{p:?}"
+    );
+    assert!(p[0].1.contains("at most 86400000"), "{p:?}");
+    // 0.0.0.0:X covers 127.0.0.1:X, and [::]:X every address: they cannot both be bound.
+    for (listen, admin) in [
+        ("0.0.0.0:9000", "127.0.0.1:9000"),
+        ("127.0.0.1:9000", "0.0.0.0:9000"),
+        ("'[::]:9000'", "127.0.0.1:9000"),
+    ] {
+        let p = problems(&format!("listen: {listen}\nadmin_listen: {admin}\n{base}"));
+        assert!(
+            p.iter()
+                .any(|(f, r)| f == "admin_listen" && r.contains("cannot both be bound")),
+            "{listen} {admin}: {p:?}"
+        );
+    }
+    let p = problems(&format!(
+        "listen: 127.0.0.1:9000\nadmin_listen: '[::1]:9000'\n{base}"
+    ));
+    assert!(p.is_empty(), "different addresses, one port: {p:?}");
+    let apps = "listen: 0.0.0.0:9000\nadmin_listen: 127.0.0.1:9001\napps:\n  - name: eu\n    listen: 127.0.0.1:9000\n    upstream: {region: eu}\n    client_certs: []\n";
+    let p = problems(apps);
+    assert!(
+        p.iter().any(|(f, _)| f == "apps[eu].listen"),
+        "an app's listener inside listen's: {p:?}"
+    );
+    // A caller identity no certificate name can carry.
+    let p = problems(&format!(
+        "listen: 127.0.0.1:1\n{base}callers:\n  - {{identity: bücher.example, routes: [auth_token]}}\n"
+    ));
+    let identity: Vec<_> = p
+        .iter()
+        .filter(|(f, _)| f == "callers[0].identity")
+        .collect();
+    assert_eq!(identity.len(), 1, "{p:?}");
+    assert!(identity[0].1.contains("xn--"), "{p:?}");
+}

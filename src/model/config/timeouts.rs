@@ -130,8 +130,8 @@ impl TimeoutsConfig {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    /// Problems with their field paths: every bound but the grace period must be above 0.
-    pub(super) fn problems(&self) -> Vec<Problem> {
+    /// Every bound, with its field path.
+    fn fields(&self) -> [(&'static str, u64); 9] {
         [
             ("timeouts.connect_ms", self.connect_ms),
             ("timeouts.handshake_ms", self.handshake_ms),
@@ -141,10 +141,33 @@ impl TimeoutsConfig {
             ("timeouts.idle_ms", self.idle_ms),
             ("timeouts.send_ms", self.send_ms),
             ("timeouts.inbound_handshake_ms", self.inbound_handshake_ms),
+            ("timeouts.shutdown_grace_ms", self.shutdown_grace_ms),
         ]
-        .into_iter()
-        .filter(|(_, v)| *v == 0)
-        .map(|(field, _)| Problem::new(field, "must be greater than 0"))
-        .collect()
     }
+
+    /// Problems with their field paths: every bound but the grace period must be above 0, and
+    /// none may pass [`MAX_MS`].
+    pub(super) fn problems(&self) -> Vec<Problem> {
+        let fields = self.fields();
+        let mut out: Vec<Problem> = fields
+            .iter()
+            .filter(|(field, v)| *v == 0 && *field != "timeouts.shutdown_grace_ms")
+            .map(|(field, _)| Problem::new(*field, "must be greater than 0"))
+            .collect();
+        out.extend(too_long(&fields));
+        out
+    }
+}
+
+/// The longest bound any duration field takes: a day. Longer ones would be no bound at all, and
+/// far longer ones would overflow the clock.
+pub const MAX_MS: u64 = 86_400_000;
+
+/// Problems for the fields of `fields` past [`MAX_MS`].
+pub(super) fn too_long(fields: &[(&str, u64)]) -> Vec<Problem> {
+    fields
+        .iter()
+        .filter(|(_, v)| *v > MAX_MS)
+        .map(|(field, v)| Problem::new(*field, format!("{v} ms is over a day; at most {MAX_MS}")))
+        .collect()
 }

@@ -193,6 +193,10 @@ impl UpstreamConfig {
                 "must be greater than 0",
             ));
         }
+        out.extend(super::timeouts::too_long(&[(
+            "upstream.pool_idle_timeout_ms",
+            self.pool_idle_timeout_ms,
+        )]));
         out
     }
 

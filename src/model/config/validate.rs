@@ -61,6 +61,9 @@ pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validate
     exposure(&config, &app_configs, listen, admin_listen, &mut r);
     let callers = callers(&config, &app_configs, &mut r);
     let admin_auth_token = files::admin_auth_token(&config, base_dir, &mut r);
+    if let Some(a) = &config.audit {
+        r.problems.extend(a.problems());
+    }
     let audit = config
         .audit
         .as_ref()
@@ -158,10 +161,10 @@ fn app_listeners(apps: &[AppConfig], shared: [Option<SocketAddr>; 2], r: &mut Re
         let Some(addr) = a.listen.as_deref().and_then(|l| parse_addr(l).ok()) else {
             continue;
         };
-        if addr.port() != 0 && taken.contains(&addr) {
+        if taken.iter().any(|t| overlap(*t, addr)) {
             r.problem(
                 format!("apps[{}].listen", a.name),
-                format!("{addr} is already listen, admin_listen or another app's listen"),
+                format!("{addr} overlaps listen, admin_listen or another app's listen: they cannot all be bound"),
             );
         }
         taken.push(addr);
@@ -177,11 +180,26 @@ fn listeners(config: &Config, r: &mut Report) -> (Option<SocketAddr>, Option<Soc
         .map_err(|e| r.problem("admin_listen", e))
         .ok();
     if let (Some(l), Some(a)) = (listen, admin_listen) {
-        if l == a && l.port() != 0 {
-            r.problem("admin_listen", format!("{a} is also the listen address"));
+        if overlap(l, a) {
+            r.problem(
+                "admin_listen",
+                format!("{a} and the listen address {l} cannot both be bound"),
+            );
         }
     }
     (listen, admin_listen)
+}
+
+/// Whether two listeners cannot both be bound: the same port (not 0), and the same address or
+/// one that covers the other (`0.0.0.0` every IPv4 address, `::` every address, IPv4 too on a
+/// dual-stack host).
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |x: std::net::IpAddr, y: std::net::IpAddr| {
+        x.is_unspecified() && (x.is_ipv6() || y.is_ipv4())
+    };
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
