@@ -361,7 +361,10 @@ async fn a_required_trail_on_a_hung_volume_bounds_every_mint() {
     env.client_cert("backend-a");
     let mock = env.mock(Duration::ZERO).await;
     let fifo = env.certs().parent().unwrap().join("audit.pipe");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     // The reader opens once the proxy opens the pipe for writing, and then reads nothing.
     let reader = {
