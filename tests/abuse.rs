@@ -177,3 +177,70 @@ async fn abuse_is_contained_while_normal_requests_are_served() {
         "RSS did not come back down: {rss_end} KiB"
     );
 }
+
+/// Under a low open-file limit (a container started with a low `--ulimit`), backends holding
+/// as many connections as they can never starve the admin listener: `/healthz` and `/metrics`
+/// answer, and the connections past what the limit has room for wait in the kernel's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_holding_connections_under_a_low_descriptor_limit_leave_the_admin_listener_room() {
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(mock.addr, &["backend-a"], "");
+    let (listen, admin) = common::spawned::pin_ports(&v.path);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.env("RUST_LOG", "info").args([
+        "-c",
+        "ulimit -n 256 && exec \"$0\" run -c \"$1\"",
+        common::BIN,
+        &v.path.display().to_string(),
+    ]);
+    let mut p = Spawned::spawn(cmd, v.path.with_file_name("proxy.log"), listen, admin);
+    p.wait_listening(&[listen, admin]).await;
+    // 200 keep-alive callers, each with a request sent: more than 256 descriptors' worth.
+    let mut callers = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(
+            format!(
+                "GET {V3} HTTP/1.1\r\nhost: x\r\nx-server-key: {}\r\n\r\n",
+                common::SERVER_KEY
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        callers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for path in ["/healthz", "/metrics"] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(3),
+            call(admin, Method::GET, path, &[], ""),
+        )
+        .await;
+        assert!(
+            matches!(answer, Ok(Ok((StatusCode::OK, _, _)))),
+            "{path}: {answer:?}\n{}",
+            p.log()
+        );
+    }
+    let log = p.log();
+    assert!(log.contains("accepting at most 112"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+    // The callers accepted were answered.
+    let mut answered = 0;
+    for s in callers.iter_mut().take(50) {
+        let mut buf = [0u8; 12];
+        if tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut buf))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            answered += usize::from(&buf == b"HTTP/1.1 200");
+        }
+    }
+    assert_eq!(
+        answered, 50,
+        "the first 50 callers are within the 112 accepted"
+    );
+}

@@ -165,16 +165,9 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     for w in &v.warnings {
         tracing::warn!("{w}");
     }
-    // Each HTTP/1 backend connection takes two file descriptors (the second watches for a
-    // caller hanging up); the soft limit is often 1024.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n < 2 * v.config.limits.max_connections as u64 + 256 => tracing::warn!(
-            nofile = n,
-            max_connections = v.config.limits.max_connections,
-            "the open-file limit is below twice limits.max_connections; connections beyond it will fail to be accepted or will not notice callers that hang up"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    // The soft limit is often 1024; what it then has room for is in `descriptors`.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let terminated = signals::terminate();
     let running = start(&v).await?;

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::data::listener::{serve, ConnOptions};
 use crate::data::proxy::ProxyState;
 use crate::model::config::Validated;
+use crate::process::descriptors;
 use crate::process::server::ServeError;
 
 /// A bound backend listener: the shared one, or an app's own.
@@ -36,7 +37,11 @@ pub fn spawn(
         .collect::<Result<Vec<_>, ServeError>>()?;
     let start = v.start_only();
     let workers = crate::data::workers::resolve(start.workers);
-    let slots = Arc::new(Semaphore::new(start.max_connections));
+    let (cap, why) = descriptors::connection_cap(start.max_connections, descriptors::nofile());
+    if let Some(why) = why {
+        tracing::warn!("{why}");
+    }
+    let slots = Arc::new(Semaphore::new(cap));
     let opts = ConnOptions::from_config(v);
     let (done, all_done) = mpsc::channel(1);
     for i in 0..workers {
