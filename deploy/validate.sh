@@ -110,8 +110,16 @@ verify_unit() {
   out=$(systemd-analyze verify "$1" 2>&1) || { echo "$out"; return 1; }
   if grep -F "$(basename "$1")" <<<"$out"; then return 1; fi
 }
+cp deploy/systemd/amity-mtls-proxy.socket deploy/systemd/amity-mtls-proxy-admin.socket "$unit_dir/"
 verify_unit "$unit_dir/amity-mtls-proxy.service"
-echo "systemd-analyze verify: clean"
+verify_unit "$unit_dir/amity-mtls-proxy.socket"
+verify_unit "$unit_dir/amity-mtls-proxy-admin.socket"
+# The sockets listen where the shipped config does.
+for addr in "$(awk '/^listen:/ {print $2}' deploy/systemd/config.yaml)" \
+  "$(awk '/^admin_listen:/ {print $2}' deploy/systemd/config.yaml)"; do
+  grep -q "^ListenStream=$addr$" deploy/systemd/*.socket || fail "no socket unit listens on $addr"
+done
+echo "systemd-analyze verify: clean (service and sockets)"
 # Fails above an exposure of 2.0 (the threshold is on a 0-100 scale).
 systemd-analyze security --offline=yes --threshold=20 "$unit_dir/amity-mtls-proxy.service" | tail -1
 cp "$FIXTURES/broken.service" "$unit_dir/broken.service"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the build needs beyond Rust (make and a C compiler, for jemalloc)
 # and the Debian tools the tests use as independent peers and checkers:
-# openssl (CSR and certificate checks), nginx (a real mTLS upstream), curl, and
-# chromium (the status page, loaded in a real browser).
+# openssl (CSR and certificate checks), nginx (a real mTLS upstream), curl,
+# chromium (the status page, loaded in a real browser) and systemd's
+# systemd-socket-activate (listeners held across a restart).
 #
 #   bash scripts/deps.sh [--build] [TOOL | PACKAGE=PATH ...]
 #
@@ -25,6 +26,8 @@ if [ -n "$tests" ]; then
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   need curl
   need chromium
+  # systemd-socket-activate holds the listeners in the socket-activated restart test.
+  need systemd /usr/bin/systemd-socket-activate
 fi
 for spec in "$@"; do
   case "$spec" in

@@ -141,3 +141,99 @@ async fn a_spawned_proxy_does_not_outlive_a_failed_assertion() {
         "still listening on {listen}"
     );
 }
+
+/// Stops the proxy that a socket holder restarts, and the restarts, when the test ends.
+struct Restarted {
+    pidfile: std::path::PathBuf,
+}
+
+impl Restarted {
+    fn pid(&self) -> Option<String> {
+        std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+    }
+
+    fn terminate(&self) -> String {
+        let pid = self.pid().expect("a proxy runs");
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        pid
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.pidfile.with_extension("stop"), "");
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        }
+    }
+}
+
+/// systemd's socket activation: the listeners are held by another process (here
+/// `systemd-socket-activate`, as systemd would with the .socket unit) while the proxy is
+/// stopped and started again under load; no connection is refused and no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_activated_restart_under_load_refuses_no_connection() {
+    let tool = std::path::Path::new("/usr/bin/systemd-socket-activate");
+    if !tool.exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs systemd");
+        eprintln!("SKIPPED: systemd-socket-activate is not installed here");
+        return;
+    }
+    let env = Env::new();
+    env.client_cert("backend-a");
+    let mock = env.mock(Duration::ZERO).await;
+    let v = env.config(
+        mock.addr,
+        &["backend-a"],
+        "timeouts:\n  shutdown_grace_ms: 5000\n",
+    );
+    let (listen, admin) = common::pin_ports(&v.path);
+    let restarted = Restarted {
+        pidfile: v.path.with_file_name("proxy.pid"),
+    };
+    // The proxy, run again each time it stops, with the two sockets the holder listens on.
+    let script = r#"while [ ! -e "${2%.pid}.stop" ]; do LISTEN_PID= "$0" run -c "$1" & echo $! > "$2"; wait $!; done"#;
+    let mut cmd = Command::new(tool);
+    cmd.args(["-l", &listen.to_string(), "-l", &admin.to_string()])
+        .args([
+            "--fdname=listen:admin",
+            "-E",
+            "RUST_LOG=info",
+            "sh",
+            "-c",
+            script,
+        ])
+        .arg(common::BIN)
+        .arg(&v.path)
+        .arg(&restarted.pidfile);
+    let mut holder = common::Spawned::spawn(cmd, v.path.with_file_name("proxy.log"), listen, admin);
+    holder.wait_listening(&[listen, admin]).await;
+    // The first connection starts it.
+    assert_eq!(common::v3(listen).await.0, StatusCode::OK);
+    let load = common::Load::start(listen, common::WITH_KEY);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let old = restarted.terminate();
+        common::eventually(Duration::from_secs(10), "the next proxy", || async {
+            match restarted.pid() {
+                Some(pid) if pid != old => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (ok, failed) = load.finish().await;
+    let log = holder.log();
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{log}");
+    assert!(ok > 20, "{ok} calls in all");
+    assert_eq!(
+        log.matches("serving on the socket systemd handed over")
+            .count(),
+        6,
+        "three proxies, each on the two sockets:\n{log}"
+    );
+}

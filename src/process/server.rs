@@ -13,6 +13,7 @@ use crate::control::admin::{self, Admin};
 use crate::control::reload::{self, Reloader};
 use crate::data::proxy::{BuildError, ProxyState};
 use crate::model::config::{self, ConfigError, Validated};
+use crate::process::inherited::Inherited;
 use crate::process::{signals, workers};
 
 /// Why the proxy could not start.
@@ -41,6 +42,21 @@ pub enum ServeError {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// The listener `name` at `addr`: the inherited socket for it, else a new one.
+async fn listener(
+    inherited: &mut Inherited,
+    name: &str,
+    addr: SocketAddr,
+) -> Result<TcpListener, ServeError> {
+    let Some(l) = inherited.take(name, addr) else {
+        return bind(addr).await;
+    };
+    tracing::info!(listener = name, %addr, "serving on the socket systemd handed over");
+    l.set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(l))
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
@@ -78,6 +94,11 @@ impl Running {
 /// Binds the listeners named in `v` and serves in the background, with reload
 /// on SIGHUP, file changes and `POST /reload`.
 pub async fn start(v: &Validated) -> Result<Running, ServeError> {
+    start_on(v, Inherited::default()).await
+}
+
+/// [`start`], taking the listeners from `inherited` where it has them.
+pub async fn start_on(v: &Validated, mut inherited: Inherited) -> Result<Running, ServeError> {
     let state = ProxyState::new(v)?;
     let local = |l: &TcpListener, addr| {
         l.local_addr()
@@ -85,7 +106,7 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
     };
     let mut listeners = Vec::new();
     let mut app_addrs = Vec::new();
-    let shared = bind(v.listen).await?;
+    let shared = listener(&mut inherited, "listen", v.listen).await?;
     let addr = local(&shared, v.listen)?;
     listeners.push(workers::Bound {
         listener: shared,
@@ -93,16 +114,20 @@ pub async fn start(v: &Validated) -> Result<Running, ServeError> {
         app: None,
     });
     for (name, at) in &v.start_only().app_listeners {
-        let listener = bind(*at).await?;
-        let bound = local(&listener, *at)?;
+        let own = listener(&mut inherited, &format!("app-{name}"), *at).await?;
+        let bound = local(&own, *at)?;
         app_addrs.push((name.clone(), bound));
         listeners.push(workers::Bound {
-            listener,
+            listener: own,
             addr: bound,
             app: Some(name.as_str().into()),
         });
     }
-    let admin_listener = bind(v.admin_listen).await?;
+    let admin_listener = listener(&mut inherited, "admin", v.admin_listen).await?;
+    let unused = inherited.unused();
+    if !unused.is_empty() {
+        tracing::warn!(sockets = %unused.join(", "), "inherited sockets no listener of the config takes; name them listen, admin or app-NAME (FileDescriptorName=), or give the config their addresses");
+    }
     let admin_addr = local(&admin_listener, v.admin_listen)?;
     let reloader = Arc::new(Reloader::new(v, state.clone()));
     let (stop, stop_rx) = watch::channel(false);
@@ -170,7 +195,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let terminated = signals::terminate();
-    let running = start(&v).await?;
+    let running = start_on(&v, Inherited::from_env()).await?;
     crate::control::sd::ready();
     let generation = running.state.current.load();
     let now = crate::model::pki::now_unix();
