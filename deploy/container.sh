@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the container image with podman and runs it as deploy/README.md tells
 # users to (image user 65532, read-only root, every capability dropped,
-# no-new-privileges, config and keys mounted read-only), then checks in the
+# no-new-privileges, config and keys mounted read-only), then checks its labels
+# (version, revision) and the SBOM it carries, and in the
 # container: --version, `demo --once`, the stand-in Amity and the proxy in two
 # containers with a token fetched through them, /readyz, a certificate rotated
 # by changing the mounted files and another by SIGHUP, `podman stop` ending
@@ -9,7 +10,8 @@
 # result; exits non-zero naming the checks that failed.
 #
 #   bash deploy/container.sh                  # runtime stage around target/optimized/amity-mtls-proxy
-#   bash deploy/container.sh --binary PATH    # ... around another binary (a debug build, say)
+#   bash deploy/container.sh --binary PATH    # ... around another binary (a debug build, say,
+#                                             #     made with `cargo auditable build`: the SBOM is checked against it)
 #   bash deploy/container.sh --full           # the whole Dockerfile, build stage included
 #   add --keep to leave the containers and their files for inspection
 #
@@ -46,6 +48,11 @@ BUILD_BASE="docker.io/library/rust:$RUST_VERSION-slim-bookworm"
 # Bumped when a stand-in's recipe changes, so that an older one is made again.
 STANDIN_RECIPE=3
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+# The image's labels and OCI annotations: the release and the commit it is built from.
+META=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
+  --annotation "org.opencontainers.image.version=$VERSION" --annotation "org.opencontainers.image.revision=$REVISION")
+SBOM=/usr/share/doc/amity-mtls-proxy/sbom.cdx.json
 WORK="$STATE/work.$$"
 NAME="amity-mtls-proxy-check-$$"
 MOCK="$NAME-mock-amity" PROXY="$NAME-proxy"
@@ -199,18 +206,28 @@ EOF
 # before. `--build-context build=DIR` stands in for the stage named `build`
 # (BuildKit and buildah both let a named context override a stage of that
 # name), so COPY --from=build takes DIR/out/amity-mtls-proxy and the build stage
-# is skipped. --full: the whole Dockerfile.
+# is skipped; beside it goes the SBOM that scripts/build-optimized.sh wrote beside
+# the binary (made now for another binary), checked against the dependency list
+# embedded in it. --full: the whole Dockerfile.
 build_image() {
   local started=$SECONDS
   if [ -n "$FULL" ]; then
     log "podman build: the whole Dockerfile (build stage: scripts/build-optimized.sh)"
-    podman build --pull=never --network host -f deploy/docker/Dockerfile -t "$IMAGE" .
+    podman build --pull=never --network host "${META[@]}" -f deploy/docker/Dockerfile -t "$IMAGE" .
   else
     [ -x "$BINARY" ] || { echo "no binary at $BINARY: run scripts/build-optimized.sh, or pass --binary" >&2; return 1; }
     log "podman build: the Dockerfile's runtime stage around $BINARY"
     rm -rf "$STATE/prebuilt" && mkdir -p "$STATE/prebuilt/out"
     cp "$BINARY" "$STATE/prebuilt/out/amity-mtls-proxy"
-    podman build -q --pull=never --build-context "build=$STATE/prebuilt" \
+    # The SBOM the build wrote beside the binary, else one made now; either way
+    # checked against the list embedded in the binary.
+    if [ -f "$BINARY.cdx.json" ]; then
+      cp "$BINARY.cdx.json" "$STATE/prebuilt/out/amity-mtls-proxy.cdx.json"
+      bash scripts/supply-chain.sh verify "$BINARY" "$STATE/prebuilt/out/amity-mtls-proxy.cdx.json"
+    else
+      bash scripts/supply-chain.sh sbom "$BINARY" "$STATE/prebuilt/out/amity-mtls-proxy.cdx.json"
+    fi
+    podman build -q --pull=never --build-context "build=$STATE/prebuilt" "${META[@]}" \
       -f deploy/docker/Dockerfile -t "$IMAGE" . >/dev/null
     rm -rf "$STATE/prebuilt"
   fi
@@ -325,6 +342,31 @@ check_image() {
   [ "$user" = 65532:65532 ] || die "image user is '$user', not 65532:65532"
   run_hardened --rm --entrypoint /bin/sh "$IMAGE" -c true 2>/dev/null && die "the image has a shell"
   echo "   user $user, no shell, $IMAGE_SIZE, built in ${BUILD_SECONDS}s"
+}
+
+# The labels name this release and commit; the SBOM in the image is this
+# binary's (its name and version, and the crates it is made of).
+check_contents() {
+  local label want c
+  for label in version revision; do
+    want=$VERSION
+    [ $label = version ] || want=$REVISION
+    [ "$(podman image inspect --format "{{index .Labels \"org.opencontainers.image.$label\"}}" "$IMAGE")" = "$want" ] ||
+      die "label org.opencontainers.image.$label is not $want"
+  done
+  c="$(podman create "$IMAGE")"
+  podman cp "$c:$SBOM" "$WORK/sbom.cdx.json" || { podman rm "$c" >/dev/null; die "no $SBOM in the image"; }
+  podman rm "$c" >/dev/null
+  python3 - "$WORK/sbom.cdx.json" "$VERSION" "$REVISION" <<'EOF' || die "$SBOM is not this binary's SBOM"
+import json, sys
+bom = json.load(open(sys.argv[1]))
+root = bom["metadata"]["component"]
+assert bom["bomFormat"] == "CycloneDX", bom.get("bomFormat")
+assert (root["name"], root["version"]) == ("amity-mtls-proxy", sys.argv[2]), root
+names = {c["name"] for c in bom["components"]}
+assert {"rustls", "aws-lc-rs", "hyper", "tokio"} <= names, sorted(names)
+print(f"   labels: version {sys.argv[2]}, revision {sys.argv[3][:12]}; SBOM: {len(bom['components'])} crates")
+EOF
 }
 
 check_version() {
@@ -533,6 +575,7 @@ pick_port LISTEN_PORT && pick_port ADMIN_PORT && pick_port AMITY_PORT
 STEP="" # from here on, the summary names what failed
 
 run_check image
+run_check contents
 run_check version
 run_check demo
 run_check topology demo

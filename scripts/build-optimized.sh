@@ -8,7 +8,12 @@
 # 2. BOLT lays out that binary's machine code from a profile of the same load: hot code
 #    packed together, so that it misses the instruction cache less often.
 #
-#   bash scripts/build-optimized.sh   # -> target/optimized/amity-mtls-proxy (+ .fdata, BOLT's profile)
+#   bash scripts/build-optimized.sh   # -> target/optimized/amity-mtls-proxy (+ .fdata, BOLT's profile,
+#                                     #    and .cdx.json, its SBOM)
+#
+# The binary is built with `cargo auditable`: it carries its dependency list, which
+# `cargo audit bin` and scanners read; the SBOM beside it is checked against that
+# list after BOLT.
 #
 # The training runs use only this repository and loopback: the binary's own dev CA
 # and stand-in Amity (`mock-amity`), and wrk as the backends. It ends with
@@ -21,6 +26,7 @@ cd "$root"
 # The tools in LLVM's own folder: from there llvm-bolt finds its runtime libraries.
 llvm=/usr/lib/llvm-19/bin
 bash scripts/deps.sh --build wrk curl "bolt-19=$llvm/llvm-bolt" "llvm-19=$llvm/llvm-profdata"
+bash scripts/supply-chain.sh install cargo-auditable cargo-cyclonedx rust-audit-info
 
 # Target folders of their own, so that these flags do not rebuild target/release. The
 # counting build keeps its flags, and so stays incremental; the guided build is compiled
@@ -118,8 +124,9 @@ wait "$mock" || true
 "$llvm/llvm-profdata" merge -o "$pgo/merged.profdata" "$work"/pgo/*.profraw
 
 # 2. BOLT moves whole functions only in a binary that kept its relocations.
+# The build that ships, so `cargo auditable`: its dependency list goes into the binary.
 RUSTFLAGS="${RUSTFLAGS:-} -C profile-use=$pgo/merged.profdata -C link-arg=-Wl,--emit-relocs" \
-  cargo build --release --locked --target-dir target/bolt-build
+  cargo auditable build --release --locked --target-dir target/bolt-build
 guided="$root/target/bolt-build/release/amity-mtls-proxy"
 RUST_LOG=warn "$guided" -c "$work/config.yaml" mock-amity --listen "$amity" >"$work/mock.log" 2>&1 &
 mock=$!
@@ -149,6 +156,8 @@ wait "$mock" || true
   cat "$work/demo-optimized.log" >&2
   exit 1
 }
+# Checked against the laid-out binary, so this also fails if BOLT dropped the list.
+bash scripts/supply-chain.sh sbom "$out.new" "$out.cdx.json"
 mv "$out.new" "$out"
 # Kept beside the binary, for llvm-bolt experiments and for inspection.
 cp "$work/merged.fdata" "$out.fdata"

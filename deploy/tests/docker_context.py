@@ -31,6 +31,7 @@ MUST_BE_SENT = [
     "src/lib.rs",
     "scripts/deps.sh",
     "scripts/build-optimized.sh",
+    "scripts/supply-chain.sh",
 ]
 NEVER_SENT = [
     ".git/config",
