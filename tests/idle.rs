@@ -1,5 +1,6 @@
-//! An idle wait costs no CPU. In a test binary of its own, its tests one at a time: the CPU
-//! time it reads is the whole process's, which other tests running beside it would add to.
+//! An idle wait costs no CPU, and an idle connection no more than its socket. In a test binary
+//! of its own, its tests one at a time: the CPU time and descriptors it reads are the whole
+//! process's, which other tests running beside it would add to.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use common::keepalive::{parked, KeepAlive};
 
-/// Held by each test: the CPU time read is the whole process's.
+/// Held by each test: the CPU time and descriptors read are the whole process's.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// CPU time (user + system) this process has used, from /proc/self/stat.
@@ -69,5 +70,35 @@ async fn callers_stopping_inside_the_http2_preface_cost_no_cpu() {
         )
         .await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    }
+}
+
+/// Descriptors this process holds now.
+fn descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// An idle keep-alive connection, once parked, holds one descriptor (its socket), not two.
+#[tokio::test]
+async fn a_parked_connection_holds_one_descriptor() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (_env, _mock, proxy) = common::proxied("").await;
+    let before = descriptors();
+    let mut callers = Vec::new();
+    for _ in 0..50 {
+        let mut c = KeepAlive::open(proxy.addr).await;
+        assert_eq!(c.call().await, 200);
+        callers.push(c);
+    }
+    parked(&proxy, 50).await;
+    // Each: the test's end and the proxy's socket.
+    let held = descriptors() - before;
+    assert!(
+        held <= 50 * 2 + 8,
+        "{held} descriptors for 50 parked connections"
+    );
+    // Woken, each serves again.
+    for c in &mut callers {
+        assert_eq!(c.call().await, 200);
     }
 }

@@ -282,8 +282,10 @@ where
             return Ok(());
         }
         io = pio.io;
-        // The (empty) read buffer keeps its 8 KiB until dropped.
+        // The (empty) read buffer keeps its 8 KiB until dropped; a parked connection holds
+        // one descriptor, its socket, and takes the second again when woken.
         drop(read_buf);
+        hangup.release();
         let deadline = activity.last() + bounds.idle;
         bounds.parked.inc();
         let woken = tokio::select! {
@@ -296,5 +298,6 @@ where
         if !woken {
             return Ok(());
         }
+        hangup = HangUp::new(io.tcp());
     }
 }

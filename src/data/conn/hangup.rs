@@ -8,6 +8,11 @@ use tokio::net::TcpStream;
 
 /// Notices a caller that closes its HTTP/1 connection while its request waits on Amity.
 ///
+/// Why a second descriptor: it is registered with the runtime on its own, so its readiness is
+/// its own. Clearing it (bytes ahead of the FIN: a TLS close_notify, a pipelined request) leaves
+/// hyper's registration of the socket as it was; on one shared registration, hyper would then
+/// wait for bytes that already came. It exists only while a connection is not parked.
+///
 /// hyper is told to allow half-closed connections: otherwise it reads the socket once more
 /// while each request is in flight, only to see whether the caller left, and as the request
 /// still holds hyper's read buffer, that read takes a fresh 8 KiB buffer every time. Instead,
@@ -29,6 +34,12 @@ impl HangUp {
             fd: tcp.as_fd().try_clone_to_owned().ok(),
             watching: None,
         }
+    }
+
+    /// Closes the second descriptor: a parked connection has no request to watch.
+    pub(super) fn release(&mut self) {
+        self.fd = None;
+        self.watching = None;
     }
 
     /// Watches for a hang-up until [`HangUp::stop`]; already watching, carries on.
