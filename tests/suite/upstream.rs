@@ -1,7 +1,7 @@
 //! The upstream side of the data path: pooled connections, stream limits, HTTP/1.1
 //! upstreams, recycled and idle connections, and failures that are 502 or 504 in bounded time.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

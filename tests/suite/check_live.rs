@@ -1,7 +1,7 @@
 //! `check --live` against the stand-in: one real mTLS handshake per certificate, naming the
 //! host that answered.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

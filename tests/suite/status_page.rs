@@ -3,7 +3,7 @@
 //! reload; the test reads what the DOM shows. A screenshot, as a phone shows the page, is
 //! saved to `target/artifacts/status-page.png`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! End-to-end tests of `check` (and of `run` where it warns the same): the built binary in
 //! a temporary folder with certificates from its own dev CA (see common/cli.rs).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! The fleet side: mTLS termination checked with curl and openssl as real peers,
 //! the `callers` policy, and secret injection with the secrets kept out of logs.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! The built binary as users run it: `demo`, and `run` draining on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

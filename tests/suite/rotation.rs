@@ -1,7 +1,7 @@
 //! Zero-downtime rotation: reloads under load, broken reloads, failover between
 //! the two certificates, expired certificates, health and metrics.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! `dev-ca`): each runs the built binary in its own temporary folder with
 //! `-c <tmp>/config.yaml`, and cross-checks the files with `openssl`. `check` is in check.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

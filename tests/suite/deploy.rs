@@ -3,7 +3,7 @@
 //! environment, their file layout, read from deploy/ itself), then rotated the
 //! way each of them rotates, under load.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,8 +19,8 @@ use common::{call, closed_port, settles_on, token_status, Env, Load, Spawned, SE
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-const DEPLOYMENT: &str = include_str!("../deploy/kubernetes/deployment.yaml");
-const UNIT: &str = include_str!("../deploy/systemd/amity-mtls-proxy.service");
+const DEPLOYMENT: &str = include_str!("../../deploy/kubernetes/deployment.yaml");
+const UNIT: &str = include_str!("../../deploy/systemd/amity-mtls-proxy.service");
 /// Where both deployments keep config.yaml and the certificates.
 const ETC: &str = "/etc/amity-mtls-proxy";
 /// Where systemd puts this unit's credentials.

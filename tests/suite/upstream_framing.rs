@@ -1,6 +1,6 @@
 //! Responses from an HTTP/1.1 upstream whose framing a proxy must not pass on as it came.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! time; what passes, what is refused, and a certificate Amity refuses.
 //! (The upstream side is in upstream.rs, the caller side in callers.rs.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

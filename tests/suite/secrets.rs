@@ -2,7 +2,7 @@
 //! a symlink swapped to the wrong file) must never put that file's lines on stderr, in the log
 //! or in the `POST /reload` answer: each error path is tried here.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Caller grants: which app a fleet identity may call, which route classes there, and for
 //! auth tokens which userIds; a refused mint never reaches Amity.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! must not trigger a reload or read /certs and /metrics, while the kubelet's probes and
 //! Prometheus keep working; and the optional bearer token.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

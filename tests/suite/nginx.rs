@@ -2,7 +2,7 @@
 //! openssl-made CA. The proxy must get a 200 through it with a certificate
 //! that CA signed from the proxy's own CSR.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! never a secret; rotated like logrotate does it without losing a record; and, when
 //! required, no mint without its record.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;

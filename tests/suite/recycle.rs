@@ -2,7 +2,7 @@
 //! `keepalive_timeout`, a cloud load balancer's idle timeout) and after a number of requests
 //! (nginx's `keepalive_requests`), with GOAWAY. No request may fail for it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

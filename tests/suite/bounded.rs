@@ -1,7 +1,7 @@
 //! Bounded under abuse: a caller that never reads its response, an HTTP/2 connection kept
 //! busy with PINGs only, warnings under overload, and refusals before routing.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! What a user sees of `config.yaml` mistakes that serde catches (a route class or a
 //! method misspelt), and what a reload says about settings only a restart applies.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

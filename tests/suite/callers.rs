@@ -1,7 +1,7 @@
 //! The caller side of the data path: body and header limits, h2c, slow bodies, the in-flight
 //! and rate limits, callers that hang up, and kept-alive connections, parked while idle.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! certificates live in certs/APP/, and the console's two-slot limit holds per app. Each test
 //! runs the built binary in its own temporary folder; the single-app shape is in cli.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

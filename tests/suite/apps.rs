@@ -1,7 +1,7 @@
 //! Several Amity apps behind one gateway: each with its own region host, certificates,
 //! secrets and failover; selected by `/apps/<name>/` or by an app's own listener.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
