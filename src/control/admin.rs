@@ -161,26 +161,12 @@ impl Admin {
             (&Method::GET, status::CSS_PATH) => reply(StatusCode::OK, "text/css", status::CSS),
             (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
             (&Method::GET, "/readyz") => {
-                let apps: Vec<_> = generation
-                    .apps
-                    .iter()
-                    .map(|a| match a.readiness(now) {
-                        Ok(cert) => serde_json::json!({"app": &*a.name, "ready": true, "cert": cert}),
-                        Err(reason) => {
-                            serde_json::json!({"app": &*a.name, "ready": false, "reason": reason})
-                        }
-                    })
-                    .collect();
-                match generation.readiness(now) {
-                    Ok(cert) => json(
-                        StatusCode::OK,
-                        serde_json::json!({"ready": true, "cert": cert, "apps": apps}),
-                    ),
-                    Err(reason) => json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        serde_json::json!({"ready": false, "reason": reason, "apps": apps}),
-                    ),
-                }
+                let readiness = generation.readiness(now);
+                let status = match readiness.answer {
+                    Ok(_) => StatusCode::OK,
+                    Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                json(status, readiness.to_json())
             }
             (&Method::GET, "/certs") => {
                 let rows: Vec<_> = generation
@@ -278,7 +264,7 @@ impl Admin {
             .collect();
         StatusView {
             now,
-            ready: generation.readiness(now),
+            ready: generation.readiness(now).answer,
             apps,
             reloads: self.history.recent(),
             metrics: self.state.metrics.encode_classic(),

@@ -198,9 +198,9 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServeError> {
     let running = start_on(&v, Inherited::from_env()).await?;
     crate::control::sd::ready();
     let generation = running.state.current.load();
-    let now = crate::model::pki::now_unix();
-    for app in &generation.apps {
-        let cert = app.readiness(now);
+    let readiness = generation.readiness(crate::model::pki::now_unix());
+    for (app, ready) in generation.apps.iter().zip(readiness.apps) {
+        let cert = ready.answer;
         if let Err(reason) = &cert {
             tracing::warn!(
                 app = &*app.name,

@@ -167,7 +167,7 @@ impl App {
     }
 
     /// Whether the app can be served: `Ok(cert name)` or `Err(reason)`.
-    pub fn readiness(&self, now: i64) -> Result<String, String> {
+    pub(super) fn readiness(&self, now: i64) -> Result<String, String> {
         match self.active(now) {
             Some(i) => Ok(i.name.clone()),
             None if self.identities.is_empty() => Err("no client certificate is configured".into()),

@@ -128,25 +128,72 @@ impl Generation {
             .map(|_| InFlight(&self.in_flight))
     }
 
-    /// Whether the proxy can serve: every app has a usable certificate, and a required audit
-    /// trail can be written. `Ok` names the certificates presented, `Err` says what is not
-    /// ready; each names its app when there are several.
-    pub fn readiness(&self, now: i64) -> Result<String, String> {
+    /// Whether the proxy can serve, and why: every app has a usable certificate, and a
+    /// required audit trail can be written. The one answer `/readyz`, the status page and the
+    /// start's log give.
+    pub fn readiness(&self, now: i64) -> Readiness {
+        let apps: Vec<AppReadiness> = self
+            .apps
+            .iter()
+            .map(|app| AppReadiness {
+                app: app.name.to_string(),
+                answer: app.readiness(now),
+            })
+            .collect();
         let mut ready = Vec::new();
         let mut not = Vec::new();
-        for app in &self.apps {
-            match app.readiness(now) {
-                Ok(cert) => ready.push(self.about(app, cert)),
-                Err(why) => not.push(self.about(app, why)),
+        for (app, a) in self.apps.iter().zip(&apps) {
+            match &a.answer {
+                Ok(cert) => ready.push(self.about(app, cert.clone())),
+                Err(why) => not.push(self.about(app, why.clone())),
             }
         }
-        if let Some(why) = self.audit.as_ref().and_then(Audit::unready) {
-            not.push(why);
-        }
-        match not.is_empty() {
+        not.extend(self.audit.as_ref().and_then(Audit::unready));
+        let answer = match not.is_empty() {
             true => Ok(ready.join(", ")),
             false => Err(not.join("; ")),
-        }
+        };
+        Readiness { answer, apps }
+    }
+}
+
+/// Whether a generation can serve: `Ok` names the certificates presented, `Err` says what is
+/// not ready (each names its app when there are several); and the same per app.
+#[derive(Debug)]
+pub struct Readiness {
+    /// The whole generation's answer.
+    pub answer: Result<String, String>,
+    /// Each app's, in config order.
+    pub apps: Vec<AppReadiness>,
+}
+
+/// One app's part of [`Readiness`]: `Ok(certificate presented)` or `Err(why not)`.
+#[derive(Debug)]
+pub struct AppReadiness {
+    /// The app's name.
+    pub app: String,
+    /// `Ok(certificate presented)` or `Err(why not)`.
+    pub answer: Result<String, String>,
+}
+
+impl Readiness {
+    /// `/readyz`'s body: `ready`, then `cert` or `reason`, for the generation and each app.
+    pub fn to_json(&self) -> serde_json::Value {
+        let answer = |ready: &Result<String, String>| match ready {
+            Ok(cert) => serde_json::json!({"ready": true, "cert": cert}),
+            Err(reason) => serde_json::json!({"ready": false, "reason": reason}),
+        };
+        let mut body = answer(&self.answer);
+        body["apps"] = self
+            .apps
+            .iter()
+            .map(|a| {
+                let mut v = answer(&a.answer);
+                v["app"] = a.app.clone().into();
+                v
+            })
+            .collect();
+        body
     }
 }
 

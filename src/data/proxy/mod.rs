@@ -35,7 +35,7 @@ pub use self::app::App;
 pub use self::audit::Audit;
 pub use self::body::{FromUpstream, ProxyBody};
 pub use self::caller::ConnInfo;
-pub use self::generation::{BuildError, Generation};
+pub use self::generation::{AppReadiness, BuildError, Generation, Readiness};
 pub use self::headers::{strip_hop_by_hop, REQUEST_ID};
 pub use self::identity::{HandshakeResult, Identity};
 pub use self::phases::handle;
