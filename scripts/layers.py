@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Checks that the library's layers import only downward.
+"""Checks that the library's layers import only downward, and reports import circles.
 
-  python3 scripts/layers.py
+  python3 scripts/layers.py [--circles-fail]
 
 Each folder of src/ is a layer, listed below from the bottom up; a file may name `crate::X`
 only for X in its own layer or one listed before it. Prints every upward import with its
 file and line, and exits 1 if there is one. main.rs and lib.rs stand above all layers.
+
+It also lists each circle of files within one folder that import each other (`super::x`,
+`self::x`, `crate::...::x`): a file should be readable from the files it imports. With
+--circles-fail a circle fails the check too.
 """
 
 import pathlib
@@ -44,11 +48,83 @@ def main() -> int:
                     )
     for u in upward:
         print(u)
+    circles = find_circles(src)
+    for c in circles:
+        print(f"circle in {c[0].parent.relative_to(src.parent)}/: {' -> '.join(p.stem for p in c)}")
     print(
         f"layers {' < '.join(LAYERS)}: {files} files, "
-        f"{len(upward)} import(s) from a higher layer"
+        f"{len(upward)} import(s) from a higher layer, {len(circles)} circle(s) within a folder"
     )
-    return 1 if upward else 0
+    fail_on_circles = "--circles-fail" in sys.argv[1:]
+    return 1 if upward or (circles and fail_on_circles) else 0
+
+
+def module_file(folder: pathlib.Path, name: str):
+    """The file of module `name` beside the files of `folder`: name.rs or name/mod.rs."""
+    for f in (folder / f"{name}.rs", folder / name / "mod.rs"):
+        if f.is_file():
+            return f
+    return None
+
+
+def imports_beside(f: pathlib.Path, src: pathlib.Path):
+    """The files of f's own folder that f imports."""
+    folder = f.parent
+    code = re.sub(r"//[^\n]*", "", f.read_text())
+    # The path of f's folder as the crate names it, e.g. crate::data::proxy.
+    rel = folder.relative_to(src).parts
+    crate_prefix = "crate::" + "::".join(rel) + "::" if rel else "crate::"
+    names = set()
+    for m in re.finditer(r"\b(super|self)::(\w+)", code):
+        kind, name = m.groups()
+        # From a mod.rs, `self::x` is a sibling; from x.rs, `super::y` is.
+        if (kind == "super") == (f.name != "mod.rs"):
+            names.add(name)
+    for m in re.finditer(re.escape(crate_prefix) + r"(\w+)", code):
+        names.add(m.group(1))
+    grouped = r"\b(?:super|self|" + re.escape(crate_prefix[:-2]) + r")::\{([^}]*)\}"
+    for m in re.finditer(grouped, code):
+        names.update(n.strip().split("::")[0] for n in m.group(1).split(","))
+    out = set()
+    for n in names:
+        g = module_file(folder, n)
+        if g is not None and g != f:
+            out.add(g)
+    return out
+
+
+def find_circles(src: pathlib.Path):
+    """Strongly connected groups of two or more files within a folder (Tarjan's algorithm)."""
+    files = [f for f in src.rglob("*.rs") if f.parent != src]
+    graph = {f: imports_beside(f, src) for f in files}
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    sys.setrecursionlimit(10_000)
+    for f in sorted(files):
+        if f not in index:
+            visit(f)
+    return sorted(out)
 
 
 if __name__ == "__main__":

@@ -11,32 +11,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::control::admin::{self, Admin};
 use crate::control::reload::{self, Reloader};
-use crate::data::proxy::{BuildError, ProxyState};
-use crate::model::config::{self, ConfigError, Validated};
+use crate::data::proxy::ProxyState;
+use crate::model::config::{self, Validated};
+pub use crate::process::error::ServeError;
 use crate::process::inherited::Inherited;
 use crate::process::{signals, workers};
-
-/// Why the proxy could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The configuration is not valid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A TLS configuration or the audit file could not be set up.
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// A worker thread or its runtime could not start.
-    #[error("cannot start a worker: {0}")]
-    Runtime(std::io::Error),
-    /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
 
 /// Binds a TCP listener, naming the address on failure.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {

@@ -10,7 +10,7 @@ use crate::data::listener::{serve, ConnOptions};
 use crate::data::proxy::ProxyState;
 use crate::model::config::Validated;
 use crate::process::descriptors;
-use crate::process::server::ServeError;
+use crate::process::error::ServeError;
 
 /// A bound backend listener: the shared one, or an app's own.
 pub struct Bound {
