@@ -35,7 +35,7 @@ pub fn prove_changed(v: &Validated, serving: &Generation) -> Proofs {
     let todo: Vec<(&LoadedApp, &LoadedCert)> = v
         .apps
         .iter()
-        .filter(|a| a.config.upstream.prove_certs_on_reload)
+        .filter(|a| a.upstream_config.prove_certs_on_reload)
         .flat_map(|a| a.certs.iter().map(move |c| (a, c)))
         .filter(|(a, c)| !serving_unchanged(serving, a, c))
         .collect();

@@ -113,7 +113,7 @@ pub async fn run(config_path: &Path, once: bool) -> Result<(), String> {
             config_path.display()
         ));
     };
-    if app.config.upstream.url.is_none() || !v.listen.ip().is_loopback() {
+    if app.upstream_config.url.is_none() || !v.listen.ip().is_loopback() {
         return Err(format!(
             "{}: the demo needs upstream.url pointing at the stand-in on loopback and a loopback listen address",
             config_path.display()
@@ -250,7 +250,7 @@ async fn flow(addr: SocketAddr, v: &config::Validated) -> Result<(), String> {
     let app = &v.apps[0];
     let sdk = Upstream::new(
         app.upstream.clone(),
-        &app.config.upstream,
+        &app.upstream_config,
         &app.extra_roots,
         app.certs.first(),
         &v.config.timeouts,

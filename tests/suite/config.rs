@@ -50,7 +50,7 @@ fn a_misspelt_method_is_named_with_its_field() {
     assert!(answered.contains("line 5"), "{answered}");
     let yaml = format!("{BASE}routes:\n  extra:\n    - {{method: PATCH, path: /api/v3/x}}\n");
     let c = config::parse(Path::new("config.yaml"), &yaml).unwrap();
-    let method = c.routes.unwrap().extra[0]
+    let method = c.single.unwrap().routes.extra[0]
         .method
         .as_ref()
         .map(|m| m.to_string());

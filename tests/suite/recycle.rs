@@ -48,7 +48,7 @@ async fn an_upstream_that_recycles_its_connections_fails_no_request() {
         .await;
     let mut v = env.config(mock.addr, &["backend-a"], "workers: 2\n");
     // Far longer than the upstream's, as a default is against a server that closes sooner.
-    v.apps[0].config.upstream.pool_idle_timeout_ms = 60_000;
+    v.apps[0].upstream_config.pool_idle_timeout_ms = 60_000;
     let proxy = env.proxy(&v).await;
     let first = burst(proxy.addr, 48, 8).await;
     let after_first = common::handshakes_seen(&mock);

@@ -170,7 +170,7 @@ async fn an_idle_upstream_connection_is_let_go_after_the_idle_timeout() {
     let mock = env.mock(Duration::ZERO).await;
     let mut v = env.config(mock.addr, &["backend-a"], "");
     // Long enough that the second call, made right after the first, finds the connection.
-    v.apps[0].config.upstream.pool_idle_timeout_ms = 1000;
+    v.apps[0].upstream_config.pool_idle_timeout_ms = 1000;
     // One worker: one upstream connection whatever thread accepts the calls.
     v.config.workers = 1;
     let proxy = env.proxy(&v).await;

@@ -53,7 +53,7 @@ impl App {
         let upstream = |cert| {
             Upstream::new(
                 a.upstream.clone(),
-                &a.config.upstream,
+                &a.upstream_config,
                 &a.extra_roots,
                 cert,
                 timeouts,
@@ -75,14 +75,14 @@ impl App {
             name: Arc::from(a.name()),
             failover: Failover::new(
                 &identities,
-                a.config.active.as_deref(),
-                a.config.failover_after,
+                a.config.settings.active.as_deref(),
+                a.config.settings.failover_after,
                 pki::now_unix(),
             ),
             identities,
             anonymous,
-            cert_refusals: a.config.upstream.cert_rejected_answers.clone(),
-            policy: Policy::new(&a.config.routes, a.admin_token.is_some()),
+            cert_refusals: a.upstream_config.cert_rejected_answers.clone(),
+            policy: Policy::new(&a.config.settings.routes, a.admin_token.is_some()),
             secrets: Secrets::new(a, caller_secrets),
             path_prefix: a.upstream.path_prefix.clone(),
             upstream_base: a.upstream.base.clone(),

@@ -43,7 +43,7 @@ impl std::fmt::Display for Proof {
 pub async fn probe(app: &LoadedApp, cert: &LoadedCert, timeouts: &TimeoutsConfig) -> Proof {
     let upstream = match Upstream::new(
         app.upstream.clone(),
-        &app.config.upstream,
+        &app.upstream_config,
         &app.extra_roots,
         Some(cert),
         timeouts,
@@ -93,7 +93,7 @@ pub async fn probe(app: &LoadedApp, cert: &LoadedCert, timeouts: &TimeoutsConfig
     let status = parts.status.as_u16();
     let content_type = parts.headers.get(http::header::CONTENT_TYPE);
     let at = format!("{}:{}", app.upstream.host, app.upstream.port);
-    match app.config.upstream.cert_rejected_answers.refusal(
+    match app.upstream_config.cert_rejected_answers.refusal(
         status,
         content_type.map(|v| v.as_bytes()),
         &start,

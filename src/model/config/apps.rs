@@ -3,11 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::error::Problem;
 use super::resolve;
 use super::routes::RoutesConfig;
+use super::shape::{fields_of, Shared};
 use super::types::{default_failover_after, null_as_default, ClientCertConfig, Config};
 use super::upstream::UpstreamConfig;
 use crate::model::pki::CertName;
@@ -15,17 +18,14 @@ use crate::model::pki::CertName;
 /// The app a single-app configuration defines.
 pub const DEFAULT_APP: &str = "default";
 
-/// One Amity app: its region host, certificates and secrets.
+/// An app's settings: at the top of the file for the single-app shape, and in each `apps[]`
+/// entry beside its name and listener (see `shape.rs`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AppConfig {
-    /// The app's name in paths (`/apps/<name>/`), metrics and logs (1 to 30 of `A-Za-z0-9._-`).
-    pub name: String,
-    /// A listener of the app's own, where no `/apps/<name>/` prefix is needed. Read at start only.
+pub struct AppSettings {
+    /// Where the app's calls are forwarded; required (validation says so when it is missing).
     #[serde(default)]
-    pub listen: Option<String>,
-    /// Where the app's calls are forwarded.
-    pub upstream: UpstreamConfig,
+    pub upstream: Option<UpstreamConfig>,
     /// Client certificates registered in this app's console (at most 2).
     #[serde(default, deserialize_with = "null_as_default")]
     pub client_certs: Vec<ClientCertConfig>,
@@ -49,13 +49,78 @@ pub struct AppConfig {
     pub routes: RoutesConfig,
 }
 
-impl AppConfig {
+impl Default for AppSettings {
+    /// What a file that gives none of them means (then `upstream` is missing).
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            client_certs: Vec::new(),
+            active: None,
+            failover_after: default_failover_after(),
+            server_key_file: None,
+            server_key_env: None,
+            admin_token_file: None,
+            routes: RoutesConfig::default(),
+        }
+    }
+}
+
+/// One Amity app: its name, a listener of its own maybe, and its settings.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The app's name in paths (`/apps/<name>/`), metrics and logs (1 to 30 of `A-Za-z0-9._-`).
+    pub name: String,
+    /// A listener of the app's own, where no `/apps/<name>/` prefix is needed. Read at start only.
+    pub listen: Option<String>,
+    /// Its upstream, certificates, secrets and routes.
+    pub settings: AppSettings,
+}
+
+impl<'de> Deserialize<'de> for AppConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(AppVisitor)
+    }
+}
+
+struct AppVisitor;
+
+impl<'de> Visitor<'de> for AppVisitor {
+    type Value = AppConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an app: name, listen and its settings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AppConfig, A::Error> {
+        let (mut name, mut listen) = (None, None);
+        let entry = Shared {
+            inner: map,
+            own: fields_of::<AppSettings>(),
+            other: &["name", "listen"],
+            take: |key: &str, map: &mut A| {
+                match key {
+                    "name" => name = Some(map.next_value::<String>()?),
+                    _ => listen = map.next_value::<Option<String>>()?,
+                }
+                Ok(())
+            },
+        };
+        let settings = AppSettings::deserialize(MapAccessDeserializer::new(entry))?;
+        Ok(AppConfig {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            listen,
+            settings,
+        })
+    }
+}
+
+impl AppSettings {
     /// Every file it names: certificates, keys, the upstream CA, secrets.
     pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
         self.client_certs
             .iter()
             .flat_map(|c| [&c.cert, &c.key])
-            .chain(self.upstream.ca.iter())
+            .chain(self.upstream.iter().flat_map(|u| u.ca.iter()))
             .chain(self.server_key_file.iter())
             .chain(self.admin_token_file.iter())
     }
@@ -91,7 +156,7 @@ impl Config {
             .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
             .flatten();
         apps.iter()
-            .flat_map(AppConfig::files)
+            .flat_map(|a| a.settings.files())
             .chain(inbound)
             .chain(self.admin_auth_token_file.iter())
             .map(|p| resolve(base_dir, p))
@@ -103,48 +168,24 @@ impl Config {
         !self.apps.is_empty()
     }
 
-    /// The apps, in config order: `apps`, or the top-level fields as one app named
-    /// [`DEFAULT_APP`]. Problems: both shapes at once, or neither.
+    /// The apps, in config order: `apps`, or the top-level settings as one app named
+    /// [`DEFAULT_APP`]. Problems: both shapes at once.
     pub fn app_list(&self) -> Result<Vec<AppConfig>, Vec<Problem>> {
-        let top: Vec<&str> = [
-            ("upstream", self.upstream.is_some()),
-            ("client_certs", !self.client_certs.is_empty()),
-            ("active", self.active.is_some()),
-            ("failover_after", self.failover_after.is_some()),
-            ("server_key_file", self.server_key_file.is_some()),
-            ("server_key_env", self.server_key_env.is_some()),
-            ("admin_token_file", self.admin_token_file.is_some()),
-            ("routes", self.routes.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(f, set)| set.then_some(f))
-        .collect();
         if self.has_apps() {
-            if top.is_empty() {
+            if self.app_keys_at_top.is_empty() {
                 return Ok(self.apps.clone());
             }
-            return Err(top
-                .into_iter()
+            return Err(self
+                .app_keys_at_top
+                .iter()
                 .map(|f| Problem::new(f, "belongs under each of apps[] when apps is given"))
                 .collect());
         }
-        let Some(upstream) = self.upstream.clone() else {
-            return Err(vec![Problem::new(
-                "upstream",
-                "is missing: give upstream (one app), or apps",
-            )]);
-        };
+        let settings = self.single.clone().unwrap_or_default();
         Ok(vec![AppConfig {
             name: DEFAULT_APP.to_string(),
             listen: None,
-            upstream,
-            client_certs: self.client_certs.clone(),
-            active: self.active.clone(),
-            failover_after: self.failover_after.unwrap_or_else(default_failover_after),
-            server_key_file: self.server_key_file.clone(),
-            server_key_env: self.server_key_env.clone(),
-            admin_token_file: self.admin_token_file.clone(),
-            routes: self.routes.clone().unwrap_or_default(),
+            settings,
         }])
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::apps::AppConfig;
+use super::apps::AppSettings;
 use super::secret::Secret;
 use super::types::Config;
 use super::validate::Report;
@@ -14,7 +14,11 @@ use super::{resolve, Problem};
 use crate::model::pki::{self, CertInfo, CertName};
 
 /// `client_certs`: at most [`pki::MAX_CERTS`], unique names, each key matching its certificate.
-pub(super) fn client_certs(config: &AppConfig, base_dir: &Path, r: &mut Report) -> Vec<LoadedCert> {
+pub(super) fn client_certs(
+    config: &AppSettings,
+    base_dir: &Path,
+    r: &mut Report,
+) -> Vec<LoadedCert> {
     let listed = &config.client_certs;
     if listed.len() > pki::MAX_CERTS {
         r.problem(
@@ -99,11 +103,11 @@ pub(super) fn inbound(config: &Config, base_dir: &Path, r: &mut Report) -> Optio
 
 /// `upstream.ca`: extra trust roots.
 pub(super) fn upstream_ca(
-    config: &AppConfig,
+    config: &AppSettings,
     base_dir: &Path,
     r: &mut Report,
 ) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    let Some(ca) = &config.upstream.ca else {
+    let Some(ca) = config.upstream.as_ref().and_then(|u| u.ca.as_ref()) else {
         return Vec::new();
     };
     pki::read_cert_chain(&resolve(base_dir, ca))
@@ -116,7 +120,7 @@ const MAX_SERVER_KEY: usize = 150;
 
 /// An app's secrets, read: `server_key_file` or `server_key_env`, and `admin_token_file`.
 pub(super) fn app_secrets(
-    config: &AppConfig,
+    config: &AppSettings,
     base_dir: &Path,
     r: &mut Report,
 ) -> (Option<Secret>, Option<Secret>) {

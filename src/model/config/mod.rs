@@ -10,6 +10,7 @@ mod files;
 mod limits;
 mod routes;
 mod secret;
+mod shape;
 mod timeouts;
 mod types;
 mod upstream;
@@ -22,7 +23,9 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use apps::{check_app_name, AppConfig, DEFAULT_APP};
+use shape::Beside;
+
+pub use apps::{check_app_name, AppConfig, AppSettings, DEFAULT_APP};
 pub use audit::{AuditConfig, AuditPath};
 pub use callers::{Caller, CallerConfig, GrantConfig};
 pub use error::{ConfigError, Problem};
@@ -65,7 +68,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     if let Some(e) = ConfigError::pem(path, text) {
         return Err(e);
     }
-    serde_saphyr::from_str::<Config>(text).map_err(|e| ConfigError::parse(path, text, &e))
+    let err = |e: serde_saphyr::Error| ConfigError::parse(path, text, &e);
+    let top: Beside<Config, AppSettings> = serde_saphyr::from_str(text).map_err(err)?;
+    let mut config = top.value;
+    if config.apps.is_empty() {
+        let single: Beside<AppSettings, Config> = serde_saphyr::from_str(text).map_err(err)?;
+        config.single = Some(single.value);
+    } else {
+        config.app_keys_at_top = top.seen;
+    }
+    Ok(config)
 }
 
 /// Resolves `p` against the config file's folder.

@@ -61,7 +61,7 @@ fn region_and_url_resolve() {
 
 #[test]
 fn cert_rejected_answers_default_to_nginx_and_are_checked() {
-    let upstream = |c: Config| c.upstream.unwrap();
+    let upstream = |c: Config| c.single.unwrap().upstream.unwrap();
     let c = upstream(parse_str("listen: 127.0.0.1:1\nupstream: {region: sg}\n").unwrap());
     assert_eq!(c.cert_rejected_answers, CertRejectedAnswers::default());
     assert_eq!(c.cert_rejected_answers.0[0].status, 400);
@@ -320,10 +320,19 @@ fn the_single_app_shape_is_one_app_named_default() {
     let apps = c.app_list().unwrap();
     assert_eq!(apps.len(), 1);
     assert_eq!(apps[0].name, DEFAULT_APP);
-    assert_eq!(apps[0].failover_after, 5);
-    assert!(apps[0].routes.auth_token_v3, "routes default as before");
+    assert_eq!(apps[0].settings.failover_after, 5);
+    assert!(
+        apps[0].settings.routes.auth_token_v3,
+        "routes default as before"
+    );
     let none = parse_str("listen: 127.0.0.1:1\n").unwrap();
-    assert_eq!(none.app_list().unwrap_err()[0].field, "upstream");
+    let Err(ConfigError::Invalid { problems, .. }) =
+        validate(Path::new("t.yaml"), none, Path::new("/nonexistent"))
+    else {
+        panic!("valid without an upstream");
+    };
+    let missing = problems.iter().find(|p| p.field == "upstream").unwrap();
+    assert!(missing.reason.contains("is missing"), "{missing}");
 }
 
 #[test]
@@ -389,4 +398,41 @@ fn what_check_passes_can_run_bounds_listeners_and_identities() {
         .collect();
     assert_eq!(identity.len(), 1, "{p:?}");
     assert!(identity[0].1.contains("xn--"), "{p:?}");
+}
+
+#[test]
+fn the_readmes_reload_column_names_exactly_the_start_only_fields() {
+    let readme = include_str!("../../../README.md");
+    let mut restart: Vec<String> = readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let field = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            cells
+                .get(3)?
+                .starts_with("restart")
+                .then(|| field.to_string())
+        })
+        .collect();
+    restart.sort_unstable();
+    let running = StartOnly {
+        listen: "127.0.0.1:8080".parse().unwrap(),
+        app_listeners: vec![("NAME".into(), "127.0.0.1:8081".parse().unwrap())],
+        admin_listen: "127.0.0.1:9901".parse().unwrap(),
+        workers: 2,
+        max_connections: 100,
+        max_header_bytes: 16384,
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        send: Duration::from_secs(10),
+        inbound_handshake: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    let mut fields: Vec<String> = running
+        .fields()
+        .into_iter()
+        .map(|(f, _)| f.replace("[NAME]", "[]"))
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(restart, fields, "README's `restart` rows against StartOnly");
 }

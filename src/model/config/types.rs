@@ -5,16 +5,14 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::apps::AppConfig;
+use super::apps::{AppConfig, AppSettings};
 use super::audit::AuditConfig;
 use super::callers::CallerConfig;
 use super::limits::LimitsConfig;
-use super::routes::RoutesConfig;
 use super::timeouts::TimeoutsConfig;
-use super::upstream::UpstreamConfig;
 
-/// The whole configuration file. An app's fields (`upstream` to `routes`) are given either
-/// at the top, for one app named `default`, or under `apps`, never both.
+/// The whole configuration file. An app's settings ([`AppSettings`]) are given either at the
+/// top, for one app named `default`, or in each of `apps`, never both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -34,15 +32,6 @@ pub struct Config {
     /// Fleet identities allowed to call, and what each may call (needs `inbound_tls.client_ca`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub callers: Vec<CallerConfig>,
-    /// File holding the Amity server key, added as `x-server-key` to auth-token calls.
-    #[serde(default)]
-    pub server_key_file: Option<PathBuf>,
-    /// Environment variable holding the server key (instead of `server_key_file`).
-    #[serde(default)]
-    pub server_key_env: Option<String>,
-    /// File holding an admin token, added as `Authorization: Bearer` to admin calls.
-    #[serde(default)]
-    pub admin_token_file: Option<PathBuf>,
     /// What to do with a server key or admin token a caller sends when the proxy injects its own.
     #[serde(default)]
     pub caller_secrets: CallerSecrets,
@@ -54,22 +43,6 @@ pub struct Config {
     /// endpoint but `/healthz` and `/readyz`.
     #[serde(default)]
     pub admin_auth_token_file: Option<PathBuf>,
-    /// Where calls are forwarded (the single-app shape).
-    #[serde(default)]
-    pub upstream: Option<UpstreamConfig>,
-    /// Client certificates registered in the Amity console (at most 2).
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub client_certs: Vec<ClientCertConfig>,
-    /// The certificate to present while it is valid; default: the valid one that expires last.
-    #[serde(default)]
-    pub active: Option<String>,
-    /// Consecutive rejections of the active certificate after which the other one takes over
-    /// (default 3).
-    #[serde(default)]
-    pub failover_after: Option<u32>,
-    /// Which calls may pass; everything else is refused with 403.
-    #[serde(default)]
-    pub routes: Option<RoutesConfig>,
     /// The Amity apps served, each with its own upstream, certificates and secrets.
     #[serde(default, deserialize_with = "null_as_default")]
     pub apps: Vec<AppConfig>,
@@ -86,6 +59,12 @@ pub struct Config {
     /// Read at start only.
     #[serde(default)]
     pub workers: usize,
+    /// The single-app shape's settings, read beside these fields (see `shape.rs`).
+    #[serde(skip)]
+    pub single: Option<AppSettings>,
+    /// Keys of an app's settings given at the top while `apps` is given too.
+    #[serde(skip)]
+    pub app_keys_at_top: Vec<String>,
 }
 
 /// TLS on the backend-facing listener.

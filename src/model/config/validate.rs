@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::apps::{check_app_name, AppConfig};
+use super::apps::{check_app_name, AppConfig, AppSettings};
 use super::audit::{self, AuditPath};
 use super::callers::{self, Caller};
 use super::error::{ConfigError, Problem};
 use super::files;
 use super::types::Config;
+use super::upstream::UpstreamConfig;
 use super::validated::{LoadedApp, Validated};
 
 /// More worker threads than this is a typo, not a machine.
@@ -133,13 +134,24 @@ fn app(
         .listen
         .as_deref()
         .and_then(|l| parse_addr(l).map_err(|e| own.problem("listen", e)).ok());
-    let upstream = a.upstream.target().map_err(|p| own.problems.push(p)).ok();
-    let extra_roots = files::upstream_ca(a, base_dir, &mut own);
-    let certs = files::client_certs(a, base_dir, &mut own);
-    own.problems.extend(a.upstream.problems());
-    own.problems.extend(a.routes.problems());
-    own.problems.extend(failover(a));
-    let (server_key, admin_token) = files::app_secrets(a, base_dir, &mut own);
+    let s = &a.settings;
+    let upstream_config = s.upstream.clone();
+    if upstream_config.is_none() {
+        let missing = match config.has_apps() {
+            true => "is missing: give each app its upstream",
+            false => "is missing: give upstream (one app), or apps",
+        };
+        own.problem("upstream", missing);
+    }
+    let upstream =
+        (upstream_config.as_ref()).and_then(|u| u.target().map_err(|p| own.problems.push(p)).ok());
+    let extra_roots = files::upstream_ca(s, base_dir, &mut own);
+    let certs = files::client_certs(s, base_dir, &mut own);
+    own.problems
+        .extend(upstream_config.iter().flat_map(UpstreamConfig::problems));
+    own.problems.extend(s.routes.problems());
+    own.problems.extend(failover(s));
+    let (server_key, admin_token) = files::app_secrets(s, base_dir, &mut own);
     let under = |p: Problem| Problem::new(format!("{at}{}", p.field), p.reason);
     r.problems.extend(own.problems.into_iter().map(under));
     r.warnings.extend(own.warnings.into_iter().map(under));
@@ -147,6 +159,7 @@ fn app(
         config: a.clone(),
         listen,
         upstream: upstream?,
+        upstream_config: upstream_config?,
         extra_roots,
         certs,
         server_key,
@@ -209,7 +222,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// `active` and `failover_after`.
-fn failover(config: &AppConfig) -> Vec<Problem> {
+fn failover(config: &AppSettings) -> Vec<Problem> {
     let mut out = Vec::new();
     if let Some(a) = &config.active {
         if !config.client_certs.iter().any(|c| &c.name == a) {
@@ -256,7 +269,7 @@ fn exposure(
                 );
             }
         }
-        let mut injected: Vec<&str> = apps.iter().flat_map(AppConfig::injected).collect();
+        let mut injected: Vec<&str> = apps.iter().flat_map(|a| a.settings.injected()).collect();
         injected.sort_unstable();
         injected.dedup();
         let no_client_ca = config

@@ -13,6 +13,7 @@ use super::callers::Caller;
 use super::error::Problem;
 use super::secret::Secret;
 use super::types::Config;
+use super::upstream::UpstreamConfig;
 use crate::model::pki::CertInfo;
 
 /// A configuration that passed validation, with every file it names loaded.
@@ -49,6 +50,8 @@ pub struct LoadedApp {
     pub listen: Option<SocketAddr>,
     /// The upstream to call.
     pub upstream: UpstreamTarget,
+    /// `upstream` as configured.
+    pub upstream_config: UpstreamConfig,
     /// Extra trust roots from `upstream.ca`.
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Client certificates, in config order.
@@ -137,7 +140,7 @@ pub struct StartOnlyChange {
 
 impl StartOnly {
     /// Each field as the config names and writes it.
-    fn fields(&self) -> Vec<(String, String)> {
+    pub(super) fn fields(&self) -> Vec<(String, String)> {
         let ms = |d: Duration| d.as_millis().to_string();
         let fixed = [
             ("listen", self.listen.to_string()),

@@ -120,22 +120,17 @@ pub(super) fn read_apps(config: &Path) -> Result<Apps, String> {
             .collect()
     };
     let named = parsed.has_apps();
-    let apps = match parsed.app_list() {
+    // A single-app file without `upstream` yet still names its certificates, and the
+    // two-slot limit must hold while it is being written too.
+    let apps: Vec<App> = match parsed.app_list() {
         Ok(apps) => apps
             .iter()
             .map(|a| App {
                 name: a.name.clone(),
-                certs: resolve(&a.client_certs),
-                active: a.active.clone(),
+                certs: resolve(&a.settings.client_certs),
+                active: a.settings.active.clone(),
             })
             .collect(),
-        // A single-app file without `upstream` yet still names its certificates, and the
-        // two-slot limit must hold while it is being written too.
-        Err(_) if !named => vec![App {
-            name: DEFAULT_APP.to_string(),
-            certs: resolve(&parsed.client_certs),
-            active: parsed.active.clone(),
-        }],
         Err(problems) => {
             return Err(format!(
                 "{}: {}\n{why}",

@@ -123,8 +123,7 @@ fn app_summary(v: &Validated, app: &LoadedApp, now: i64) -> Vec<String> {
     println!(
         "{indent}upstream: {}{}",
         app.upstream.base,
-        app.config
-            .upstream
+        app.upstream_config
             .ca
             .as_ref()
             .map(|c| format!(" (extra trust roots: {})", c.display()))
