@@ -1,22 +1,36 @@
 //! `apps`: the Amity apps one gateway serves, and the single-app shape (the same fields at the
 //! top of the file) read as one app named `default`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::error::Problem;
-use super::resolve;
+use super::nulls::null_as_default;
 use super::routes::RoutesConfig;
 use super::shape::{fields_of, Shared};
-use super::types::{default_failover_after, null_as_default, ClientCertConfig, Config};
 use super::upstream::UpstreamConfig;
 use crate::model::pki::CertName;
 
 /// The app a single-app configuration defines.
 pub const DEFAULT_APP: &str = "default";
+
+/// One client certificate, as registered in the Amity console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertConfig {
+    /// The certificate's name in the console (1 to 30 of `A-Za-z0-9._-`).
+    pub name: String,
+    /// PEM certificate (chain allowed, leaf first).
+    pub cert: PathBuf,
+    /// PEM private key matching `cert`.
+    pub key: PathBuf,
+}
+
+fn default_failover_after() -> u32 {
+    3
+}
 
 /// An app's settings: at the top of the file for the single-app shape, and in each `apps[]`
 /// entry beside its name and listener (see `shape.rs`).
@@ -143,49 +157,4 @@ pub fn check_app_name(name: &str) -> Result<(), String> {
     CertName::parse(name)
         .map(drop)
         .map_err(|e| e.to_string().replace("certificate name", "app name"))
-}
-
-impl Config {
-    /// Every file the configuration names (certificates, keys, CAs, secrets), resolved
-    /// against `base_dir`; for a file that does not fully validate, those it can read.
-    pub fn named_files(&self, base_dir: &Path) -> Vec<PathBuf> {
-        let apps = self.app_list().unwrap_or_else(|_| self.apps.clone());
-        let inbound = self
-            .inbound_tls
-            .iter()
-            .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
-            .flatten();
-        apps.iter()
-            .flat_map(|a| a.settings.files())
-            .chain(inbound)
-            .chain(self.admin_auth_token_file.iter())
-            .map(|p| resolve(base_dir, p))
-            .collect()
-    }
-
-    /// Whether the file uses `apps` rather than the single-app shape.
-    pub fn has_apps(&self) -> bool {
-        !self.apps.is_empty()
-    }
-
-    /// The apps, in config order: `apps`, or the top-level settings as one app named
-    /// [`DEFAULT_APP`]. Problems: both shapes at once.
-    pub fn app_list(&self) -> Result<Vec<AppConfig>, Vec<Problem>> {
-        if self.has_apps() {
-            if self.app_keys_at_top.is_empty() {
-                return Ok(self.apps.clone());
-            }
-            return Err(self
-                .app_keys_at_top
-                .iter()
-                .map(|f| Problem::new(f, "belongs under each of apps[] when apps is given"))
-                .collect());
-        }
-        let settings = self.single.clone().unwrap_or_default();
-        Ok(vec![AppConfig {
-            name: DEFAULT_APP.to_string(),
-            listen: None,
-            settings,
-        }])
-    }
 }

@@ -147,3 +147,21 @@ pub(super) fn looks_like_config(text: &str) -> bool {
         })
     })
 }
+
+/// Problems (which make a configuration invalid) and warnings (allowed but unsafe).
+#[derive(Debug, Default)]
+pub(super) struct Report {
+    pub(super) problems: Vec<Problem>,
+    pub(super) warnings: Vec<Problem>,
+}
+
+impl Report {
+    /// Records a problem with `field`.
+    pub(super) fn problem(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem::new(field, reason));
+    }
+
+    pub(super) fn warning(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.warnings.push(Problem::new(field, reason));
+    }
+}

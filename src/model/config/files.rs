@@ -6,9 +6,9 @@ use std::path::Path;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::apps::AppSettings;
+use super::error::Report;
 use super::secret::Secret;
 use super::types::Config;
-use super::validate::Report;
 use super::validated::{LoadedCert, LoadedInbound};
 use super::{resolve, Problem};
 use crate::model::pki::{self, CertInfo, CertName};

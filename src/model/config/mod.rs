@@ -8,6 +8,7 @@ mod callers;
 mod error;
 mod files;
 mod limits;
+mod nulls;
 mod routes;
 mod secret;
 mod shape;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use shape::Beside;
 
-pub use apps::{check_app_name, AppConfig, AppSettings, DEFAULT_APP};
+pub use apps::{check_app_name, AppConfig, AppSettings, ClientCertConfig, DEFAULT_APP};
 pub use audit::{AuditConfig, AuditPath};
 pub use callers::{Caller, CallerConfig, GrantConfig};
 pub use error::{ConfigError, Problem};
@@ -33,15 +34,14 @@ pub use limits::{LimitsConfig, RateLimitConfig};
 pub use routes::{ExtraRoute, PathRule, RouteClass, RoutesConfig};
 pub use secret::Secret;
 pub use timeouts::TimeoutsConfig;
-pub use types::{CallerSecrets, ClientCertConfig, Config, InboundTlsConfig};
+pub use types::{CallerSecrets, Config, InboundTlsConfig};
 pub use upstream::{
-    region_url, CertRejectedAnswer, CertRejectedAnswers, UpstreamConfig, CERT_REJECTED_BODY_BYTES,
+    region_url, CertRejectedAnswer, CertRejectedAnswers, UpstreamConfig, UpstreamTarget,
+    CERT_REJECTED_BODY_BYTES,
 };
 pub use user_pattern::UserIdPattern;
 pub use validate::validate;
-pub use validated::{
-    LoadedApp, LoadedCert, LoadedInbound, StartOnly, StartOnlyChange, UpstreamTarget, Validated,
-};
+pub use validated::{LoadedApp, LoadedCert, LoadedInbound, StartOnly, StartOnlyChange, Validated};
 
 use crate::model::pki;
 

@@ -1,14 +1,17 @@
 //! The top of `config.yaml`: the listeners, callers, secrets and client certificates;
 //! the larger sections have files of their own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::apps::{AppConfig, AppSettings};
+use super::apps::{AppConfig, AppSettings, DEFAULT_APP};
 use super::audit::AuditConfig;
 use super::callers::CallerConfig;
+use super::error::Problem;
 use super::limits::LimitsConfig;
+use super::nulls::null_as_default;
+use super::resolve;
 use super::timeouts::TimeoutsConfig;
 
 /// The whole configuration file. An app's settings ([`AppSettings`]) are given either at the
@@ -91,31 +94,51 @@ pub enum CallerSecrets {
     Reject,
 }
 
-/// One client certificate, as registered in the Amity console.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientCertConfig {
-    /// The certificate's name in the console (1 to 30 of `A-Za-z0-9._-`).
-    pub name: String,
-    /// PEM certificate (chain allowed, leaf first).
-    pub cert: PathBuf,
-    /// PEM private key matching `cert`.
-    pub key: PathBuf,
-}
-
-/// Lets `key:` with no value mean the default, as users expect of an empty list.
-pub(super) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
 fn default_admin_listen() -> String {
     "127.0.0.1:9901".to_string()
 }
 
-pub(super) fn default_failover_after() -> u32 {
-    3
+impl Config {
+    /// Every file the configuration names (certificates, keys, CAs, secrets), resolved
+    /// against `base_dir`; for a file that does not fully validate, those it can read.
+    pub fn named_files(&self, base_dir: &Path) -> Vec<PathBuf> {
+        let apps = self.app_list().unwrap_or_else(|_| self.apps.clone());
+        let inbound = self
+            .inbound_tls
+            .iter()
+            .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
+            .flatten();
+        apps.iter()
+            .flat_map(|a| a.settings.files())
+            .chain(inbound)
+            .chain(self.admin_auth_token_file.iter())
+            .map(|p| resolve(base_dir, p))
+            .collect()
+    }
+
+    /// Whether the file uses `apps` rather than the single-app shape.
+    pub fn has_apps(&self) -> bool {
+        !self.apps.is_empty()
+    }
+
+    /// The apps, in config order: `apps`, or the top-level settings as one app named
+    /// [`DEFAULT_APP`]. Problems: both shapes at once.
+    pub fn app_list(&self) -> Result<Vec<AppConfig>, Vec<Problem>> {
+        if self.has_apps() {
+            if self.app_keys_at_top.is_empty() {
+                return Ok(self.apps.clone());
+            }
+            return Err(self
+                .app_keys_at_top
+                .iter()
+                .map(|f| Problem::new(f, "belongs under each of apps[] when apps is given"))
+                .collect());
+        }
+        let settings = self.single.clone().unwrap_or_default();
+        Ok(vec![AppConfig {
+            name: DEFAULT_APP.to_string(),
+            listen: None,
+            settings,
+        }])
+    }
 }

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::error::Problem;
-use super::types::null_as_default;
-use super::validated::UpstreamTarget;
+use super::nulls::null_as_default;
 
 /// The upstream Amity API host.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -170,6 +169,21 @@ fn html_title(page: &[u8]) -> Option<&[u8]> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Where calls go: scheme is always https.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// Base URL without a trailing slash, e.g. `https://apix.sg.amity.co`.
+    pub base: String,
+    /// Host name (or IP) used for SNI and the Host header.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `host[:port]` as sent in Host / :authority.
+    pub authority: http::uri::Authority,
+    /// Path prefix of the base URL (usually empty).
+    pub path_prefix: String,
 }
 
 /// The base URL of an Amity region: the `apix` hosts of Amity's current documentation

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::apps::{check_app_name, AppConfig, AppSettings};
 use super::audit::{self, AuditPath};
 use super::callers::{self, Caller};
-use super::error::{ConfigError, Problem};
+use super::error::{ConfigError, Problem, Report};
 use super::files;
 use super::types::Config;
 use super::upstream::UpstreamConfig;
@@ -15,24 +15,6 @@ use super::validated::{LoadedApp, Validated};
 
 /// More worker threads than this is a typo, not a machine.
 const MAX_WORKERS: usize = 1024;
-
-/// Problems (which make a configuration invalid) and warnings (allowed but unsafe).
-#[derive(Debug, Default)]
-pub(super) struct Report {
-    pub(super) problems: Vec<Problem>,
-    pub(super) warnings: Vec<Problem>,
-}
-
-impl Report {
-    /// Records a problem with `field`.
-    pub(super) fn problem(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem::new(field, reason));
-    }
-
-    fn warning(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.warnings.push(Problem::new(field, reason));
-    }
-}
 
 /// Checks every value and loads every file named; lists all problems at once.
 pub fn validate(path: &Path, config: Config, base_dir: &Path) -> Result<Validated, ConfigError> {

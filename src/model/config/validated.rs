@@ -13,7 +13,7 @@ use super::callers::Caller;
 use super::error::Problem;
 use super::secret::Secret;
 use super::types::Config;
-use super::upstream::UpstreamConfig;
+use super::upstream::{UpstreamConfig, UpstreamTarget};
 use crate::model::pki::CertInfo;
 
 /// A configuration that passed validation, with every file it names loaded.
@@ -191,21 +191,6 @@ impl StartOnly {
             .filter(|c| c.running != c.configured)
             .collect()
     }
-}
-
-/// Where calls go: scheme is always https.
-#[derive(Debug, Clone)]
-pub struct UpstreamTarget {
-    /// Base URL without a trailing slash, e.g. `https://apix.sg.amity.co`.
-    pub base: String,
-    /// Host name (or IP) used for SNI and the Host header.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// `host[:port]` as sent in Host / :authority.
-    pub authority: http::uri::Authority,
-    /// Path prefix of the base URL (usually empty).
-    pub path_prefix: String,
 }
 
 /// A client certificate with its files read and checked.
