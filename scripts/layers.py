@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""Checks that the library's layers import only downward, and reports import circles.
+"""Checks that the library's layers import only downward, and that no folder holds an import
+circle.
 
-  python3 scripts/layers.py [--circles-fail]
+  python3 scripts/layers.py
 
 Each folder of src/ is a layer, listed below from the bottom up; a file may name `crate::X`
 only for X in its own layer or one listed before it. Prints every upward import with its
 file and line, and exits 1 if there is one. main.rs and lib.rs stand above all layers.
 
 It also lists each circle of files within one folder that import each other (`super::x`,
-`self::x`, `crate::...::x`): a file should be readable from the files it imports. With
---circles-fail a circle fails the check too.
+`self::x`, `crate::...::x`), and exits 1 if there is one: a file should be readable from the
+files it imports.
 """
 
 import pathlib
@@ -55,8 +56,7 @@ def main() -> int:
         f"layers {' < '.join(LAYERS)}: {files} files, "
         f"{len(upward)} import(s) from a higher layer, {len(circles)} circle(s) within a folder"
     )
-    fail_on_circles = "--circles-fail" in sys.argv[1:]
-    return 1 if upward or (circles and fail_on_circles) else 0
+    return 1 if upward or circles else 0
 
 
 def module_file(folder: pathlib.Path, name: str):

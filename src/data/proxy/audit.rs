@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::Response;
 
 use super::body::ProxyBody;
-use super::phases::{Call, Outcome};
+use super::call::{Call, Outcome};
 use super::reject::Reject;
 use crate::model::config::{AuditPath, RouteClass, Validated};
 use crate::telemetry::audit::{now_rfc3339, AuditError, AuditRecord, AuditSink, Decision};

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::send::SendError;
+use super::failure::UpstreamFailure;
 use crate::data::upstream::{UpstreamBody, UpstreamError};
 use crate::model::config::CERT_REJECTED_BODY_BYTES;
 
@@ -37,12 +37,12 @@ impl FromUpstream {
 
     /// Reads frames until the body ends or [`CERT_REJECTED_BODY_BYTES`] came; returns the body
     /// (nothing of it lost) and its first [`CERT_REJECTED_BODY_BYTES`] at most.
-    pub(super) async fn read_start(body: UpstreamBody) -> Result<(Self, Vec<u8>), SendError> {
+    pub(super) async fn read_start(body: UpstreamBody) -> Result<(Self, Vec<u8>), UpstreamFailure> {
         let start = body
             .read_start(CERT_REJECTED_BODY_BYTES)
             .await
             .map_err(|e| {
-                SendError::Upstream(UpstreamError::Protocol {
+                UpstreamFailure::Upstream(UpstreamError::Protocol {
                     reason: format!("reading the response body: {e}"),
                 })
             })?;

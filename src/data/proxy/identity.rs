@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use super::send::SendError;
+use super::failure::UpstreamFailure;
 use crate::data::upstream::Upstream;
 use crate::model::config::LoadedCert;
 use crate::model::pki::{Candidate, CertInfo};
@@ -50,7 +50,7 @@ impl Identity {
     }
 
     /// Keeps the verdict of an exchange that began at `now` (Unix seconds).
-    pub(super) fn record(&self, result: Result<(), &SendError>, now: i64) {
+    pub(super) fn record(&self, result: Result<(), &UpstreamFailure>, now: i64) {
         let (accepted, detail) = match result {
             // Every worker records every success: once a second is enough, and shares no lock.
             Ok(()) if self.accepted_at.load(Ordering::Relaxed) == now => return,

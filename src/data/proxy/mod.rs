@@ -13,8 +13,10 @@
 mod app;
 mod audit;
 mod body;
+mod call;
 mod caller;
 mod failover;
+mod failure;
 mod generation;
 mod headers;
 mod identity;

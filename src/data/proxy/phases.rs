@@ -2,7 +2,7 @@
 //! as the list of them; [`handle`] wraps it with the request id, metrics and the access log.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -15,30 +15,16 @@ use hyper::body::{Body, Incoming};
 use super::app::App;
 use super::audit::Audit;
 use super::body::{FromUpstream, ProxyBody};
+use super::call::{Call, Outcome};
 use super::caller::{Admitted, ConnInfo};
+use super::failure::UpstreamFailure;
 use super::generation::{Generation, InFlight};
 use super::headers::{request_id, strip_hop_by_hop, REQUEST_ID};
 use super::reject::{upstream_reject, Reject};
 use super::select::select;
-use super::send::SendError;
 use super::user_id::{self, UserIdError};
 use crate::data::upstream::{upstream_path, Outgoing, UpstreamError};
 use crate::model::config::RouteClass;
-
-/// What one request did, for the log line, the metrics and the audit trail.
-#[derive(Default)]
-pub(super) struct Outcome<'a> {
-    pub(super) app: Option<&'a App>,
-    pub(super) route: Option<RouteClass>,
-    pub(super) upstream: Option<Duration>,
-    pub(super) cert: Option<&'a str>,
-    /// The `callers` identity the request was admitted as.
-    pub(super) caller: Option<&'a String>,
-    /// The userId of a token call, when read.
-    pub(super) user_id: Option<String>,
-    /// Whether it was sent upstream.
-    pub(super) sent: bool,
-}
 
 /// Handles one request from a backend with `generation` (the current one, loaded by the
 /// caller: [`super::ProxyState::current`]), which arrived at `started`.
@@ -141,15 +127,6 @@ impl Drop for Pending<'_, '_> {
             audit.record_caller_gone(&self.outcome, call);
         }
     }
-}
-
-/// The request as the backend sent it, for the audit trail.
-#[derive(Clone, Copy)]
-pub(super) struct Call<'a> {
-    pub(super) method: &'a http::Method,
-    pub(super) uri: &'a http::Uri,
-    pub(super) id: &'a str,
-    pub(super) conn: &'a ConnInfo,
 }
 
 /// The request's phases, in order; the first refusal ends it.
@@ -327,7 +304,7 @@ async fn send<'g>(
         let e = UpstreamError::ResponseTimeout {
             ms: g.response_timeout.as_millis() as u64,
         };
-        Err(upstream_reject(&SendError::Upstream(e), None))
+        Err(upstream_reject(&UpstreamFailure::Upstream(e), None))
     })?;
     outcome.cert = cert;
     Ok(resp)

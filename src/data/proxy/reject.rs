@@ -6,7 +6,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::body::{full, ProxyBody};
-use super::send::SendError;
+use super::failure::UpstreamFailure;
 
 /// Declares [`Reject`] and its `status`, `reason` and `message`, from one entry per variant:
 /// `Variant { fields } => STATUS, reason, "message with {fields}";`.
@@ -251,7 +251,7 @@ impl Reject {
 
 /// The refusal for a failed exchange with the upstream; when the upstream refused our
 /// certificate, it names the one presented (`cert`).
-pub(super) fn upstream_reject(e: &SendError, cert: Option<&str>) -> Reject {
+pub(super) fn upstream_reject(e: &UpstreamFailure, cert: Option<&str>) -> Reject {
     let error = match (e.is_cert_rejection(), cert) {
         (true, None) => format!("{e}; no client certificate is configured (see `cert list`)"),
         (true, Some(name)) => format!(
@@ -260,15 +260,15 @@ pub(super) fn upstream_reject(e: &SendError, cert: Option<&str>) -> Reject {
         _ => e.to_string(),
     };
     match e {
-        SendError::Upstream(u) if u.is_timeout() => Reject::UpstreamTimeout {
+        UpstreamFailure::Upstream(u) if u.is_timeout() => Reject::UpstreamTimeout {
             kind: u.kind(),
             error,
         },
-        SendError::Upstream(u) => Reject::Upstream {
+        UpstreamFailure::Upstream(u) => Reject::Upstream {
             kind: u.kind(),
             error,
         },
-        SendError::CertRefused { .. } => Reject::Upstream {
+        UpstreamFailure::CertRefused { .. } => Reject::Upstream {
             kind: "client_cert_rejected",
             error,
         },

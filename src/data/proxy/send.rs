@@ -6,61 +6,10 @@ use http::Response;
 
 use super::app::App;
 use super::body::FromUpstream;
+use super::failure::UpstreamFailure;
 use super::reject::{upstream_reject, Reject};
-use crate::data::upstream::{Outgoing, Upstream, UpstreamError};
+use crate::data::upstream::{Outgoing, Upstream};
 use crate::model::pki;
-
-/// Why an exchange with the upstream failed.
-#[derive(Debug)]
-pub(super) enum SendError {
-    /// Connecting, TLS or HTTP failed.
-    Upstream(UpstreamError),
-    /// The upstream answered that it refused our client certificate (a rule of
-    /// `upstream.cert_rejected_answers` matched).
-    CertRefused {
-        /// The answer's status.
-        status: u16,
-        /// The rule's text, which the answer held.
-        says: String,
-    },
-}
-
-impl SendError {
-    /// A TLS failure, before the upstream read the request.
-    pub(super) fn is_tls_failure(&self) -> bool {
-        matches!(self, Self::Upstream(e) if e.is_tls_failure())
-    }
-
-    /// A TLS failure that another connection might not meet; the upstream's own certificate
-    /// will not verify the next time either.
-    fn another_connection_may_help(&self) -> bool {
-        self.is_tls_failure()
-            && !matches!(
-                self,
-                Self::Upstream(UpstreamError::ServerCertUntrusted { .. })
-            )
-    }
-
-    /// The upstream refused our client certificate, by a TLS alert or in HTTP.
-    pub(super) fn is_cert_rejection(&self) -> bool {
-        matches!(
-            self,
-            Self::Upstream(UpstreamError::ClientCertRejected { .. }) | Self::CertRefused { .. }
-        )
-    }
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Upstream(e) => e.fmt(f),
-            Self::CertRefused { status, says } => write!(
-                f,
-                "upstream refused our client certificate (HTTP {status} answer saying {says:?})"
-            ),
-        }
-    }
-}
 
 /// A response from the upstream, with the name of the certificate presented for it.
 type Sent<'g> = (Response<FromUpstream>, Option<&'g str>);
@@ -78,7 +27,7 @@ impl App {
         let mut result = self.exchange(anonymous, out).await;
         if result
             .as_ref()
-            .is_err_and(SendError::another_connection_may_help)
+            .is_err_and(UpstreamFailure::another_connection_may_help)
         {
             result = self.exchange(anonymous, out).await;
         }
@@ -92,8 +41,11 @@ impl App {
         &self,
         upstream: &Upstream,
         out: &Outgoing,
-    ) -> Result<Response<FromUpstream>, SendError> {
-        let resp = upstream.send(out).await.map_err(SendError::Upstream)?;
+    ) -> Result<Response<FromUpstream>, UpstreamFailure> {
+        let resp = upstream
+            .send(out)
+            .await
+            .map_err(UpstreamFailure::Upstream)?;
         let status = resp.status().as_u16();
         // Only a status a rule names has its body read: a 200 goes on untouched.
         if !self.cert_refusals.names(status) {
@@ -108,7 +60,7 @@ impl App {
         {
             Some(rule) => {
                 self.metrics.handshake_failed("client_cert_rejected");
-                Err(SendError::CertRefused {
+                Err(UpstreamFailure::CertRefused {
                     status,
                     says: rule.title_contains.clone(),
                 })
@@ -183,7 +135,7 @@ mod tests {
 
     #[test]
     fn cert_refusals_get_the_client_cert_rejected_error() {
-        let e = SendError::CertRefused {
+        let e = UpstreamFailure::CertRefused {
             status: 400,
             says: "The SSL certificate error".into(),
         };
