@@ -73,12 +73,12 @@ impl ConnOptions {
 }
 
 /// A connection's slot under `max_connections`, counted in the open-connections gauge.
-struct Open {
+struct ConnSlot {
     _slot: OwnedSemaphorePermit,
     gauge: Gauge,
 }
 
-impl Open {
+impl ConnSlot {
     fn new(slot: OwnedSemaphorePermit, gauge: &Gauge) -> Self {
         gauge.inc();
         Self {
@@ -88,7 +88,7 @@ impl Open {
     }
 }
 
-impl Drop for Open {
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.gauge.dec();
     }
@@ -140,7 +140,7 @@ pub async fn serve(
             app.clone(),
         );
         tokio::spawn(async move {
-            let _open = Open::new(slot, &state.metrics.connections);
+            let _open = ConnSlot::new(slot, &state.metrics.connections);
             let bounds = Bounds {
                 idle: opts.idle,
                 head: opts.header_read_timeout,

@@ -22,16 +22,17 @@ use super::{Activity, Busy, PARK_AFTER};
 /// [`serve`](super::serve)). A body that is complete with its first frame, as a token
 /// response is, is never watched: no timer, no task.
 pub struct Tracked<B> {
-    body: Sent<B>,
+    body: Delivery<B>,
     busy: Busy,
 }
 
-enum Sent<B> {
+/// How a response body goes to the backend.
+enum Delivery<B> {
     /// Not watched (yet).
     Direct(B),
     /// Streaming, shared with its watchdog.
-    Watched(Arc<Watch<B>>),
-    /// Only while moving from `Direct` to `Watched`.
+    Timed(Arc<Watch<B>>),
+    /// Only while moving from `Direct` to `Timed`.
     Moving,
 }
 
@@ -60,7 +61,7 @@ impl<B> Tracked<B> {
     /// `body`, counted by `busy` until dropped.
     pub fn new(body: B, busy: Busy) -> Self {
         Self {
-            body: Sent::Direct(body),
+            body: Delivery::Direct(body),
             busy,
         }
     }
@@ -69,7 +70,7 @@ impl<B> Tracked<B> {
 impl<B: Send + 'static> Tracked<B> {
     /// Starts watching the body: hyper has just taken a frame and there is more to come.
     fn watch(&mut self) {
-        let Sent::Direct(body) = std::mem::replace(&mut self.body, Sent::Moving) else {
+        let Delivery::Direct(body) = std::mem::replace(&mut self.body, Delivery::Moving) else {
             return;
         };
         let activity = self.busy.0.clone();
@@ -81,7 +82,7 @@ impl<B: Send + 'static> Tracked<B> {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(watchdog(Arc::downgrade(&w), activity));
         }
-        self.body = Sent::Watched(w);
+        self.body = Delivery::Timed(w);
     }
 }
 
@@ -124,7 +125,7 @@ async fn watchdog<B>(w: std::sync::Weak<Watch<B>>, activity: Arc<Activity>) {
 
 impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
-        if let Sent::Watched(w) = &self.body {
+        if let Delivery::Timed(w) = &self.body {
             if lock(&w.body).is_none() {
                 self.busy.0.stalled.fetch_sub(1, Ordering::Relaxed);
             }
@@ -146,7 +147,7 @@ where
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, BoxError>>> {
         let this = self.get_mut();
         let r = match &mut this.body {
-            Sent::Direct(body) => {
+            Delivery::Direct(body) => {
                 let r = Pin::new(&mut *body).poll_frame(cx);
                 let more = matches!(&r, Poll::Ready(Some(Ok(_)))) && !body.is_end_stream();
                 if more {
@@ -154,7 +155,7 @@ where
                 }
                 r
             }
-            Sent::Watched(w) => {
+            Delivery::Timed(w) => {
                 let mut slot = lock(&w.body);
                 let Some(body) = slot.as_mut() else {
                     let ms = this.busy.0.send.as_millis() as u64;
@@ -168,28 +169,28 @@ where
                 }
                 r
             }
-            Sent::Moving => Poll::Ready(None),
+            Delivery::Moving => Poll::Ready(None),
         };
         r.map(|f| f.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.body {
-            Sent::Direct(body) => body.is_end_stream(),
+            Delivery::Direct(body) => body.is_end_stream(),
             // Given up on: not the end, or hyper would end the caller's stream as complete.
-            Sent::Watched(w) => lock(&w.body).as_ref().is_some_and(|b| b.is_end_stream()),
-            Sent::Moving => true,
+            Delivery::Timed(w) => lock(&w.body).as_ref().is_some_and(|b| b.is_end_stream()),
+            Delivery::Moving => true,
         }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         match &self.body {
-            Sent::Direct(body) => body.size_hint(),
-            Sent::Watched(w) => lock(&w.body)
+            Delivery::Direct(body) => body.size_hint(),
+            Delivery::Timed(w) => lock(&w.body)
                 .as_ref()
                 .map(|b| b.size_hint())
                 .unwrap_or_default(),
-            Sent::Moving => hyper::body::SizeHint::with_exact(0),
+            Delivery::Moving => hyper::body::SizeHint::with_exact(0),
         }
     }
 }
@@ -207,7 +208,7 @@ mod tests {
         let mut whole = Tracked::new(Full::new(Bytes::from_static(b"token")), busy);
         assert!(whole.frame().await.unwrap().unwrap().is_data());
         assert!(
-            matches!(whole.body, Sent::Direct(_)),
+            matches!(whole.body, Delivery::Direct(_)),
             "a complete body got a watchdog"
         );
 
@@ -217,6 +218,6 @@ mod tests {
         }));
         let mut streaming = Tracked::new(StreamBody::new(frames), busy);
         assert!(streaming.frame().await.unwrap().unwrap().is_data());
-        assert!(matches!(streaming.body, Sent::Watched(_)));
+        assert!(matches!(streaming.body, Delivery::Timed(_)));
     }
 }

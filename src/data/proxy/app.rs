@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::client_cert::ClientCert;
 use super::failover::Failover;
-use super::identity::Identity;
 use super::policy::Policy;
 use super::secrets::Secrets;
 use crate::data::tls::TlsError;
@@ -19,7 +19,7 @@ pub struct App {
     /// Its name.
     pub name: Arc<str>,
     /// Configured certificates, in config order.
-    pub identities: Vec<Identity>,
+    pub identities: Vec<ClientCert>,
     /// Used only when no certificate is configured (an app without mTLS certificates).
     pub(super) anonymous: Option<Upstream>,
     /// Which of `identities` is presented first.
@@ -64,7 +64,7 @@ impl App {
         let identities = a
             .certs
             .iter()
-            .map(|c| Ok(Identity::new(c, upstream(Some(c))?)))
+            .map(|c| Ok(ClientCert::new(c, upstream(Some(c))?)))
             .collect::<Result<Vec<_>, TlsError>>()?;
         let anonymous = if identities.is_empty() {
             Some(upstream(None)?)
@@ -159,7 +159,7 @@ impl App {
     }
 
     /// The identity presented first now, if any is usable.
-    pub fn active(&self, now: i64) -> Option<&Identity> {
+    pub fn active(&self, now: i64) -> Option<&ClientCert> {
         self.failover
             .usable(&self.identities, now)
             .next()

@@ -12,7 +12,7 @@ use crate::data::upstream::{Outgoing, Upstream};
 use crate::model::pki;
 
 /// A response from the upstream, with the name of the certificate presented for it.
-type Sent<'g> = (Response<FromUpstream>, Option<&'g str>);
+type Answered<'g> = (Response<FromUpstream>, Option<&'g str>);
 
 impl App {
     /// Sends upstream with the active certificate. On a TLS failure the request
@@ -20,7 +20,7 @@ impl App {
     /// the upstream refused ours and another is usable, else on a new connection. An HTTP
     /// answer refusing the certificate (`upstream.cert_rejected_answers`: the upstream
     /// handled nothing) is retried with the other certificate only.
-    pub async fn send(&self, out: &Outgoing) -> Result<Sent<'_>, Reject> {
+    pub async fn send(&self, out: &Outgoing) -> Result<Answered<'_>, Reject> {
         let Some(anonymous) = &self.anonymous else {
             return self.send_with_cert(out).await;
         };
@@ -69,7 +69,7 @@ impl App {
         }
     }
 
-    async fn send_with_cert(&self, out: &Outgoing) -> Result<Sent<'_>, Reject> {
+    async fn send_with_cert(&self, out: &Outgoing) -> Result<Answered<'_>, Reject> {
         let now = pki::now_unix();
         let mut usable = self.failover.usable(&self.identities, now);
         let Some((first_n, first)) = usable.next() else {

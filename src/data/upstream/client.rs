@@ -150,7 +150,7 @@ impl Upstream {
                 match Box::pin(w.client.request(req)).await {
                     Ok(resp) => Ok(resp
                         .map(|b| UpstreamBody::http1(b, self.body_gap, &self.metrics.body_stalls))),
-                    Err(e) => Err(self.classify(&e)),
+                    Err(e) => Err(self.explain_pooled(&e)),
                 }
             };
         // The connector bounds connect and handshake on their own; the caller bounds the
@@ -210,7 +210,7 @@ impl Upstream {
                 Err(
                     multiplex::Failed::Unsent(e)
                     | multiplex::Failed::Refused(e)
-                    | multiplex::Failed::Sent(e),
+                    | multiplex::Failed::Written(e),
                 ) => e,
             };
             if e.is_io() || e.is_go_away() {
@@ -271,7 +271,8 @@ impl Upstream {
             .map_err(|e| self.explain(&e, failure.get()))
     }
 
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
+    /// The failure of a request over the HTTP/1.1 pool, with the TLS error its connection saw.
+    fn explain_pooled(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
         let this_connection = err.connect_info().and_then(|info| {
             let mut extras = http::Extensions::new();
             info.get_extras(&mut extras);

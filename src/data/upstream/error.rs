@@ -126,7 +126,7 @@ pub(super) fn explain(
     timeouts: &TimeoutsConfig,
 ) -> UpstreamError {
     if let Some(t) = tls {
-        return classify_tls(&t);
+        return from_tls(&t);
     }
     let addr = format!("{}:{}", target.host, target.port);
     // The innermost I/O error seen: rustls and tokio-rustls wrap a text in one (the
@@ -141,7 +141,7 @@ pub(super) fn explain(
             };
         }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            return classify_tls(t);
+            return from_tls(t);
         }
         // h2 keeps an I/O error's kind and text but does not expose it as the source.
         let io = e
@@ -174,7 +174,7 @@ pub(super) fn explain(
     }
 }
 
-pub(super) fn classify_tls(e: &rustls::Error) -> UpstreamError {
+pub(super) fn from_tls(e: &rustls::Error) -> UpstreamError {
     match e {
         rustls::Error::AlertReceived(a) if is_cert_alert(*a) => UpstreamError::ClientCertRejected {
             alert: alert_name(*a),

@@ -41,13 +41,13 @@ pub(super) struct Conn {
 /// concurrency limit until the response body is done or dropped.
 pub(super) struct Lease {
     pub(super) conn: Conn,
-    pub(super) open: Open,
+    pub(super) open: OpenStream,
 }
 
 /// One stream counted in its connection's [`Held::open`].
-pub(super) struct Open(Arc<AtomicUsize>);
+pub(super) struct OpenStream(Arc<AtomicUsize>);
 
-impl Drop for Open {
+impl Drop for OpenStream {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -69,7 +69,7 @@ impl Held {
         self.open.fetch_add(1, Ordering::Relaxed);
         Lease {
             conn: self.conn.clone(),
-            open: Open(self.open.clone()),
+            open: OpenStream(self.open.clone()),
         }
     }
 }
@@ -243,7 +243,7 @@ pub(super) enum Failed {
     /// once, before its SETTINGS said so) and processed nothing; the connection is good.
     Refused(h2::Error),
     /// The request may have reached the upstream.
-    Sent(h2::Error),
+    Written(h2::Error),
 }
 
 /// Sends one request with `send` (a leased connection's handle, taken by value: each clone
@@ -251,7 +251,7 @@ pub(super) enum Failed {
 /// stays with the response body.
 pub(super) async fn exchange(
     send: h2::client::SendRequest<Bytes>,
-    open: Open,
+    open: OpenStream,
     req: Request<()>,
     body: &Bytes,
 ) -> Result<Response<RecvBody>, Failed> {
@@ -261,7 +261,9 @@ pub(super) async fn exchange(
         .map_err(Failed::Unsent)?;
     if !body.is_empty() {
         // Buffered by h2 and sent as the peer's flow-control window allows.
-        stream.send_data(body.clone(), true).map_err(Failed::Sent)?;
+        stream
+            .send_data(body.clone(), true)
+            .map_err(Failed::Written)?;
     }
     let resp = response.await.map_err(|e| {
         // GOAWAY refuses streams above its last id, REFUSED_STREAM one stream: both unprocessed.
@@ -270,7 +272,7 @@ pub(super) async fn exchange(
         } else if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
             Failed::Refused(e)
         } else {
-            Failed::Sent(e)
+            Failed::Written(e)
         }
     })?;
     let (parts, recv) = resp.into_parts();
@@ -297,7 +299,7 @@ pub struct RecvBody {
     /// Bytes still expected, from `content-length`.
     left: Option<u64>,
     /// The stream counted in its connection until the body is dropped.
-    _open: Open,
+    _open: OpenStream,
 }
 
 impl Body for RecvBody {

@@ -22,7 +22,7 @@ pub struct HandshakeResult {
 }
 
 /// A configured client certificate with its own TLS config and connection pool.
-pub struct Identity {
+pub struct ClientCert {
     /// Console name.
     pub name: String,
     /// What the certificate says.
@@ -36,7 +36,7 @@ pub struct Identity {
     accepted_at: AtomicI64,
 }
 
-impl Identity {
+impl ClientCert {
     /// `cert`, presented through `upstream`.
     pub(super) fn new(cert: &LoadedCert, upstream: Upstream) -> Self {
         Self {
@@ -85,7 +85,7 @@ impl Identity {
     }
 }
 
-impl Candidate for Identity {
+impl Candidate for ClientCert {
     fn name(&self) -> &str {
         &self.name
     }
