@@ -56,19 +56,19 @@ verify() {
     diff <(echo "$embedded") <(echo "$listed") >&2 || true
     return 1
   fi
-  echo "SBOM $bom: $(echo "$listed" | wc -l) crates, the same as the list embedded in $bin"
+  echo "SBOM $bom: $(echo "$listed" | wc -l) packages (the proxy and its crates), as embedded in $bin"
 }
 
-# sbom BINARY OUT: the SBOM of this tree's binary for the shipped target,
-# verified against BINARY before it is written to OUT.
+# sbom BINARY OUT: the SBOM of this tree's binary for the shipped target, in
+# OUT, verified against BINARY (OUT is removed if they differ).
 sbom() {
   local bin="${1:?sbom needs a binary}" out="${2:?sbom needs an output file}"
-  local made="$root/amity-mtls-proxy_bin.cdx.json" # where cargo cyclonedx writes it
   install cargo-cyclonedx
+  # cargo cyclonedx writes it beside Cargo.toml, as <bin>_bin.cdx.json.
   cargo cyclonedx --quiet --describe binaries --format json --spec-version 1.5 \
     --target x86_64-unknown-linux-gnu
-  verify "$bin" "$made" || { rm -f "$made"; return 1; }
-  mv "$made" "$out"
+  mv "$root/amity-mtls-proxy_bin.cdx.json" "$out"
+  verify "$bin" "$out" || { rm -f "$out"; return 1; }
 }
 
 check() {
