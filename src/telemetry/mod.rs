@@ -1,6 +1,7 @@
 //! Telemetry: what the gateway tells about itself (metrics, log lines, the audit trail).
 
 pub mod audit;
+pub mod group;
 pub mod logthrottle;
 pub mod logwriter;
 pub mod metrics;

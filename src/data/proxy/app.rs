@@ -16,7 +16,7 @@ use crate::telemetry::metrics::{AppMetrics, CertLabels, Metrics};
 
 /// One app of a generation.
 pub struct App {
-    /// Its name.
+    /// In `/apps/<name>/`, metrics and logs.
     pub name: Arc<str>,
     /// Configured certificates, in config order.
     pub identities: Vec<ClientCert>,

@@ -23,7 +23,7 @@ use crate::telemetry::metrics::AppMetrics;
 
 /// A request ready to go upstream: everything but the URI's base.
 pub struct Outgoing {
-    /// Method.
+    /// As the backend sent it (the policy let it pass).
     pub method: Method,
     /// Path and query on the upstream, from [`upstream_path`].
     pub path_and_query: PathAndQuery,

@@ -103,11 +103,11 @@ impl Validated {
 /// that changes one of these warns and keeps the value the process started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartOnly {
-    /// `listen`.
+    /// The backends' listener, bound once (a reload keeps it).
     pub listen: SocketAddr,
     /// `apps[].listen`, by app name.
     pub app_listeners: Vec<(String, SocketAddr)>,
-    /// `admin_listen`.
+    /// The admin listener, bound once.
     pub admin_listen: SocketAddr,
     /// `workers` as configured (0: one per CPU core).
     pub workers: usize,

@@ -96,7 +96,7 @@ pub struct CsrRequest {
 pub struct NewCsr {
     /// PKCS#8 private key, PEM.
     pub key_pem: String,
-    /// The CSR, PEM.
+    /// What to paste into the Amity console.
     pub csr_pem: String,
     /// SHA-256 of the CSR's DER.
     pub csr_sha256: String,

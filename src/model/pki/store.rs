@@ -58,7 +58,7 @@ impl EntryState {
 pub struct CertEntry {
     /// Console name.
     pub name: String,
-    /// State.
+    /// Whether a key waits for its certificate, or which certificate is installed.
     pub state: EntryState,
     /// Whether config.yaml lists it under client_certs.
     pub configured: bool,

@@ -1,10 +1,10 @@
 //! What the request side and the writer thread share: the queue of lines and reopen
-//! requests, its state, and the receipt a record's writer answers.
+//! requests (a group commit, `telemetry/group.rs`), and the receipt a record's writer answers.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::AuditError;
 use crate::model::config::AuditPath;
+use crate::telemetry::group::{Batch, Group};
 use crate::telemetry::metrics::AuditCounters;
 
 /// Resolves once its record was written (`Ok`) or could not be (`Err`). Dropping it is fine:
@@ -39,27 +40,24 @@ pub(super) enum Job {
     Reopen(mpsc::SyncSender<Reply>),
 }
 
+/// The records and reopen requests waiting for the writer.
 #[derive(Default)]
-pub(super) struct State {
+pub(super) struct Jobs {
     pub(super) jobs: Vec<Job>,
     /// Lines in `jobs`: the queue's bound counts records, not reopen requests.
     pub(super) lines: usize,
-    /// Set by `close()` or when the last handle goes: take no more work.
-    pub(super) closing: bool,
-    /// Set when the writer thread has ended.
-    pub(super) stopped: bool,
-    /// Set while the writer waits for work: only then does a record wake it.
-    pub(super) idle: bool,
+}
+
+impl Batch for Jobs {
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
 }
 
 pub(super) struct Shared {
     pub(super) target: AuditPath,
     pub(super) capacity: usize,
-    pub(super) state: Mutex<State>,
-    /// Wakes the writer thread: work queued, or closing.
-    pub(super) work: Condvar,
-    /// Wakes `close()`: the writer thread ended.
-    pub(super) done: Condvar,
+    pub(super) group: Group<Jobs>,
     pub(super) counters: AuditCounters,
     pub(super) healthy: AtomicBool,
     /// When the write in progress began, in milliseconds after `opened` plus one; 0: none.
@@ -68,12 +66,6 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// The state lock. No code panics while holding it, so a poisoned lock still guards
-    /// consistent state and is used as it is.
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The error of a record or reopen the writer will not take: the sink is closed.
     pub(super) fn closed(&self) -> AuditError {
         AuditError::Closed {

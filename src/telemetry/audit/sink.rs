@@ -4,14 +4,15 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
+use std::sync::{mpsc, Arc};
 
 use tokio::sync::oneshot;
 
 use super::output::Output;
-use super::queue::{Job, Receipt, Shared, State};
+use super::queue::{Job, Receipt, Shared};
 use super::{writer, AuditError};
 use crate::model::config::AuditPath;
+use crate::telemetry::group::Group;
 use crate::telemetry::metrics::AuditCounters;
 
 /// Records waiting beyond this many are refused at once: memory stays bounded when the file
@@ -31,8 +32,7 @@ struct CloseOnDrop(Arc<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.lock().closing = true;
-        self.0.work.notify_one();
+        self.0.group.request_close();
     }
 }
 
@@ -60,9 +60,7 @@ impl AuditSink {
         let shared = Arc::new(Shared {
             target,
             capacity,
-            state: Mutex::new(State::default()),
-            work: Condvar::new(),
-            done: Condvar::new(),
+            group: Group::default(),
             counters,
             healthy: AtomicBool::new(true),
             writing_since: AtomicU64::new(0),
@@ -92,23 +90,25 @@ impl AuditSink {
             shared: self.shared.clone(),
         };
         let s = &*self.shared;
-        let refusal = {
-            let mut st = s.lock();
-            if st.closing || st.stopped {
-                s.closed()
-            } else if st.lines >= s.capacity {
-                AuditError::QueueFull {
-                    target: s.target.clone(),
-                    capacity: s.capacity,
-                }
-            } else {
-                st.jobs.push(Job::Line(line, tx));
-                st.lines += 1;
-                if std::mem::take(&mut st.idle) {
-                    s.work.notify_one();
-                }
-                return receipt;
+        let mut job = Some((line, tx));
+        let queued = s.group.add(|batch| {
+            if batch.lines >= s.capacity {
+                return;
             }
+            if let Some((line, tx)) = job.take() {
+                batch.jobs.push(Job::Line(line, tx));
+                batch.lines += 1;
+            }
+        });
+        let Some((_, tx)) = job else {
+            return receipt;
+        };
+        let refusal = match queued {
+            None => s.closed(),
+            Some(()) => AuditError::QueueFull {
+                target: s.target.clone(),
+                capacity: s.capacity,
+            },
         };
         if matches!(refusal, AuditError::QueueFull { .. }) {
             // Records are being refused: not healthy until a batch is written again.
@@ -132,13 +132,11 @@ impl AuditSink {
             return Ok(());
         }
         let (tx, rx) = mpsc::sync_channel(1);
+        if s.group
+            .add(|batch| batch.jobs.push(Job::Reopen(tx)))
+            .is_none()
         {
-            let mut st = s.lock();
-            if st.closing || st.stopped {
-                return Err(s.closed());
-            }
-            st.jobs.push(Job::Reopen(tx));
-            s.work.notify_one();
+            return Err(s.closed());
         }
         rx.recv().unwrap_or_else(|_| Err(s.closed()))
     }
@@ -164,23 +162,7 @@ impl AuditSink {
     /// or after `bound` (a write hung on its volume), saying whether it stopped. Blocks: call
     /// it off the event loop. Later writes and reopens fail with [`AuditError::Closed`].
     pub fn close(&self, bound: std::time::Duration) -> bool {
-        let s = &*self.shared;
-        let deadline = std::time::Instant::now() + bound;
-        let mut st = s.lock();
-        st.closing = true;
-        s.work.notify_one();
-        while !st.stopped {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = s
-                .done
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        self.shared.group.close(bound)
     }
 }
 

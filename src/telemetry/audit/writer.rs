@@ -1,28 +1,30 @@
-//! The writer thread: everything queued goes out with one `write_all` (group commit). An idle
-//! writer is woken by the first record and writes it at once; a busy one is never woken, and
-//! writes what [`GATHER`] brought at most once per that interval: under load a request costs
-//! no wake-up and no system call.
+//! The audit trail's writer thread: the group commit of `telemetry/group.rs`, every batch of
+//! records going out with one `write_all`, each answered in its receipt.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::output::Output;
-use super::queue::{Job, Reply, Shared};
+use super::queue::{Job, Jobs, Reply, Shared};
 use super::AuditError;
 
 /// How long a busy writer gathers records before its next write.
 pub const GATHER: Duration = Duration::from_millis(1);
 
 /// Starts the writer thread on `shared`'s queue, writing to `out`.
-pub(super) fn spawn(shared: Arc<Shared>, out: Output) -> Result<(), AuditError> {
+pub(super) fn spawn(shared: Arc<Shared>, mut out: Output) -> Result<(), AuditError> {
     std::thread::Builder::new()
         .name("audit-writer".into())
         .spawn(move || {
             let stop = StopOnExit(shared);
-            write_loop(&stop.0, out);
+            let s = &*stop.0;
+            let (mut bytes, mut waiting) = (Vec::with_capacity(64 * 1024), Vec::new());
+            s.group.run(GATHER, |batch| {
+                write_batch(s, &mut out, batch, &mut bytes, &mut waiting)
+            });
         })
         .map(drop)
         .map_err(AuditError::Spawn)
@@ -34,14 +36,7 @@ struct StopOnExit(Arc<Shared>);
 
 impl Drop for StopOnExit {
     fn drop(&mut self) {
-        let orphans = {
-            let mut st = self.0.lock();
-            st.stopped = true;
-            st.lines = 0;
-            std::mem::take(&mut st.jobs)
-        };
-        self.0.done.notify_all();
-        for job in orphans {
+        for job in self.0.group.stopped().jobs {
             if let Job::Line(_, tx) = job {
                 self.0.fail(tx, self.0.closed());
             }
@@ -49,45 +44,33 @@ impl Drop for StopOnExit {
     }
 }
 
-fn write_loop(s: &Shared, mut out: Output) {
-    let mut jobs = Vec::new();
-    let mut batch = Vec::with_capacity(64 * 1024);
-    let mut waiting = Vec::new();
-    loop {
-        let last = {
-            let mut st = s.lock();
-            while st.jobs.is_empty() && !st.closing {
-                st.idle = true;
-                st = s.work.wait(st).unwrap_or_else(PoisonError::into_inner);
+/// Writes one batch: its lines, in order, with one write, and each reopen between the lines
+/// queued before it and those after.
+fn write_batch(
+    s: &Shared,
+    out: &mut Output,
+    batch: &mut Jobs,
+    bytes: &mut Vec<u8>,
+    waiting: &mut Vec<oneshot::Sender<Reply>>,
+) {
+    batch.lines = 0;
+    for job in batch.jobs.drain(..) {
+        match job {
+            Job::Line(line, tx) => {
+                bytes.extend_from_slice(&line);
+                waiting.push(tx);
             }
-            st.idle = false;
-            st.lines = 0;
-            std::mem::swap(&mut st.jobs, &mut jobs);
-            st.closing
-        };
-        for job in jobs.drain(..) {
-            match job {
-                Job::Line(line, tx) => {
-                    batch.extend_from_slice(&line);
-                    waiting.push(tx);
+            Job::Reopen(reply) => {
+                commit(s, out, bytes, waiting);
+                let r = out.reopen();
+                if r.is_err() {
+                    s.healthy.store(false, Ordering::Relaxed);
                 }
-                Job::Reopen(reply) => {
-                    commit(s, &mut out, &mut batch, &mut waiting);
-                    let r = out.reopen();
-                    if r.is_err() {
-                        s.healthy.store(false, Ordering::Relaxed);
-                    }
-                    let _ = reply.send(r);
-                }
+                let _ = reply.send(r);
             }
         }
-        commit(s, &mut out, &mut batch, &mut waiting);
-        if last {
-            return;
-        }
-        // What arrives meanwhile goes out in the next write, without waking this thread.
-        std::thread::sleep(GATHER);
     }
+    commit(s, out, bytes, waiting);
 }
 
 /// Writes the batch with one `write_all` and answers its receipts. No fsync: once written, the

@@ -50,7 +50,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The commands.
+/// What the binary is asked to do; `run` when nothing is.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve (the default).
@@ -73,7 +73,7 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
-/// `cert ...`.
+/// The client certificates in the certs folder: make, install, list.
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Generate a private key and a CSR to paste in the Amity console.
@@ -140,7 +140,7 @@ pub enum CertCommand {
     },
 }
 
-/// `dev-ca ...`.
+/// A local CA standing in for Amity's, for local testing only.
 #[derive(Debug, Subcommand)]
 pub enum DevCaCommand {
     /// Create the dev CA and a server certificate for localhost/127.0.0.1/::1.
@@ -198,7 +198,7 @@ pub struct MockArgs {
     pub delay_ms: u64,
 }
 
-/// `demo`.
+/// What `demo` runs: everything on loopback, until Ctrl-C or once.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Exit after the flow instead of serving on.

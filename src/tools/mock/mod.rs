@@ -69,7 +69,7 @@ pub struct MockOptions {
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    /// Method.
+    /// As the proxy forwarded it.
     pub method: Method,
     /// Path and query.
     pub path: String,
