@@ -238,3 +238,11 @@ pub fn curl(
         body.to_string(),
     )
 }
+
+/// Whether `token` has the form of the stand-in's tokens: 24 random bytes in lowercase hex.
+pub fn is_issued_token(token: &str) -> bool {
+    token.len() == 48
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}

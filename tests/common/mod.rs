@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 pub use amity_mtls_proxy::tools::kit::{DEFAULT_CONFIG, DEMO_ADMIN_TOKEN, DEMO_SERVER_KEY};
 pub use calls::{
-    call, curl, h2c, handshakes_seen, settles_on, token_status, token_status_at, upstream_saw, v3,
-    v4, Load, V3, WITH_KEY,
+    call, curl, h2c, handshakes_seen, is_issued_token, settles_on, token_status, token_status_at,
+    upstream_saw, v3, v4, Load, V3, WITH_KEY,
 };
 pub use env::{foreign_ca, proxied, proxied_with, proxy, Env};
 pub use fleet::Fleet;

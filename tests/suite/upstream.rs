@@ -155,8 +155,10 @@ async fn connections_the_upstream_closes_lose_no_request() {
     }
     assert_eq!(answered, 200);
     let handshakes = common::handshakes_seen(&mock);
+    // A connection takes 5 requests, and up to 7 more already in flight from the other callers
+    // when its GOAWAY comes: 200 requests took at least 17.
     assert!(
-        handshakes > 10,
+        handshakes >= 200 / 12,
         "the stand-in closed its connections ({handshakes} handshakes for 200 requests)"
     );
     proxy.shutdown().await;
