@@ -16,6 +16,7 @@ mod check_live;
 mod cli;
 mod config;
 mod deploy;
+mod exactly_once;
 mod grants;
 mod inbound;
 mod nginx;

@@ -6,7 +6,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::failure::UpstreamFailure;
-use crate::data::upstream::{UpstreamBody, UpstreamError};
+use crate::data::upstream::{Seen, Unanswered, UpstreamBody, UpstreamError};
 use crate::model::config::CERT_REJECTED_BODY_BYTES;
 
 /// Response body: the upstream's, streamed, or one of ours. Not boxed: no allocation per
@@ -42,8 +42,11 @@ impl FromUpstream {
             .read_start(CERT_REJECTED_BODY_BYTES)
             .await
             .map_err(|e| {
-                UpstreamFailure::Upstream(UpstreamError::Protocol {
-                    reason: format!("reading the response body: {e}"),
+                UpstreamFailure::Upstream(Unanswered {
+                    error: UpstreamError::Protocol {
+                        reason: format!("reading the response body: {e}"),
+                    },
+                    seen: Seen::Maybe,
                 })
             })?;
         let mut read = start.frames;

@@ -23,7 +23,7 @@ use super::headers::{request_id, strip_hop_by_hop, REQUEST_ID};
 use super::reject::{upstream_reject, Reject};
 use super::select::select;
 use super::user_id::{self, UserIdError};
-use crate::data::upstream::{upstream_path, Outgoing, UpstreamError};
+use crate::data::upstream::{upstream_path, Outgoing, Seen, Unanswered, UpstreamError};
 use crate::model::config::RouteClass;
 
 /// Handles one request from a backend with `generation` (the current one, loaded by the
@@ -303,6 +303,11 @@ async fn send<'g>(
     let (resp, cert) = result.unwrap_or_else(|| {
         let e = UpstreamError::ResponseTimeout {
             ms: g.response_timeout.as_millis() as u64,
+        };
+        // A timeout leaves unknown what the upstream did: nothing is sent again after it.
+        let e = Unanswered {
+            error: e,
+            seen: Seen::Maybe,
         };
         Err(upstream_reject(&UpstreamFailure::Upstream(e), None))
     })?;

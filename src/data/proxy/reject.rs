@@ -260,12 +260,12 @@ pub(super) fn upstream_reject(e: &UpstreamFailure, cert: Option<&str>) -> Reject
         _ => e.to_string(),
     };
     match e {
-        UpstreamFailure::Upstream(u) if u.is_timeout() => Reject::UpstreamTimeout {
-            kind: u.kind(),
+        UpstreamFailure::Upstream(u) if u.error.is_timeout() => Reject::UpstreamTimeout {
+            kind: u.error.kind(),
             error,
         },
         UpstreamFailure::Upstream(u) => Reject::Upstream {
-            kind: u.kind(),
+            kind: u.error.kind(),
             error,
         },
         UpstreamFailure::CertRefused { .. } => Reject::Upstream {

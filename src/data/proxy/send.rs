@@ -8,18 +8,16 @@ use super::app::App;
 use super::body::FromUpstream;
 use super::failure::UpstreamFailure;
 use super::reject::{upstream_reject, Reject};
-use crate::data::upstream::{Outgoing, Upstream};
+use crate::data::upstream::{Outgoing, Retry, Upstream};
 use crate::model::pki;
 
 /// A response from the upstream, with the name of the certificate presented for it.
 type Answered<'g> = (Response<FromUpstream>, Option<&'g str>);
 
 impl App {
-    /// Sends upstream with the active certificate. On a TLS failure the request
-    /// (never read by the upstream) is retried once: with the other certificate when
-    /// the upstream refused ours and another is usable, else on a new connection. An HTTP
-    /// answer refusing the certificate (`upstream.cert_rejected_answers`: the upstream
-    /// handled nothing) is retried with the other certificate only.
+    /// Sends upstream with the active certificate; a failure is sent once more as the retry
+    /// policy (`data/upstream/retry.rs`) decides: only a request the upstream cannot have
+    /// acted on, with the other certificate when ours was refused and another is usable.
     pub async fn send(&self, out: &Outgoing) -> Result<Answered<'_>, Reject> {
         let Some(anonymous) = &self.anonymous else {
             return self.send_with_cert(out).await;
@@ -27,7 +25,7 @@ impl App {
         let mut result = self.exchange(anonymous, out).await;
         if result
             .as_ref()
-            .is_err_and(UpstreamFailure::another_connection_may_help)
+            .is_err_and(|e| e.retry(false) == Retry::OnNewConnection)
         {
             result = self.exchange(anonymous, out).await;
         }
@@ -84,11 +82,11 @@ impl App {
                 self.failover.accepted(first_n);
                 return Ok((r, Some(first.name.as_str())));
             }
-            Err(e) if e.another_connection_may_help() || e.is_cert_rejection() => e,
-            Err(e) => return Err(upstream_reject(&e, Some(&first.name))),
+            Err(e) => e,
         };
-        let retry = match (err.is_cert_rejection(), usable.next()) {
-            (true, Some((second_n, second))) => {
+        let second = usable.next();
+        let retry = match (err.retry(second.is_some()), second) {
+            (Retry::WithOtherCert, Some((second_n, second))) => {
                 self.metrics.failovers.inc();
                 if crate::telemetry::logthrottle::allow("failover", "client_cert_rejected") {
                     tracing::warn!(rejected = %first.name, retry_with = %second.name, error = %err, "client certificate rejected; retrying with the other one");
@@ -96,16 +94,13 @@ impl App {
                 self.count_rejection(first_n, second_n);
                 second
             }
-            // The same certificate would be refused the same way over HTTP.
-            (true, None) if !err.is_tls_failure() => {
-                return Err(upstream_reject(&err, Some(&first.name)))
-            }
-            _ => {
+            (Retry::OnNewConnection, _) => {
                 if crate::telemetry::logthrottle::allow("upstream_retry", "tls_failure") {
-                    tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed; retrying once on a new connection");
+                    tracing::warn!(cert = %first.name, error = %err, "upstream TLS failed before the request was seen; retrying once on a new connection");
                 }
                 first
             }
+            _ => return Err(upstream_reject(&err, Some(&first.name))),
         };
         let result = self.exchange(&retry.upstream, out).await;
         retry.record(result.as_ref().map(|_| ()), now);

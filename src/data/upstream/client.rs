@@ -14,7 +14,8 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::watched::{CountingConnector, Learned, RecentTls, TlsFailure};
+use super::retry::{self, Seen, Unanswered};
+use super::watched::{CountingConnector, Learned, TlsFailure};
 use super::{error, multiplex, UpstreamBody, UpstreamError};
 use crate::data::tls::{self, TlsError};
 use crate::data::workers::local;
@@ -43,6 +44,15 @@ pub fn upstream_path(prefix: &str, pq: &PathAndQuery) -> Result<PathAndQuery, Up
     })
 }
 
+/// Whether the upstream may have seen a request `written` on a connection whose TLS layer saw
+/// `tls`: a connection whose handshake the upstream refused processed nothing.
+fn seen_after(written: Seen, tls: Option<&rustls::Error>) -> Seen {
+    match tls {
+        Some(rustls::Error::AlertReceived(a)) if error::is_cert_alert(*a) => Seen::Never,
+        _ => written,
+    }
+}
+
 /// What one worker uses of an [`Upstream`].
 struct PerWorker {
     slot: multiplex::Slot,
@@ -67,7 +77,6 @@ pub struct Upstream {
     target: UpstreamTarget,
     metrics: AppMetrics,
     timeouts: TimeoutsConfig,
-    recent: RecentTls,
 }
 
 impl Upstream {
@@ -92,12 +101,10 @@ impl Upstream {
             .https_only()
             .enable_all_versions()
             .wrap_connector(http);
-        let recent = RecentTls::default();
         let connector = CountingConnector {
             inner: https,
             metrics: metrics.clone(),
             bound: timeouts.connect() + timeouts.handshake(),
-            recent: recent.clone(),
             learned: Learned::default(),
         };
         // `check` refuses 0; the floor keeps a hand-built config from a zero-period timer.
@@ -107,7 +114,8 @@ impl Upstream {
             .pool_idle_timeout(idle)
             .pool_max_idle_per_host(upstream.pool_max_idle)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
+            .timer(TokioTimer::new())
+            .retry_canceled_requests(retry::POOL_RETRIES_UNSENT);
         let workers = (0..workers.max(1))
             .map(|_| {
                 let learned = Learned::default();
@@ -130,12 +138,11 @@ impl Upstream {
             target,
             metrics,
             timeouts: timeouts.clone(),
-            recent,
         })
     }
 
     /// Sends a request once; the caller decides on retries and bounds the wait.
-    pub async fn send(&self, out: &Outgoing) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub async fn send(&self, out: &Outgoing) -> Result<Response<UpstreamBody>, Unanswered> {
         self.metrics.upstream_requests.inc();
         let w = local(&self.workers);
         let exchange =
@@ -145,7 +152,9 @@ impl Upstream {
                         return Ok(resp);
                     }
                 }
-                let req = self.request(out, Full::new(out.body.clone()))?;
+                let req = self
+                    .request(out, Full::new(out.body.clone()))
+                    .map_err(Unanswered::unsent)?;
                 // Boxed, as connecting is: a rare path with a large future.
                 match Box::pin(w.client.request(req)).await {
                     Ok(resp) => Ok(resp
@@ -157,8 +166,8 @@ impl Upstream {
         // whole wait (`timeouts.response_ms`).
         let result = exchange.await;
         if let Err(e) = &result {
-            if e.is_connection_failure() {
-                self.metrics.handshake_failed(e.kind());
+            if e.error.is_connection_failure() {
+                self.metrics.handshake_failed(e.error.kind());
             }
         }
         result
@@ -170,7 +179,7 @@ impl Upstream {
         &self,
         w: &PerWorker,
         out: &Outgoing,
-    ) -> Result<Option<Response<UpstreamBody>>, UpstreamError> {
+    ) -> Result<Option<Response<UpstreamBody>>, Unanswered> {
         let slot = &w.slot;
         // Each unsent failure lets go of its connection, so this bounds the connections tried,
         // whatever number of them the upstream closed at once (and the streams it refused).
@@ -179,13 +188,16 @@ impl Upstream {
             tries -= 1;
             let lease = match slot.current() {
                 Some(lease) => lease,
-                None => match Box::pin(self.connect_http2(w)).await? {
+                None => match Box::pin(self.connect_http2(w))
+                    .await
+                    .map_err(Unanswered::unsent)?
+                {
                     Some(lease) => lease,
                     None => return Ok(None),
                 },
             };
             let multiplex::Lease { conn, open } = lease;
-            let mut req = self.request(out, ())?;
+            let mut req = self.request(out, ()).map_err(Unanswered::unsent)?;
             if !out.body.is_empty() && !req.headers().contains_key(http::header::CONTENT_LENGTH) {
                 req.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, out.body.len().into());
@@ -207,16 +219,20 @@ impl Upstream {
                     tracing::debug!(error = %e, "upstream refused a stream; sending it again");
                     continue;
                 }
-                Err(
-                    multiplex::Failed::Unsent(e)
-                    | multiplex::Failed::Refused(e)
-                    | multiplex::Failed::Written(e),
-                ) => e,
+                Err(multiplex::Failed::Unsent(e) | multiplex::Failed::Refused(e)) => {
+                    (e, Seen::Never)
+                }
+                Err(multiplex::Failed::Written(e)) => (e, Seen::Maybe),
             };
+            let (e, seen) = e;
             if e.is_io() || e.is_go_away() {
                 slot.forget(&conn.failure);
             }
-            return Err(self.explain(&e, conn.failure.get()));
+            let tls = conn.failure.get();
+            return Err(Unanswered {
+                seen: seen_after(seen, tls.as_ref()),
+                error: self.explain(&e, tls),
+            });
         }
     }
 
@@ -272,18 +288,20 @@ impl Upstream {
     }
 
     /// The failure of a request over the HTTP/1.1 pool, with the TLS error its connection saw.
-    fn explain_pooled(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
-        let this_connection = err.connect_info().and_then(|info| {
+    fn explain_pooled(&self, err: &hyper_util::client::legacy::Error) -> Unanswered {
+        let tls = err.connect_info().and_then(|info| {
             let mut extras = http::Extensions::new();
             info.get_extras(&mut extras);
             extras.get::<TlsFailure>().and_then(TlsFailure::get)
         });
-        let explained = match err.connect_info() {
-            Some(_) => this_connection,
-            None if err.is_connect() => None,
-            None => self.recent.get(),
+        let written = match err.is_connect() {
+            true => Seen::Never,
+            false => Seen::Maybe,
         };
-        self.explain(err, explained)
+        Unanswered {
+            seen: seen_after(written, tls.as_ref()),
+            error: self.explain(err, tls),
+        }
     }
 
     fn uri(&self, path_and_query: &PathAndQuery) -> Result<Uri, UpstreamError> {

@@ -12,6 +12,7 @@ mod client;
 mod error;
 mod multiplex;
 mod probe;
+mod retry;
 mod watched;
 
 pub use body::{BodyStart, UpstreamBody};
@@ -19,6 +20,7 @@ pub use client::{upstream_path, Outgoing, Upstream};
 pub use error::{alert_name, error_chain, is_cert_alert, UpstreamError};
 pub use multiplex::RecvBody;
 pub use probe::{probe, Proof};
+pub use retry::{decide, Failure, Retry, Seen, Unanswered};
 
 /// The error type of response bodies and connectors.
 pub type BoxError = Box<dyn StdError + Send + Sync>;

@@ -68,7 +68,7 @@ pub async fn probe(app: &LoadedApp, cert: &LoadedCert, timeouts: &TimeoutsConfig
         body: Bytes::new(),
     };
     let exchange = async {
-        let resp = upstream.send(&out).await?;
+        let resp = upstream.send(&out).await.map_err(|u| u.error)?;
         let (parts, body) = resp.into_parts();
         let start = body
             .read_start(CERT_REJECTED_BODY_BYTES)

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Uri;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
@@ -40,30 +40,6 @@ impl TlsFailure {
     }
 }
 
-/// The last TLS error on any connection of one upstream (one client identity), for
-/// the errors hyper reports without the connection's extras (an h2 connection that
-/// fails while it is being set up).
-#[derive(Clone, Default)]
-pub(super) struct RecentTls(Arc<Mutex<Option<(Instant, rustls::Error)>>>);
-
-impl RecentTls {
-    /// How long a recorded failure explains a later unexplained one.
-    const FRESH: Duration = Duration::from_secs(2);
-
-    fn record(&self, t: &rustls::Error) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((Instant::now(), t.clone()));
-        }
-    }
-
-    pub(super) fn get(&self) -> Option<rustls::Error> {
-        let slot = self.0.lock().ok()?;
-        slot.as_ref()
-            .filter(|(at, _)| at.elapsed() < Self::FRESH)
-            .map(|(_, t)| t.clone())
-    }
-}
-
 fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
     e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
 }
@@ -72,7 +48,6 @@ fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
 pub(super) struct Watched {
     inner: MaybeHttpsStream<TokioIo<TcpStream>>,
     pub(super) failure: TlsFailure,
-    recent: RecentTls,
 }
 
 impl Watched {
@@ -82,7 +57,6 @@ impl Watched {
             _ => None,
         } {
             self.failure.record(t);
-            self.recent.record(t);
         }
         r
     }
@@ -102,7 +76,6 @@ impl Watched {
             {
                 if let Some(t) = tls_error(&e) {
                     self.failure.record(t);
-                    self.recent.record(t);
                 }
             }
         }
@@ -183,7 +156,6 @@ pub(super) struct CountingConnector {
     pub(super) inner: HttpsConnector<HttpConnector>,
     pub(super) metrics: AppMetrics,
     pub(super) bound: Duration,
-    pub(super) recent: RecentTls,
     pub(super) learned: Learned,
 }
 
@@ -202,14 +174,12 @@ impl tower_service::Service<Uri> for CountingConnector {
         }
         self.metrics.handshakes.inc();
         let bound = self.bound;
-        let recent = self.recent.clone();
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             match tokio::time::timeout(bound, connecting).await {
                 Ok(r) => r.map(|inner| Watched {
                     inner,
                     failure: TlsFailure::default(),
-                    recent,
                 }),
                 Err(_) => Err(Box::new(HandshakeTimedOut) as BoxError),
             }
