@@ -55,8 +55,19 @@ fn reply(
     r
 }
 
-fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
-    reply(status, "application/json", v.to_string())
+fn json(status: StatusCode, v: impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string(&v) {
+        Ok(body) => reply(status, "application/json", body),
+        // Only a type whose Serialize fails could: none of ours does.
+        Err(e) => {
+            tracing::error!(error = %e, "an admin answer does not encode as JSON");
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "the answer does not encode as JSON\n",
+            )
+        }
+    }
 }
 
 /// A refusal in the proxy's Amity-shaped error body.
@@ -174,7 +185,7 @@ impl Admin {
                     .iter()
                     .flat_map(|a| a.cert_report(now))
                     .collect();
-                json(StatusCode::OK, serde_json::json!(rows))
+                json(StatusCode::OK, &rows)
             }
             (&Method::GET, "/metrics") => {
                 generation.publish_active();
@@ -241,25 +252,10 @@ impl Admin {
         let apps = generation
             .apps
             .iter()
-            .map(|app| {
-                // The rows `/certs` serves; one that no longer reads as a row is a bug to see,
-                // not to hide.
-                let certs = app
-                    .cert_report(now)
-                    .into_iter()
-                    .filter_map(|c| {
-                        serde_json::from_value(c)
-                            .map_err(|e| {
-                                tracing::error!(error = %e, "status page: a /certs row does not read")
-                            })
-                            .ok()
-                    })
-                    .collect();
-                AppView {
-                    name: app.name.to_string(),
-                    upstream: app.upstream_base().to_string(),
-                    certs,
-                }
+            .map(|app| AppView {
+                name: app.name.to_string(),
+                upstream: app.upstream_base().to_string(),
+                certs: app.cert_report(now),
             })
             .collect();
         StatusView {
@@ -267,7 +263,7 @@ impl Admin {
             ready: generation.readiness(now).answer,
             apps,
             reloads: self.history.recent(),
-            metrics: self.state.metrics.encode_classic(),
+            traffic: self.state.metrics.traffic(),
         }
     }
 }

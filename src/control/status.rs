@@ -3,13 +3,14 @@
 //! with no script and no external asset, so it works air-gapped and under the strict
 //! `Content-Security-Policy` it is served with.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use maud::{html, Markup, DOCTYPE};
-use serde::Deserialize;
 
+use crate::data::proxy::{CertRole, CertRow};
 use crate::model::pki::RENEW_DAYS;
+use crate::telemetry::metrics::Traffic;
 
 /// Served with the page: nothing but its own stylesheet may load, nothing may run.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'none'; \
@@ -76,34 +77,6 @@ impl ReloadHistory {
     }
 }
 
-/// One certificate as `/certs` reports it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CertRow {
-    /// Console name.
-    pub name: String,
-    /// Serial, hex.
-    pub serial: String,
-    /// RFC 3339.
-    pub not_after: String,
-    /// Seconds until it expires (negative once expired).
-    pub seconds_left: i64,
-    /// `active`, `standby`, `expired` or `not_yet_valid`.
-    pub role: String,
-    /// The last time it was presented, if it was.
-    pub last_handshake: Option<LastHandshake>,
-}
-
-/// What happened the last time a certificate was presented.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LastHandshake {
-    /// Unix seconds.
-    pub at: i64,
-    /// Whether the upstream accepted it.
-    pub accepted: bool,
-    /// `accepted`, or the failure.
-    pub detail: String,
-}
-
 /// One Amity app the gateway serves.
 #[derive(Debug, Clone)]
 pub struct AppView {
@@ -111,7 +84,7 @@ pub struct AppView {
     pub name: String,
     /// The upstream's base URL.
     pub upstream: String,
-    /// Its certificates, in config order.
+    /// Its certificates, in config order, as `/certs` reports them.
     pub certs: Vec<CertRow>,
 }
 
@@ -126,13 +99,12 @@ pub struct StatusView {
     pub apps: Vec<AppView>,
     /// The last reloads, newest first.
     pub reloads: Vec<ReloadEvent>,
-    /// The `/metrics` text (classic Prometheus format).
-    pub metrics: String,
+    /// The traffic figures, from the series `/metrics` exports.
+    pub traffic: Traffic,
 }
 
 /// The whole page.
 pub fn render(v: &StatusView) -> String {
-    let m = Summary::of(&v.metrics);
     let page: Markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -155,7 +127,7 @@ pub fn render(v: &StatusView) -> String {
                     }
                     @for app in &v.apps { (certs(app, v.now)) }
                     (reloads(&v.reloads))
-                    (traffic(&m))
+                    (traffic(&v.traffic))
                 }
             }
         }
@@ -183,7 +155,7 @@ fn certs(app: &AppView, now: i64) -> Markup {
                         @let days = c.seconds_left.div_euclid(86_400);
                         tr {
                             th scope="row" { (c.name) }
-                            td data-label="Role" class=(role_class(&c.role)) { (role_text(&c.role)) }
+                            td data-label="Role" class=(role_class(c.role)) { (role_text(c.role)) }
                             td data-label="Serial" { code { (c.serial) } }
                             td data-label="Not after" { (c.not_after) }
                             td data-label="Days left" {
@@ -242,7 +214,8 @@ fn reloads(events: &[ReloadEvent]) -> Markup {
     }
 }
 
-fn traffic(m: &Summary) -> Markup {
+fn traffic(m: &Traffic) -> Markup {
+    let (p50, p99) = (quantile(0.5, &m.latency), quantile(0.99, &m.latency));
     html! {
         h2 { "Traffic" }
         div class="scroll" {
@@ -261,12 +234,14 @@ fn traffic(m: &Summary) -> Markup {
             table {
                 caption { "Upstream" }
                 tbody {
-                    tr { th scope="row" { "Latency p50" } td { (ms(m.p50)) } }
-                    tr { th scope="row" { "Latency p99" } td { (ms(m.p99)) } }
+                    tr { th scope="row" { "Latency p50" } td { (ms(p50)) } }
+                    tr { th scope="row" { "Latency p99" } td { (ms(p99)) } }
                     tr { th scope="row" { "Requests sent" } td { (m.upstream_requests) } }
                     tr { th scope="row" { "TLS handshakes" } td { (m.handshakes) } }
                     tr { th scope="row" { "Requests per connection (pool reuse)" } td {
-                        @if m.handshakes > 0.0 { (format!("{:.1}", m.upstream_requests / m.handshakes)) } @else { "-" }
+                        @if m.handshakes > 0 {
+                            (format!("{:.1}", m.upstream_requests as f64 / m.handshakes as f64))
+                        } @else { "-" }
                     } }
                 }
             }
@@ -274,18 +249,20 @@ fn traffic(m: &Summary) -> Markup {
     }
 }
 
-fn role_text(role: &str) -> &str {
+fn role_text(role: CertRole) -> &'static str {
     match role {
-        "not_yet_valid" => "pending (not yet valid)",
-        other => other,
+        CertRole::Active => "active",
+        CertRole::Standby => "standby",
+        CertRole::Expired => "expired",
+        CertRole::NotYetValid => "pending (not yet valid)",
     }
 }
 
-fn role_class(role: &str) -> &'static str {
+fn role_class(role: CertRole) -> &'static str {
     match role {
-        "active" => "ok",
-        "expired" => "bad",
-        _ => "",
+        CertRole::Active => "ok",
+        CertRole::Expired => "bad",
+        CertRole::Standby | CertRole::NotYetValid => "",
     }
 }
 
@@ -311,71 +288,17 @@ fn ms(secs: Option<f64>) -> String {
     secs.map_or_else(|| "-".into(), |s| format!("{:.1} ms", s * 1e3))
 }
 
-/// What the page reads from the metrics.
-#[derive(Debug, Default)]
-struct Summary {
-    requests: BTreeMap<(String, String), f64>,
-    upstream_requests: f64,
-    handshakes: f64,
-    p50: Option<f64>,
-    p99: Option<f64>,
-}
-
-impl Summary {
-    fn of(text: &str) -> Self {
-        let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        else {
-            return Self::default();
-        };
-        let mut s = Self::default();
-        // Every app's latency histogram, added up bucket by bucket (they share the bounds).
-        let mut latency: Vec<(f64, f64)> = Vec::new();
-        for sample in &scrape.samples {
-            let value = match &sample.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Untyped(v)
-                | prometheus_parse::Value::Gauge(v) => *v,
-                prometheus_parse::Value::Histogram(buckets)
-                    if sample.metric == "amity_proxy_upstream_latency_seconds" =>
-                {
-                    if latency.is_empty() {
-                        latency = buckets.iter().map(|b| (b.less_than, 0.0)).collect();
-                    }
-                    for (sum, b) in latency.iter_mut().zip(buckets) {
-                        sum.1 += b.count;
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            match sample.metric.as_str() {
-                "amity_proxy_requests_total" => {
-                    let label = |k: &str| sample.labels.get(k).unwrap_or("-").to_string();
-                    *s.requests
-                        .entry((label("route"), label("status")))
-                        .or_default() += value;
-                }
-                "amity_proxy_upstream_requests_total" => s.upstream_requests += value,
-                "amity_proxy_upstream_handshakes_total" => s.handshakes += value,
-                _ => {}
-            }
-        }
-        s.p50 = quantile(0.5, &latency);
-        s.p99 = quantile(0.99, &latency);
-        s
-    }
-}
-
 /// The `q` quantile of cumulative buckets `(upper bound, count)`, interpolated within the
 /// bucket it falls in, as Prometheus' `histogram_quantile` does; `None` without samples.
-fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+fn quantile(q: f64, buckets: &[(f64, u64)]) -> Option<f64> {
     let total = buckets.last()?.1;
-    if total <= 0.0 {
+    if total == 0 {
         return None;
     }
-    let rank = q * total;
+    let rank = q * total as f64;
     let (mut lower, mut below) = (0.0, 0.0);
     for &(upper, count) in buckets {
+        let count = count as f64;
         if count >= rank {
             if upper.is_infinite() {
                 return Some(lower);
@@ -397,29 +320,28 @@ fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn cert(name: &str, days: i64, role: &str) -> CertRow {
+    fn cert(name: &str, days: i64, role: CertRole) -> CertRow {
         CertRow {
-            name: name.into(),
-            serial: "0a1b".into(),
-            not_after: "2027-01-01T00:00:00Z".into(),
-            seconds_left: days * 86_400 + 60,
-            role: role.into(),
+            app: "default".into(),
             last_handshake: None,
+            name: name.into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            role,
+            seconds_left: days * 86_400 + 60,
+            serial: "0A1B".into(),
+            sha256: String::new(),
+            subject: "CN=x".into(),
         }
     }
 
     #[test]
     fn quantiles_interpolate_within_the_bucket() {
-        let b = [
-            (0.01, 50.0),
-            (0.1, 90.0),
-            (1.0, 100.0),
-            (f64::INFINITY, 100.0),
-        ];
+        let b = [(0.01, 50), (0.1, 90), (1.0, 100), (f64::INFINITY, 100)];
         assert_eq!(quantile(0.5, &b), Some(0.01));
         let p99 = quantile(0.99, &b).unwrap();
         assert!((p99 - 0.91).abs() < 1e-9, "{p99}");
-        assert_eq!(quantile(0.5, &[(0.1, 0.0), (f64::INFINITY, 0.0)]), None);
+        assert_eq!(quantile(0.5, &[(0.1, 0), (f64::INFINITY, 0)]), None);
     }
 
     #[test]
@@ -432,13 +354,12 @@ mod tests {
         }
         us.upstream_latency.observe(3.0);
         us.count_request(Some(crate::model::config::RouteClass::AuthToken), 200);
-        let s = Summary::of(&m.encode_classic());
-        let key = ("auth_token".to_string(), "200".to_string());
-        assert_eq!(s.requests.get(&key), Some(&10.0));
-        // Nine of ten answers took 1 ms: the median is in the first bucket, whichever app
-        // came last in the text.
-        assert!(s.p50.is_some_and(|p| p <= 0.001), "{:?}", s.p50);
-        assert!(s.p99.is_some_and(|p| p > 2.0), "{:?}", s.p99);
+        let t = m.traffic();
+        assert_eq!(t.requests.get(&("auth_token", 200)), Some(&10));
+        // Nine of ten answers took 1 ms: the median is in the first bucket.
+        let (p50, p99) = (quantile(0.5, &t.latency), quantile(0.99, &t.latency));
+        assert!(p50.is_some_and(|p| p <= 0.001), "{p50:?}");
+        assert!(p99.is_some_and(|p| p > 2.0), "{p99:?}");
     }
 
     #[test]
@@ -449,10 +370,10 @@ mod tests {
             apps: vec![AppView {
                 name: "default".into(),
                 upstream: "https://x".into(),
-                certs: vec![cert("a<b", 5, "active")],
+                certs: vec![cert("a<b", 5, CertRole::Active)],
             }],
             reloads: vec![],
-            metrics: String::new(),
+            traffic: Traffic::default(),
         };
         let page = render(&v);
         assert!(!page.contains("<script"), "{page}");

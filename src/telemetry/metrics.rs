@@ -1,12 +1,14 @@
 //! Prometheus metrics (prometheus-client), shared by every generation.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::model::config::RouteClass;
@@ -84,9 +86,9 @@ pub struct CertLabels {
 pub struct Metrics {
     registry: Registry,
     /// Requests answered, by app, route class and status.
-    pub requests: Family<RequestLabels, Counter>,
-    /// Time from forwarding to the upstream's response head, in seconds, by app: 16 buckets
-    /// doubling from 1 ms.
+    requests: Requests,
+    /// Time from forwarding to the upstream's response head, in seconds, by app: the buckets
+    /// of [`LATENCY_BOUNDS`].
     pub upstream_latency: Family<AppLabels, Histogram, fn() -> Histogram>,
     /// Requests sent upstream (retries included), by app.
     pub upstream_requests: Family<AppLabels, Counter>,
@@ -120,7 +122,10 @@ pub struct Metrics {
     pub send_timeouts: Counter,
     /// Held while the certificate series change, so that a generation being replaced cannot
     /// write them back.
-    pub cert_series: std::sync::Mutex<()>,
+    pub cert_series: Mutex<()>,
+    /// Every app's series that [`Metrics::traffic`] adds up, by name: a family cannot be
+    /// iterated.
+    apps: Mutex<HashMap<AppName, AppSeries>>,
 }
 
 impl Default for Metrics {
@@ -134,7 +139,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("amity_proxy");
         let m = Self {
-            requests: Family::default(),
+            requests: Requests::default(),
             upstream_latency: Family::new_with_constructor(latency_histogram),
             upstream_requests: Family::default(),
             handshakes: Family::default(),
@@ -151,13 +156,14 @@ impl Metrics {
             inbound_handshake_failures: Family::default(),
             inbound_refused: Family::default(),
             send_timeouts: Counter::default(),
-            cert_series: std::sync::Mutex::new(()),
+            cert_series: Mutex::new(()),
+            apps: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
             "requests",
             "Requests answered, by route class and status",
-            m.requests.clone(),
+            m.requests.family.clone(),
         );
         registry.register(
             "upstream_latency_seconds",
@@ -251,20 +257,32 @@ impl Metrics {
         let app = AppName(Arc::from(name));
         let labels = AppLabels { app: app.clone() };
         let ok = RouteClass::NAMES.map(|route| {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    app: app.clone(),
-                    route,
-                    status: 200,
-                })
-                .clone()
+            self.requests.counter(RequestLabels {
+                app: app.clone(),
+                route,
+                status: 200,
+            })
         });
+        let series = self
+            .apps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(app.clone())
+            .or_insert_with(|| AppSeries {
+                upstream_requests: self.upstream_requests.get_or_create_owned(&labels),
+                handshakes: self.handshakes.get_or_create_owned(&labels),
+                latency: Latency {
+                    histogram: self.upstream_latency.get_or_create_owned(&labels),
+                    buckets: Arc::default(),
+                },
+            })
+            .clone();
         AppMetrics {
-            upstream_requests: self.upstream_requests.get_or_create(&labels).clone(),
-            handshakes: self.handshakes.get_or_create(&labels).clone(),
+            upstream_requests: series.upstream_requests,
+            handshakes: series.handshakes,
             failovers: self.failovers.get_or_create(&labels).clone(),
             body_stalls: self.body_stalls.get_or_create(&labels).clone(),
-            upstream_latency: self.upstream_latency.get_or_create(&labels).clone(),
+            upstream_latency: series.latency,
             handshake_failures: self.handshake_failures.clone(),
             requests: self.requests.clone(),
             ok,
@@ -289,9 +307,40 @@ impl Metrics {
     /// Counts a request refused before an app was chosen (route `denied`, app empty).
     pub fn count_unrouted(&self, status: u16) {
         let (app, route) = (AppName::none(), "denied");
-        self.requests
-            .get_or_create(&RequestLabels { app, route, status })
-            .inc();
+        self.requests.inc(RequestLabels { app, route, status });
+    }
+
+    /// The figures of the status page, read from the series `/metrics` exports (the latency
+    /// from the same observations).
+    pub fn traffic(&self) -> Traffic {
+        let mut t = Traffic::default();
+        for (l, c) in self.requests.listed().iter() {
+            *t.requests.entry((l.route, l.status)).or_default() += c.get();
+        }
+        let mut latency = [0; LATENCY_BOUNDS.len() + 1];
+        for a in self
+            .apps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            t.upstream_requests += a.upstream_requests.get();
+            t.handshakes += a.handshakes.get();
+            for (sum, n) in latency.iter_mut().zip(a.latency.buckets.iter()) {
+                *sum += n.load(Ordering::Relaxed);
+            }
+        }
+        let mut below = 0;
+        t.latency = LATENCY_BOUNDS
+            .into_iter()
+            .chain([f64::INFINITY])
+            .zip(latency)
+            .map(|(upper, n)| {
+                below += n;
+                (upper, below)
+            })
+            .collect();
+        t
     }
 
     /// The counters of audit records, exported at zero from then on.
@@ -341,8 +390,93 @@ pub struct AuditCounters {
     pub failed: Counter,
 }
 
+/// Upper bounds of the upstream latency buckets, in seconds, doubling from 1 ms; a last one,
+/// +Inf, holds the slower.
+pub const LATENCY_BOUNDS: [f64; 16] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192, 16.384, 32.768,
+];
+
 fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+    Histogram::new(LATENCY_BOUNDS)
+}
+
+/// `requests`, with every series it holds listed for [`Metrics::traffic`]: a family cannot be
+/// iterated.
+#[derive(Clone, Default)]
+struct Requests {
+    family: Family<RequestLabels, Counter>,
+    listed: Arc<Mutex<HashMap<RequestLabels, Counter>>>,
+}
+
+impl Requests {
+    /// The counter of `labels`, listed when it is new.
+    fn counter(&self, labels: RequestLabels) -> Counter {
+        if let Some(c) = self.family.get(&labels) {
+            return c.clone();
+        }
+        let c = self.family.get_or_create_owned(&labels);
+        self.listed().entry(labels).or_insert_with(|| c.clone());
+        c
+    }
+
+    /// Counts one request; a series seen before costs what the family alone would.
+    fn inc(&self, labels: RequestLabels) {
+        if let Some(c) = self.family.get(&labels) {
+            c.inc();
+        } else {
+            self.counter(labels).inc();
+        }
+    }
+
+    fn listed(&self) -> MutexGuard<'_, HashMap<RequestLabels, Counter>> {
+        // Poisoned or not, the map holds only handles onto the counters.
+        self.listed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An app's series that [`Metrics::traffic`] adds up.
+#[derive(Clone)]
+struct AppSeries {
+    upstream_requests: Counter,
+    handshakes: Counter,
+    latency: Latency,
+}
+
+/// An app's upstream latency: the exported histogram, and its counts by bucket once more,
+/// for the status page (the histogram does not give them).
+#[derive(Clone)]
+pub struct Latency {
+    histogram: Histogram,
+    /// Not cumulative; the last is +Inf's.
+    buckets: Arc<[AtomicU64; LATENCY_BOUNDS.len() + 1]>,
+}
+
+impl Latency {
+    /// Observes `secs` in the histogram and in the status page's buckets.
+    pub fn observe(&self, secs: f64) {
+        self.histogram.observe(secs);
+        // Inclusive upper bounds, NaN in +Inf: as the histogram counts.
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|&upper| upper >= secs)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The figures the status page shows, every app added up since start.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    /// Requests answered, by route class and status.
+    pub requests: BTreeMap<(&'static str, u16), u64>,
+    /// Requests sent upstream, retries included.
+    pub upstream_requests: u64,
+    /// New upstream connections, one TLS handshake each.
+    pub handshakes: u64,
+    /// Upstream latency as cumulative buckets, `(upper bound in seconds, count)`, the last
+    /// +Inf.
+    pub latency: Vec<(f64, u64)>,
 }
 
 /// One app's metrics, resolved when its generation is built.
@@ -359,9 +493,9 @@ pub struct AppMetrics {
     /// Response bodies cut off for a gap in their data.
     pub body_stalls: Counter,
     /// Time to the upstream's response head.
-    pub upstream_latency: Histogram,
+    pub upstream_latency: Latency,
     handshake_failures: Family<AppReason, Counter>,
-    requests: Family<RequestLabels, Counter>,
+    requests: Requests,
     /// `requests` answered 200, by route class: the common case, counted without a lookup.
     ok: [Counter; 3],
 }
@@ -378,14 +512,14 @@ impl AppMetrics {
     /// Counts a request answered with `status` as `route` (`None`: refused before routing).
     pub fn count_request(&self, route: Option<RouteClass>, status: u16) {
         match route {
-            Some(r) if status == 200 => self.ok[r as usize].inc(),
+            Some(r) if status == 200 => {
+                self.ok[r as usize].inc();
+            }
             _ => {
                 let (app, route) = (self.app.clone(), route.map_or("denied", RouteClass::as_str));
-                self.requests
-                    .get_or_create(&RequestLabels { app, route, status })
-                    .inc()
+                self.requests.inc(RequestLabels { app, route, status });
             }
-        };
+        }
     }
 }
 
@@ -467,6 +601,49 @@ mod tests {
             .find_map(|l| l.strip_prefix("amity_proxy_upstream_latency_seconds_sum{app=\"eu\"} "))
             .unwrap();
         assert!((sum.parse::<f64>().unwrap() - 40.006).abs() < 1e-9, "{sum}");
+        // The status page's buckets count the same.
+        let latency = m.traffic().latency;
+        assert_eq!(latency.len(), 17);
+        for (upper, n) in latency {
+            let le = if upper.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                upper.to_string()
+            };
+            assert_eq!(bucket(&le), n, "le={le}");
+        }
+    }
+
+    #[test]
+    fn traffic_adds_up_every_apps_series_and_each_once() {
+        let m = Metrics::new();
+        let eu = m.app("eu");
+        // A reload resolves the app again: the same series, counted once.
+        let eu_again = m.app("eu");
+        let us = m.app("us");
+        eu.count_request(Some(RouteClass::AuthToken), 200);
+        eu_again.count_request(Some(RouteClass::AuthToken), 200);
+        us.count_request(Some(RouteClass::Admin), 502);
+        us.count_request(Some(RouteClass::Admin), 502);
+        us.count_request(None, 403);
+        m.count_unrouted(403);
+        eu.upstream_requests.inc();
+        us.upstream_requests.inc_by(2);
+        eu_again.handshakes.inc();
+        eu.upstream_latency.observe(0.003);
+        let t = m.traffic();
+        let expected = [
+            (("admin", 200), 0),
+            (("admin", 502), 2),
+            (("auth_token", 200), 2),
+            (("denied", 403), 2),
+            (("extra", 200), 0),
+        ];
+        assert_eq!(t.requests.into_iter().collect::<Vec<_>>(), expected);
+        assert_eq!((t.upstream_requests, t.handshakes), (3, 1));
+        assert_eq!(t.latency[1], (0.002, 0));
+        assert_eq!(t.latency[2], (0.004, 1));
+        assert_eq!(t.latency.last(), Some(&(f64::INFINITY, 1)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::client_cert::ClientCert;
+use super::client_cert::{ClientCert, HandshakeResult};
 use super::failover::Failover;
 use super::policy::Policy;
 use super::secrets::Secrets;
@@ -195,31 +195,100 @@ impl App {
         format!("no usable client certificate: {}", why.join("; "))
     }
 
-    /// Per-certificate state, as `/certs` shows it.
-    pub fn cert_report(&self, now: i64) -> Vec<serde_json::Value> {
+    /// Per-certificate state, as `/certs` and the status page show it.
+    pub fn cert_report(&self, now: i64) -> Vec<CertRow> {
         let active = self.active(now).map(|i| i.name.as_str());
         self.identities
             .iter()
-            .map(|i| {
-                let role = match i.info.state(now) {
-                    _ if Some(i.name.as_str()) == active => "active",
-                    CertState::Valid | CertState::Expiring { .. } => "standby",
-                    CertState::Expired => "expired",
-                    CertState::NotYetValid => "not_yet_valid",
-                };
-                serde_json::json!({
-                    "app": &*self.name,
-                    "name": i.name,
-                    "subject": i.info.subject,
-                    "serial": i.info.serial,
-                    "sha256": i.info.sha256,
-                    "not_before": pki::rfc3339(i.info.not_before),
-                    "not_after": pki::rfc3339(i.info.not_after),
-                    "seconds_left": i.info.not_after - now,
-                    "role": role,
-                    "last_handshake": i.last_result(),
-                })
+            .map(|i| CertRow {
+                app: self.name.to_string(),
+                last_handshake: i.last_result(),
+                name: i.name.clone(),
+                not_after: pki::rfc3339(i.info.not_after),
+                not_before: pki::rfc3339(i.info.not_before),
+                role: match i.info.state(now) {
+                    _ if Some(i.name.as_str()) == active => CertRole::Active,
+                    CertState::Valid | CertState::Expiring { .. } => CertRole::Standby,
+                    CertState::Expired => CertRole::Expired,
+                    CertState::NotYetValid => CertRole::NotYetValid,
+                },
+                seconds_left: i.info.not_after - now,
+                serial: i.info.serial.clone(),
+                sha256: i.info.sha256.clone(),
+                subject: i.info.subject.clone(),
             })
             .collect()
+    }
+}
+
+/// One certificate as `/certs` reports it. The fields are in the order `/certs` has always
+/// listed them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertRow {
+    /// The app's name.
+    pub app: String,
+    /// The last time it was presented, if it was.
+    pub last_handshake: Option<HandshakeResult>,
+    /// Console name.
+    pub name: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// RFC 3339.
+    pub not_before: String,
+    /// What the app does with it now.
+    pub role: CertRole,
+    /// Seconds until it expires (negative once expired).
+    pub seconds_left: i64,
+    /// Serial, upper-case hex.
+    pub serial: String,
+    /// SHA-256 of the DER certificate, colon-separated upper-case hex.
+    pub sha256: String,
+    /// Full subject DN.
+    pub subject: String,
+}
+
+/// A certificate's part in its app at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertRole {
+    /// Presented first.
+    Active,
+    /// Usable, but not presented first.
+    Standby,
+    /// Past its not-after.
+    Expired,
+    /// Before its not-before.
+    NotYetValid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cert_row_serializes_as_certs_has_always_served_it() {
+        let row = CertRow {
+            app: "eu".into(),
+            last_handshake: Some(HandshakeResult {
+                accepted: false,
+                at: 5,
+                detail: "refused".into(),
+            }),
+            name: "eu-b".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            role: CertRole::NotYetValid,
+            seconds_left: -1,
+            serial: "0A1B".into(),
+            sha256: "AB:CD".into(),
+            subject: "CN=eu-b".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&row).unwrap(),
+            r#"{"app":"eu","last_handshake":{"accepted":false,"at":5,"detail":"refused"},"name":"eu-b","not_after":"2027-01-01T00:00:00Z","not_before":"2026-01-01T00:00:00Z","role":"not_yet_valid","seconds_left":-1,"serial":"0A1B","sha256":"AB:CD","subject":"CN=eu-b"}"#
+        );
+        let roles = [CertRole::Active, CertRole::Standby, CertRole::Expired]
+            .map(|r| serde_json::to_string(&r).unwrap());
+        assert_eq!(roles, [r#""active""#, r#""standby""#, r#""expired""#]);
     }
 }

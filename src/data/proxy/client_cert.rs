@@ -10,13 +10,14 @@ use crate::model::config::LoadedCert;
 use crate::model::pki::{Candidate, CertInfo};
 use crate::telemetry::metrics::{AppName, CertLabels};
 
-/// What happened the last time a certificate was presented.
+/// What happened the last time a certificate was presented. The fields are in the order
+/// `/certs` has always listed them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HandshakeResult {
-    /// Unix time.
-    pub at: i64,
     /// Whether the upstream accepted the certificate.
     pub accepted: bool,
+    /// Unix time.
+    pub at: i64,
     /// `accepted`, or the failure.
     pub detail: String,
 }

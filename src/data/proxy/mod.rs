@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use self::app::App;
+pub use self::app::{App, CertRole, CertRow};
 pub use self::audit::Audit;
 pub use self::body::{FromUpstream, ProxyBody};
 pub use self::caller::ConnInfo;
