@@ -288,3 +288,21 @@ pub fn env_with_certs() -> Cli {
     fs::copy(env.expired_cert("old"), env.cert_file("old", "crt")).unwrap();
     env
 }
+
+/// `check --live -c <config>`, run off the test's runtime: (exit code, stdout, stderr).
+pub async fn check_live(config: PathBuf) -> (Option<i32>, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(super::BIN)
+            .args(["check", "--live", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -566,24 +566,6 @@ async fn a_configured_refusal_answer_fails_over_too() {
     proxy.shutdown().await;
 }
 
-/// `check --live` on the config at `path`: (exit code, stdout, stderr).
-async fn check_live(path: PathBuf) -> (Option<i32>, String, String) {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::BIN)
-            .args(["check", "--live", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// nginx refuses a certificate in HTTP (its 400 page): `check --live` says so and fails, and a
 /// reload to that certificate is refused while the accepted one keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,7 +579,7 @@ async fn check_live_and_the_reload_proof_see_nginx_refusing_in_http() {
     let (_nginx, port) = start_nginx(&nginx, d, "ca-x", "on", true, TOKEN_LOCATION).await;
 
     let v = proxy_config(d, port, "ca-x", &["from-y"], "", "");
-    let (code, stdout, stderr) = check_live(v.path.clone()).await;
+    let (code, stdout, stderr) = common::cli::check_live(v.path.clone()).await;
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stdout.contains("from-y: refused:") && stdout.contains("The SSL certificate error"),
@@ -606,7 +588,7 @@ async fn check_live_and_the_reload_proof_see_nginx_refusing_in_http() {
     assert!(stderr.contains("client_certs[0] (from-y)"), "{stderr}");
 
     let v = proxy_config(d, port, "ca-x", &["from-x"], "", "");
-    let (code, stdout, stderr) = check_live(v.path.clone()).await;
+    let (code, stdout, stderr) = common::cli::check_live(v.path.clone()).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("from-x: accepted by 127.0.0.1:"),

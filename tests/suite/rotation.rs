@@ -5,7 +5,6 @@ use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -517,19 +516,8 @@ async fn check_live_reports_each_certificate() {
     env.client_cert_from(&other, "foreign", Validity::days_from_now(30));
     let mock = env.mock(Duration::ZERO).await;
     let v = env.config(mock.addr, &["good", "foreign"], "");
-    let path = v.path.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::BIN)
-            .args(["check", "--live", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = common::cli::check_live(v.path.clone()).await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(
         stdout.lines().any(|l| l.contains("good: accepted")),
         "{stdout}"
@@ -543,21 +531,8 @@ async fn check_live_reports_each_certificate() {
     assert!(stderr.contains("client_certs[1] (foreign)"), "{stderr}");
 
     let v = env.config(mock.addr, &["good"], "");
-    let path = v.path.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::BIN)
-            .args(["check", "--live", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, stderr) = common::cli::check_live(v.path.clone()).await;
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 #[tokio::test]

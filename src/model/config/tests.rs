@@ -251,11 +251,11 @@ fn every_section_reports_its_problems_with_field_paths() {
     );
 }
 
-#[test]
-fn start_only_changes_name_each_field_with_both_values() {
-    let running = StartOnly {
+/// A running `StartOnly` with one app listener, of `app`.
+fn start_only_sample(app: &str) -> StartOnly {
+    StartOnly {
         listen: "127.0.0.1:8080".parse().unwrap(),
-        app_listeners: vec![("eu".into(), "127.0.0.1:8081".parse().unwrap())],
+        app_listeners: vec![(app.into(), "127.0.0.1:8081".parse().unwrap())],
         admin_listen: "127.0.0.1:9901".parse().unwrap(),
         workers: 2,
         max_connections: 100,
@@ -265,7 +265,12 @@ fn start_only_changes_name_each_field_with_both_values() {
         send: Duration::from_secs(10),
         inbound_handshake: Duration::from_secs(5),
         shutdown_grace: Duration::from_secs(10),
-    };
+    }
+}
+
+#[test]
+fn start_only_changes_name_each_field_with_both_values() {
+    let running = start_only_sample("eu");
     assert_eq!(running.changes(&running.clone()), []);
     let configured = StartOnly {
         admin_listen: "127.0.0.1:9902".parse().unwrap(),
@@ -415,19 +420,7 @@ fn the_readmes_reload_column_names_exactly_the_start_only_fields() {
         })
         .collect();
     restart.sort_unstable();
-    let running = StartOnly {
-        listen: "127.0.0.1:8080".parse().unwrap(),
-        app_listeners: vec![("NAME".into(), "127.0.0.1:8081".parse().unwrap())],
-        admin_listen: "127.0.0.1:9901".parse().unwrap(),
-        workers: 2,
-        max_connections: 100,
-        max_header_bytes: 16384,
-        header_read: Duration::from_secs(10),
-        idle: Duration::from_secs(60),
-        send: Duration::from_secs(10),
-        inbound_handshake: Duration::from_secs(5),
-        shutdown_grace: Duration::from_secs(10),
-    };
+    let running = start_only_sample("NAME");
     let mut fields: Vec<String> = running
         .fields()
         .into_iter()
