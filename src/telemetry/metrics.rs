@@ -1,86 +1,20 @@
 //! Prometheus metrics (prometheus-client), shared by every generation.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+pub use super::labels::{
+    AppLabels, AppName, AppReason, CertLabels, FixedReason, RequestLabels, ResultLabels,
+};
+use super::traffic::{self, latency_histogram, AppSeries, Requests};
+pub use super::traffic::{Latency, Traffic, LATENCY_BOUNDS};
 use crate::model::config::RouteClass;
-
-/// An app's name as a label value: shared, so that labelling a sample copies no text.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, Default)]
-pub struct AppName(pub Arc<str>);
-
-impl AppName {
-    /// The label of requests refused before an app was chosen.
-    pub fn none() -> Self {
-        Self(Arc::from(""))
-    }
-}
-
-impl EncodeLabelValue for AppName {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(encoder, &self.0)
-    }
-}
-
-/// A single `app` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppLabels {
-    /// The app's name.
-    pub app: AppName,
-}
-
-/// Labels of `amity_proxy_upstream_handshake_failures_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppReason {
-    /// The app's name.
-    pub app: AppName,
-    /// Why.
-    pub reason: &'static str,
-}
-
-/// Labels of `amity_proxy_requests_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// The app's name; empty for a request refused before an app was chosen.
-    pub app: AppName,
-    /// Route class: auth_token, admin, extra, denied.
-    pub route: &'static str,
-    /// HTTP status sent to the backend.
-    pub status: u16,
-}
-
-/// A single `reason` label from a fixed set, hashed without an allocation.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FixedReason {
-    /// Why.
-    pub reason: &'static str,
-}
-
-/// A single `result` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    /// ok or failed.
-    pub result: String,
-}
-
-/// Labels of per-certificate gauges.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertLabels {
-    /// The app's name.
-    pub app: AppName,
-    /// Console name.
-    pub name: String,
-    /// Serial, upper-case hex.
-    pub serial: String,
-}
 
 /// Every metric the proxy exports.
 pub struct Metrics {
@@ -271,10 +205,7 @@ impl Metrics {
             .or_insert_with(|| AppSeries {
                 upstream_requests: self.upstream_requests.get_or_create_owned(&labels),
                 handshakes: self.handshakes.get_or_create_owned(&labels),
-                latency: Latency {
-                    histogram: self.upstream_latency.get_or_create_owned(&labels),
-                    buckets: Arc::default(),
-                },
+                latency: Latency::new(self.upstream_latency.get_or_create_owned(&labels)),
             })
             .clone();
         AppMetrics {
@@ -313,34 +244,7 @@ impl Metrics {
     /// The figures of the status page, read from the series `/metrics` exports (the latency
     /// from the same observations).
     pub fn traffic(&self) -> Traffic {
-        let mut t = Traffic::default();
-        for (l, c) in self.requests.listed().iter() {
-            *t.requests.entry((l.route, l.status)).or_default() += c.get();
-        }
-        let mut latency = [0; LATENCY_BOUNDS.len() + 1];
-        for a in self
-            .apps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
-            t.upstream_requests += a.upstream_requests.get();
-            t.handshakes += a.handshakes.get();
-            for (sum, n) in latency.iter_mut().zip(a.latency.buckets.iter()) {
-                *sum += n.load(Ordering::Relaxed);
-            }
-        }
-        let mut below = 0;
-        t.latency = LATENCY_BOUNDS
-            .into_iter()
-            .chain([f64::INFINITY])
-            .zip(latency)
-            .map(|(upper, n)| {
-                below += n;
-                (upper, below)
-            })
-            .collect();
-        t
+        traffic::sum(&self.requests, &self.apps)
     }
 
     /// The counters of audit records, exported at zero from then on.
@@ -388,95 +292,6 @@ pub struct AuditCounters {
     pub written: Counter,
     /// Records that could not be written.
     pub failed: Counter,
-}
-
-/// Upper bounds of the upstream latency buckets, in seconds, doubling from 1 ms; a last one,
-/// +Inf, holds the slower.
-pub const LATENCY_BOUNDS: [f64; 16] = [
-    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
-    8.192, 16.384, 32.768,
-];
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BOUNDS)
-}
-
-/// `requests`, with every series it holds listed for [`Metrics::traffic`]: a family cannot be
-/// iterated.
-#[derive(Clone, Default)]
-struct Requests {
-    family: Family<RequestLabels, Counter>,
-    listed: Arc<Mutex<HashMap<RequestLabels, Counter>>>,
-}
-
-impl Requests {
-    /// The counter of `labels`, listed when it is new.
-    fn counter(&self, labels: RequestLabels) -> Counter {
-        if let Some(c) = self.family.get(&labels) {
-            return c.clone();
-        }
-        let c = self.family.get_or_create_owned(&labels);
-        self.listed().entry(labels).or_insert_with(|| c.clone());
-        c
-    }
-
-    /// Counts one request; a series seen before costs what the family alone would.
-    fn inc(&self, labels: RequestLabels) {
-        if let Some(c) = self.family.get(&labels) {
-            c.inc();
-        } else {
-            self.counter(labels).inc();
-        }
-    }
-
-    fn listed(&self) -> MutexGuard<'_, HashMap<RequestLabels, Counter>> {
-        // Poisoned or not, the map holds only handles onto the counters.
-        self.listed.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// An app's series that [`Metrics::traffic`] adds up.
-#[derive(Clone)]
-struct AppSeries {
-    upstream_requests: Counter,
-    handshakes: Counter,
-    latency: Latency,
-}
-
-/// An app's upstream latency: the exported histogram, and its counts by bucket once more,
-/// for the status page (the histogram does not give them).
-#[derive(Clone)]
-pub struct Latency {
-    histogram: Histogram,
-    /// Not cumulative; the last is +Inf's.
-    buckets: Arc<[AtomicU64; LATENCY_BOUNDS.len() + 1]>,
-}
-
-impl Latency {
-    /// Observes `secs` in the histogram and in the status page's buckets.
-    pub fn observe(&self, secs: f64) {
-        self.histogram.observe(secs);
-        // Inclusive upper bounds, NaN in +Inf: as the histogram counts.
-        let i = LATENCY_BOUNDS
-            .iter()
-            .position(|&upper| upper >= secs)
-            .unwrap_or(LATENCY_BOUNDS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The figures the status page shows, every app added up since start.
-#[derive(Debug, Clone, Default)]
-pub struct Traffic {
-    /// Requests answered, by route class and status.
-    pub requests: BTreeMap<(&'static str, u16), u64>,
-    /// Requests sent upstream, retries included.
-    pub upstream_requests: u64,
-    /// New upstream connections, one TLS handshake each.
-    pub handshakes: u64,
-    /// Upstream latency as cumulative buckets, `(upper bound in seconds, count)`, the last
-    /// +Inf.
-    pub latency: Vec<(f64, u64)>,
 }
 
 /// One app's metrics, resolved when its generation is built.

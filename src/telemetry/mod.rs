@@ -2,6 +2,8 @@
 
 pub mod audit;
 pub mod group;
+mod labels;
 pub mod logthrottle;
 pub mod logwriter;
 pub mod metrics;
+mod traffic;
